@@ -1,0 +1,1 @@
+"""Function handlers: one Lambda each, importable locally as `functions.<name>.app`."""

@@ -1,0 +1,22 @@
+"""Lambda function `voices`: the voices speech can be made with."""
+
+from fastapi import APIRouter
+from mangum import Mangum
+
+from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
+from roleplay.function_app import create_function_app
+from roleplay.settings import get_settings
+from roleplay.voice_catalog import PublicVoice, public_voices
+
+get_settings()
+
+router = APIRouter(tags=["tts"], responses=ERROR_RESPONSES)
+
+
+@router.get("/api/tts/voices")
+async def voices() -> Envelope[list[PublicVoice]]:
+    return ok(public_voices())
+
+
+app = create_function_app("voices", [router])
+handler = Mangum(app, lifespan="off")

@@ -1,0 +1,42 @@
+"""The one JSON shape every endpoint answers with, as in the design document."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel
+
+DataT = TypeVar("DataT")
+
+
+class Envelope(BaseModel, Generic[DataT]):
+    success: Literal[True] = True
+    data: DataT
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorEnvelope(BaseModel):
+    success: Literal[False] = False
+    error: ErrorBody
+
+
+def ok(data: DataT) -> Envelope[DataT]:
+    return Envelope[DataT](data=data)
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return {"success": False, "error": body}
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorEnvelope}
+    for status in (400, 401, 403, 404, 409, 413, 422, 502, 503, 504)
+}

@@ -1,0 +1,140 @@
+"""Builds the FastAPI app of a function handler, or of the local runner from several.
+
+Every app built here answers errors the same way: the JSON envelope with a stable
+code, never a traceback. Handlers raise `ApiError`s; anything unexpected is a 500
+with a generic message and a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from roleplay.envelope import error_body
+from roleplay.errors import ApiError
+from roleplay.settings import get_settings
+
+logger = logging.getLogger("roleplay")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _json_error(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+
+
+def _validation_details(error: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": [str(part) for part in item.get("loc", ())], "msg": item.get("msg", ""),
+         "type": item.get("type", "")}
+        for item in error.errors()
+    ]
+
+
+async def _on_api_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ApiError)
+    return _json_error(
+        error.status_code, error.error_code, error.message, error.details, error.headers or None
+    )
+
+
+async def _on_validation_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    details = _validation_details(error)
+    first = details[0] if details else {"loc": [], "msg": "invalid request"}
+    where = ".".join(part for part in first["loc"] if part != "body") or "request"
+    return _json_error(422, "validation_error", f"{where}: {first['msg']}", details)
+
+
+async def _on_http_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    code = _HTTP_CODES.get(error.status_code, "http_error")
+    return _json_error(error.status_code, code, str(error.detail), headers=error.headers)
+
+
+async def _on_redis_down(_: Request, error: Exception) -> JSONResponse:
+    logger.warning("redis unreachable: %s", error)
+    return _json_error(
+        503, "redis_unavailable", "session store (Redis) is unreachable; try again shortly",
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _on_unexpected(_: Request, error: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=error)
+    return _json_error(500, "internal_error", "internal server error")
+
+
+class BodySizeLimit:
+    """Refuses request bodies over the configured size before they are buffered whole."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = get_settings().max_body_bytes
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(limit, scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _BodyTooLarge:
+            await self._refuse(limit, scope, receive, send)
+
+    @staticmethod
+    async def _refuse(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+        response = _json_error(413, "payload_too_large", f"request body exceeds {limit} bytes")
+        await response(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_function_app(title: str, routers: Iterable[APIRouter], **fastapi_kwargs: Any) -> FastAPI:
+    """A FastAPI app with the envelope error handlers and the given routes."""
+    app = FastAPI(title=title, **fastapi_kwargs)
+    for router in routers:
+        app.include_router(router)
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(RedisConnectionError, _on_redis_down)
+    app.add_exception_handler(RedisTimeoutError, _on_redis_down)
+    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_middleware(BodySizeLimit)
+    return app

@@ -1,0 +1,91 @@
+"""Is each part of Server B's world reachable? Fast, and never hangs.
+
+Every probe runs at once under `HEALTH_TIMEOUT_S`. Redis is required (503 when it is
+down); the GPU services are reported but do not fail the check, so the API stays up
+and answers clear 502s while Server A restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+import httpx
+from pydantic import BaseModel
+
+from roleplay.llm_client import http_holder
+from roleplay.redis_client import get_redis
+from roleplay.settings import get_settings
+
+ProbeStatus = Literal["ok", "unreachable", "not_configured"]
+
+
+class ProbeResult(BaseModel):
+    status: ProbeStatus
+    latency_ms: float | None = None
+    target: str | None = None
+    error: str | None = None
+
+
+class HealthReport(BaseModel):
+    status: Literal["ok", "degraded", "down"]
+    checks: dict[str, ProbeResult]
+
+
+async def _timed(probe: Callable[[], Awaitable[None]], target: str, timeout: float) -> ProbeResult:
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(probe(), timeout)
+    except TimeoutError:
+        return ProbeResult(status="unreachable", target=target, error=f"no answer in {timeout}s")
+    except Exception as error:  # any failure of a probe is "unreachable", with why
+        return ProbeResult(status="unreachable", target=target,
+                           error=f"{type(error).__name__}: {error}"[:300])
+    return ProbeResult(status="ok", target=target,
+                       latency_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+async def _ping_redis() -> None:
+    await (await get_redis()).ping()
+
+
+def _http_probe(url: str) -> Callable[[], Awaitable[None]]:
+    async def probe() -> None:
+        http = await http_holder.get()
+        await http.get(url, timeout=httpx.Timeout(get_settings().health_timeout_s))
+
+    return probe
+
+
+def _redact(url: str) -> str:
+    parsed = httpx.URL(url) if "://" in url else None
+    if parsed is None or not parsed.password:
+        return url
+    return str(parsed.copy_with(password="***"))
+
+
+async def check_health() -> HealthReport:
+    settings = get_settings()
+    timeout = settings.health_timeout_s
+    checks: dict[str, Awaitable[ProbeResult]] = {
+        "redis": _timed(_ping_redis, _redact(settings.effective_redis_url), timeout),
+    }
+    if settings.llm_base_url:
+        base = settings.llm_base_url.rstrip("/").removesuffix("/v1")
+        path = "/api/tags" if settings.llm_service == "ollama" else "/v1/models"
+        checks["llm"] = _timed(_http_probe(base + path), base, timeout)
+    if settings.tts_base_url:
+        checks["tts"] = _timed(_http_probe(settings.tts_base_url), settings.tts_base_url, timeout)
+    names = list(checks)
+    results = dict(zip(names, await asyncio.gather(*checks.values()), strict=True))
+    for name in ("llm", "tts"):
+        results.setdefault(name, ProbeResult(status="not_configured"))
+    if results["redis"].status != "ok":
+        overall: Literal["ok", "degraded", "down"] = "down"
+    elif any(r.status == "unreachable" for r in results.values()):
+        overall = "degraded"
+    else:
+        overall = "ok"
+    return HealthReport(status=overall, checks=results)

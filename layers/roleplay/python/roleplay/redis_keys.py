@@ -1,0 +1,40 @@
+"""Every Redis key Server B writes, in one place, under one prefix (`REDIS_KEY_PREFIX`).
+
+| key                              | type       | TTL            | holds                                  |
+|----------------------------------|------------|----------------|----------------------------------------|
+| `{p}character:{id}`              | string     | none           | a character, JSON                      |
+| `{p}characters`                  | sorted set | none           | `{created_ms}:{id}` members, for paging |
+| `{p}session:{id}`                | hash       | SESSION_TTL_S  | session metadata                       |
+| `{p}session:{id}:messages`       | list       | SESSION_TTL_S  | the full transcript, JSON per message  |
+
+Characters are content, not session state, so they never expire. Session keys have
+their TTL refreshed on every use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from roleplay.settings import get_settings
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    prefix: str
+
+    def character(self, character_id: str) -> str:
+        return f"{self.prefix}character:{character_id}"
+
+    @property
+    def characters_index(self) -> str:
+        return f"{self.prefix}characters"
+
+    def session(self, session_id: str) -> str:
+        return f"{self.prefix}session:{session_id}"
+
+    def session_messages(self, session_id: str) -> str:
+        return f"{self.prefix}session:{session_id}:messages"
+
+
+def redis_keys() -> RedisKeys:
+    return RedisKeys(get_settings().redis_key_prefix)

@@ -1,0 +1,30 @@
+"""One ASGI app with every function's routes, as API Gateway would route them.
+
+Each function module owns its paths (`/api/chat`, `/api/characters/{id}`, ...); the
+runner includes their routers unchanged, so a request reaches the same handler code
+here as in Lambda. tests/test_routes.py checks these routes against template.yaml.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from fastapi import APIRouter, FastAPI
+
+from roleplay.function_app import create_function_app
+
+FUNCTIONS = ("health", "characters", "models", "chat", "tts", "voices")
+
+
+def function_routers() -> dict[str, APIRouter]:
+    return {
+        name: importlib.import_module(f"functions.{name}.app").router for name in FUNCTIONS
+    }
+
+
+def build_app() -> FastAPI:
+    return create_function_app(
+        "Server B",
+        function_routers().values(),
+        description="Character role-play chat backend: every function handler in one app.",
+    )
