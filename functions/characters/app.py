@@ -7,7 +7,13 @@ from mangum import Mangum
 from pydantic import BaseModel
 
 from roleplay import character_service
-from roleplay.characters import ID_PATTERN, Character, CharacterCreate, CharacterPage, CharacterUpdate
+from roleplay.characters import (
+    ID_PATTERN,
+    Character,
+    CharacterCreate,
+    CharacterPage,
+    CharacterUpdate,
+)
 from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
 from roleplay.function_app import create_function_app
 from roleplay.identity import User, current_user

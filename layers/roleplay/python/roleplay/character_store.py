@@ -82,9 +82,9 @@ class RedisCharacterStore:
             raise _bad_cursor()
         keys, redis = redis_keys(), await get_redis()
         start = f"({cursor}" if cursor else "-"
-        members: list[str] = await redis.zrangebylex(
+        members = [str(m) for m in await redis.zrangebylex(
             keys.characters_index, start, "+", start=0, num=limit + 1
-        )
+        )]
         page, more = members[:limit], len(members) > limit
         if not page:
             return CharacterPage(items=[])
@@ -144,7 +144,7 @@ class DynamoCharacterStore:
             raise _bad_cursor() from None
         if not isinstance(decoded, dict) or not isinstance(decoded.get("id"), str):
             raise _bad_cursor()
-        return decoded["id"]
+        return str(decoded["id"])
 
 
 @lru_cache(maxsize=4)

@@ -34,12 +34,12 @@ class HealthReport(BaseModel):
     checks: dict[str, ProbeResult]
 
 
-async def _timed(probe: Callable[[], Awaitable[None]], target: str, timeout: float) -> ProbeResult:
+async def _timed(probe: Callable[[], Awaitable[None]], target: str, limit_s: float) -> ProbeResult:
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(probe(), timeout)
+        await asyncio.wait_for(probe(), limit_s)
     except TimeoutError:
-        return ProbeResult(status="unreachable", target=target, error=f"no answer in {timeout}s")
+        return ProbeResult(status="unreachable", target=target, error=f"no answer in {limit_s}s")
     except Exception as error:  # any failure of a probe is "unreachable", with why
         return ProbeResult(status="unreachable", target=target,
                            error=f"{type(error).__name__}: {error}"[:300])

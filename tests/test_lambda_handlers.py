@@ -1,0 +1,68 @@
+"""Each function's Lambda handler, called with a real HTTP API v2 event, answers as the
+local runner does."""
+
+import importlib
+
+from fastapi.testclient import TestClient
+
+from tests.lambda_events import http_api_event, invoke
+
+
+def _handler(name: str):
+    return importlib.import_module(f"functions.{name}.app").handler
+
+
+def test_characters_handler_matches_the_local_runner(client: TestClient) -> None:
+    status, created = invoke(_handler("characters"),
+                             http_api_event("POST", "/api/characters", body={"name": "민지"}))
+    assert status == 201
+    character_id = created["data"]["id"]
+
+    status, via_lambda = invoke(_handler("characters"),
+                                http_api_event("GET", f"/api/characters/{character_id}",
+                                               route_key="GET /api/characters/{character_id}"))
+    via_runner = client.get(f"/api/characters/{character_id}")
+    assert status == via_runner.status_code == 200
+    assert via_lambda == via_runner.json()
+
+    status, listed = invoke(_handler("characters"),
+                            http_api_event("GET", "/api/characters", query={"limit": "5"}))
+    assert status == 200
+    assert listed == client.get("/api/characters", params={"limit": 5}).json()
+
+
+def test_characters_handler_refuses_bad_input_in_the_envelope(client: TestClient) -> None:
+    event = http_api_event("POST", "/api/characters", body={"persona": "no name"})
+    status, body = invoke(_handler("characters"), event)
+    runner = client.post("/api/characters", json={"persona": "no name"})
+    assert status == runner.status_code == 422
+    assert body == runner.json()
+
+
+def test_health_handler_matches_the_local_runner(client: TestClient) -> None:
+    status, body = invoke(_handler("health"), http_api_event("GET", "/api/health"))
+    runner = client.get("/api/health")
+    assert status == runner.status_code == 200
+    assert body["data"]["checks"]["redis"]["status"] == "ok"
+    assert body["data"]["status"] == runner.json()["data"]["status"]
+
+
+def test_voices_handler_matches_the_local_runner(client: TestClient) -> None:
+    status, body = invoke(_handler("voices"), http_api_event("GET", "/api/tts/voices"))
+    assert status == 200
+    assert body == client.get("/api/tts/voices").json()
+    assert body["data"][0]["id"] == "default"
+
+
+def test_models_handler_reports_a_missing_upstream_like_the_runner(client: TestClient) -> None:
+    status, body = invoke(_handler("models"), http_api_event("GET", "/api/chat/models"))
+    runner = client.get("/api/chat/models")
+    assert status == runner.status_code == 503
+    assert body == runner.json()
+
+
+def test_handler_answers_three_invocations_in_a_row(client: TestClient) -> None:
+    handler = _handler("health")
+    for _ in range(3):
+        status, body = invoke(handler, http_api_event("GET", "/api/health"))
+        assert status == 200 and body["success"] is True
