@@ -124,3 +124,20 @@ def characters_table(aws: None, settings_env: Callable[..., None]) -> Iterator[s
     _dynamo_store.cache_clear()
     yield name
     _dynamo_store.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The real llama.cpp OpenAI-compatible server with SmolLM2, once per test run."""
+    from local_runner.embedded_llm import EmbeddedLLM
+
+    log = tmp_path_factory.mktemp("llm") / "llama-server.log"
+    with EmbeddedLLM(log_file=log, n_ctx=4096) as server:
+        yield server
+
+
+@pytest.fixture
+def real_llm(llm_server: object, settings_env: Callable[..., None]) -> object:
+    settings_env(LLM_BASE_URL=llm_server.base_url, LLM_SERVICE="vllm",  # type: ignore[attr-defined]
+                 DEFAULT_MODEL=llm_server.model_alias)  # type: ignore[attr-defined]
+    return llm_server

@@ -1,15 +1,53 @@
-"""Lambda function `chat`: role-play turns with a character, and their sessions."""
+"""Lambda function `chat`: role-play turns with a character, and their sessions.
 
-from fastapi import APIRouter
+`"stream": true` answers with Server-Sent Events. Through Mangum (Lambda behind an
+HTTP API) the events arrive all at once at the end; the local runner streams them.
+"""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+from fastapi.responses import StreamingResponse
 from mangum import Mangum
 
-from roleplay.envelope import ERROR_RESPONSES
+from roleplay import chat_service
+from roleplay.characters import ID_PATTERN
+from roleplay.chat_models import ChatReply, ChatRequest, SessionEnded, SessionView
+from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
 from roleplay.function_app import create_function_app
+from roleplay.identity import User, current_user
 from roleplay.settings import get_settings
 
 get_settings()
 
 router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)
+CurrentUser = Annotated[User, Depends(current_user)]
+SessionIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="session id")]
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@router.post(
+    "/api/chat",
+    response_model=Envelope[ChatReply],
+    responses={200: {"content": {"text/event-stream": {}},
+                     "description": "the reply, or with `stream: true` Server-Sent Events"}},
+)
+async def chat(body: ChatRequest, user: CurrentUser) -> Envelope[ChatReply] | StreamingResponse:
+    if body.stream:
+        events = await chat_service.open_stream(body, user)
+        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    return ok(await chat_service.chat_turn(body, user))
+
+
+@router.get("/api/chat/sessions/{session_id}")
+async def get_session(session_id: SessionIdPath, user: CurrentUser) -> Envelope[SessionView]:
+    return ok(await chat_service.session_view(session_id, user))
+
+
+@router.delete("/api/chat/sessions/{session_id}")
+async def end_session(session_id: SessionIdPath, user: CurrentUser) -> Envelope[SessionEnded]:
+    return ok(await chat_service.end_session(session_id, user))
+
 
 app = create_function_app("chat", [router])
 handler = Mangum(app, lifespan="off")

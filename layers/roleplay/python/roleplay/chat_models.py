@@ -1,0 +1,66 @@
+"""The chat API's request and response, as in the design document (4.4, 5.4, 5.5)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from roleplay.characters import ID_PATTERN, Persona, Scenario
+
+SessionId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant", "system"]
+    content: Annotated[str, StringConstraints(max_length=16000)]
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    messages: Annotated[list[MessageIn], Field(max_length=400)] = Field(default_factory=list)
+    persona: Persona | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.7
+    max_tokens: Annotated[int, Field(ge=1, le=8192)] = 512
+    model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    session_id: SessionId | None = None
+    character_id: Annotated[str, StringConstraints(pattern=ID_PATTERN)] | None = None
+    scenario: Scenario | None = None
+    stream: bool = False
+    tts_enabled: bool = True
+    tts_mode: Literal["realtime", "delayed", "on_click"] = "realtime"
+    tts_delay_ms: Annotated[int, Field(ge=0, le=60000)] = 0
+    tts_streaming_mode: Annotated[int, Field(ge=0, le=3)] = 0
+
+
+class ChatUsage(BaseModel):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class ChatReply(BaseModel):
+    content: str
+    usage: ChatUsage
+    session_id: str
+    model: str
+    audio_url: str | None = None
+    context_summarized: bool = False
+    finish_reason: str | None = None
+    cut: bool = False
+
+
+class SessionView(BaseModel):
+    session_id: str
+    character_id: str | None
+    created_at: float | None
+    user_turns: int
+    message_count: int
+    messages: list[dict[str, object]]
+
+
+class SessionEnded(BaseModel):
+    session_id: str
+    ended: bool
