@@ -66,3 +66,34 @@ def test_handler_answers_three_invocations_in_a_row(client: TestClient) -> None:
     for _ in range(3):
         status, body = invoke(handler, http_api_event("GET", "/api/health"))
         assert status == 200 and body["success"] is True
+
+
+def test_chat_handler_holds_a_conversation_like_the_local_runner(settings_env,
+                                                                 client: TestClient) -> None:
+    from tests.test_chat import _recording_upstream
+    from tests.upstream_server import serve
+
+    seen: list[dict] = []
+    with serve(_recording_upstream(seen, reply="반가워!")) as url:
+        settings_env(LLM_BASE_URL=url)
+        status, first = invoke(_handler("chat"), http_api_event("POST", "/api/chat", body={
+            "messages": [{"role": "user", "content": "안녕"}], "persona": "밝은 소녀"}))
+        assert status == 200, first
+        sid = first["data"]["session_id"]
+        via_runner = client.post("/api/chat", json={
+            "session_id": sid, "messages": [{"role": "user", "content": "뭐 해?"}]})
+    assert first["data"]["content"] == "반가워!"
+    assert via_runner.status_code == 200
+    status, session = invoke(_handler("chat"), http_api_event(
+        "GET", f"/api/chat/sessions/{sid}", route_key="GET /api/chat/sessions/{session_id}"))
+    assert status == 200
+    assert [m["content"] for m in session["data"]["messages"]] == ["안녕", "반가워!", "뭐 해?",
+                                                                  "반가워!"]
+    assert session == client.get(f"/api/chat/sessions/{sid}").json()
+
+
+def test_chat_handler_refuses_bad_input_in_the_envelope(client: TestClient) -> None:
+    event = http_api_event("POST", "/api/chat", body={"messages": "hello"})
+    status, body = invoke(_handler("chat"), event)
+    assert status == 422 and body["success"] is False
+    assert body == client.post("/api/chat", json={"messages": "hello"}).json()

@@ -72,3 +72,18 @@ def test_redis_works_across_two_testclient_blocks(client: TestClient) -> None:
         with TestClient(build_app()) as other:
             assert other.get("/api/health").json()["data"]["checks"]["redis"]["status"] == "ok"
     assert redis_holder is not None
+
+
+def test_a_loop_that_comes_back_finds_its_client_again() -> None:
+    recorder = Recorder()
+    holder = LoopBoundClient(recorder.open, recorder.close)
+    long_lived = asyncio.new_event_loop()
+    try:
+        first = long_lived.run_until_complete(holder.get())
+        asyncio.run(holder.get())
+        assert long_lived.run_until_complete(holder.get()) is first
+        assert len(recorder.opened) == 2
+    finally:
+        long_lived.run_until_complete(long_lived.shutdown_asyncgens())
+        long_lived.close()
+    assert first in recorder.closed
