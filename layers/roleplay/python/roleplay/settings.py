@@ -45,12 +45,39 @@ class Settings(BaseSettings):
     recent_turns_to_keep: int = Field(default=18, ge=2)
     summary_threshold: float = Field(default=0.8, gt=0, le=1)
     max_turns: int = Field(default=0, ge=0)
+    persona_language: Literal["ko", "en"] = "ko"
+
+    summary_model: str | None = Field(default=None, description="Unset: the chat's model.")
+    summary_language: Literal["ko", "en"] = "ko"
+    summary_max_tokens: int = Field(default=400, ge=32, le=4096)
+    summary_input_tokens: int = Field(
+        default=1536, ge=128, description="At most this much transcript is folded per pass."
+    )
+    summary_lock_ttl_s: int = Field(default=180, ge=5)
+    summary_retry_after_s: int = Field(default=30, ge=0)
+    summarizer_function: str | None = Field(
+        default=None, description="Lambda to invoke asynchronously; unset: a background task."
+    )
 
     characters_table: str | None = None
     health_timeout_s: float = Field(default=1.0, gt=0, le=10)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
 
-    @field_validator("llm_base_url", "tts_base_url", "redis_url", "characters_table", "voices_file")
+    # speech (issue 6)
+    tts_service: Literal["gpt_sovits", "espeak"] | None = Field(
+        default=None,
+        description="Unset: GPT-SoVITS when TTS_BASE_URL is set, else the embedded eSpeak NG.",
+    )
+    tts_connect_timeout_s: float = Field(default=3.0, gt=0)
+    tts_read_timeout_s: float = Field(default=60.0, gt=0)
+    tts_lock_timeout_s: float = Field(default=60.0, gt=0)
+    tts_max_chars: int = Field(default=1000, ge=1)
+    audio_dir: str = Field(default="data/audio", min_length=1)
+    audio_bucket: str | None = None
+    audio_ttl_s: int = Field(default=86400, ge=1)
+
+    @field_validator("llm_base_url", "tts_base_url", "redis_url", "characters_table", "voices_file",
+                     "audio_bucket", "summary_model", "summarizer_function")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
