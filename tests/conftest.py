@@ -97,13 +97,14 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """moto's AWS, with fake credentials so nothing can reach a real account."""
+    """moto's AWS, with fake credentials so nothing can reach a real account; Lambda
+    invocations are accepted and recorded, never run in Docker."""
     from moto import mock_aws
 
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
-    with mock_aws():
+    with mock_aws(config={"lambda": {"use_docker": False}}):
         yield
 
 

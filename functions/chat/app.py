@@ -6,7 +6,7 @@ HTTP API) the events arrive all at once at the end; the local runner streams the
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, BackgroundTasks, Depends, Path
 from fastapi.responses import StreamingResponse
 from mangum import Mangum
 
@@ -17,6 +17,7 @@ from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
 from roleplay.function_app import create_function_app
 from roleplay.identity import User, current_user
 from roleplay.settings import get_settings
+from roleplay.summary_scheduler import summary_scheduler
 
 get_settings()
 
@@ -32,11 +33,14 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     responses={200: {"content": {"text/event-stream": {}},
                      "description": "the reply, or with `stream: true` Server-Sent Events"}},
 )
-async def chat(body: ChatRequest, user: CurrentUser) -> Envelope[ChatReply] | StreamingResponse:
+async def chat(
+    body: ChatRequest, user: CurrentUser, background: BackgroundTasks
+) -> Envelope[ChatReply] | StreamingResponse:
+    scheduler = summary_scheduler(background.add_task)
     if body.stream:
-        events = await chat_service.open_stream(body, user)
+        events = await chat_service.open_stream(body, user, scheduler)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    return ok(await chat_service.chat_turn(body, user))
+    return ok(await chat_service.chat_turn(body, user, scheduler))
 
 
 @router.get("/api/chat/sessions/{session_id}")

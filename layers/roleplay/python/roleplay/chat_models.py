@@ -48,8 +48,21 @@ class ChatReply(BaseModel):
     model: str
     audio_url: str | None = None
     context_summarized: bool = False
+    dropped_messages: int = Field(
+        default=0, description="Oldest messages left out of this prompt (never out of the "
+        "transcript) because even a summary could not make the conversation fit.")
     finish_reason: str | None = None
     cut: bool = False
+
+
+class SessionTokens(BaseModel):
+    """Token figures in local (cl100k) tokens; `ratio` converts them to the model's."""
+
+    transcript: int
+    summary: int
+    after_watermark: int
+    ratio: float
+    max_context: int
 
 
 class SessionView(BaseModel):
@@ -59,6 +72,12 @@ class SessionView(BaseModel):
     user_turns: int
     message_count: int
     messages: list[dict[str, object]]
+    summary: str | None = None
+    summary_upto: int = Field(default=-1, description="Index of the last message the summary "
+                              "covers; -1 when there is no summary.")
+    summary_at: float | None = None
+    summary_error: str | None = None
+    tokens: SessionTokens
 
 
 class SessionEnded(BaseModel):

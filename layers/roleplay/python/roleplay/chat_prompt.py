@@ -23,8 +23,12 @@ def build_prompt(
     character_name: str | None = None,
     language: PersonaLanguage = "ko",
     extra_system: Iterable[str] = (),
+    continued: bool = False,
 ) -> list[ChatMessage]:
-    """One system message, then user/assistant alternating from user, ending on user."""
+    """One system message, then user/assistant alternating from user, ending on user.
+
+    `continued`: `history` does not start at the conversation's beginning (a summary or
+    the budget left earlier turns out), so a leading character line is not a greeting."""
     system_parts = [system] if system else []
     system_parts += [part for part in extra_system if part]
     turns: list[ChatMessage] = []
@@ -35,7 +39,7 @@ def build_prompt(
         if message.role == "system":
             system_parts.append(content)
         elif not turns and message.role == "assistant":
-            system_parts.append(opening_note(character_name, content, language))
+            system_parts.append(opening_note(character_name, content, language, continued=continued))
         elif turns and turns[-1].role == message.role:
             turns[-1] = ChatMessage(message.role, f"{turns[-1].content}\n\n{content}")
         else:

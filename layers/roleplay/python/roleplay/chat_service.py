@@ -2,11 +2,15 @@
 
 The user's turn is stored before the upstream is called, so an upstream failure loses
 nothing and a retry (which the session store de-duplicates) picks up where it failed.
+The prompt is planned within the token budget from the window after the summary's
+watermark; a turn that ends past the threshold schedules a summary off the request
+path (`summary_scheduler`).
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,15 +19,25 @@ import anyio
 
 from roleplay import character_service
 from roleplay.characters import Character, Scenario
-from roleplay.chat_models import ChatReply, ChatRequest, ChatUsage, SessionEnded, SessionView
-from roleplay.chat_prompt import build_prompt
+from roleplay.chat_models import (
+    ChatReply,
+    ChatRequest,
+    ChatUsage,
+    SessionEnded,
+    SessionTokens,
+    SessionView,
+)
+from roleplay.context_manager import ContextManager, ContextPlan
 from roleplay.errors import ApiError, BadRequest, Conflict, NotFound
 from roleplay.identity import User
-from roleplay.llm_client import ChatMessage, CompletionRequest, StreamChunk, Usage, llm_client
+from roleplay.llm_client import CompletionRequest, StreamChunk, Usage, llm_client
 from roleplay.persona import RoleplaySetup, format_persona_for_roleplay
-from roleplay.session_store import SessionMeta, SessionStore, StoredMessage, now
-from roleplay.settings import get_settings
-from roleplay.token_counter import count_tokens
+from roleplay.session_store import SessionMeta, SessionStore, StoredMessage, Window, now
+from roleplay.settings import Settings, get_settings
+from roleplay.summarizer import Summarizer
+from roleplay.summary_scheduler import SummaryScheduler
+from roleplay.token_counter import count_tokens, message_tokens
+from roleplay.token_ratio import corrected, observe_prompt_tokens, token_ratio
 
 sessions = SessionStore()
 
@@ -34,12 +48,15 @@ class PreparedTurn:
 
     session_id: str
     model: str
-    prompt: list[ChatMessage]
     request: ChatRequest
+    window: Window
+    plan: ContextPlan
+    ratio: float
+    summary_failed_at: float | None = None
     greeting: str | None = None
 
     def completion_request(self) -> CompletionRequest:
-        return CompletionRequest(model=self.model, messages=self.prompt,
+        return CompletionRequest(model=self.model, messages=self.plan.prompt,
                                  temperature=self.request.temperature,
                                  max_tokens=self.request.max_tokens)
 
@@ -60,6 +77,34 @@ def _stored_greeting(character: Character) -> str | None:
     return None
 
 
+def _stored(role: str, content: str, **flags: bool) -> StoredMessage:
+    return StoredMessage.model_validate(
+        {"role": role, "content": content, "at": now(), "tokens": message_tokens(content), **flags})
+
+
+async def _append_request(
+    request: ChatRequest, session_id: str, meta: SessionMeta | None, character: Character | None,
+    settings: Settings,
+) -> tuple[Window, str | None]:
+    """Stores the request's turns; with none, finds the character's opening line instead."""
+    if not request.messages:
+        if character is None:
+            raise BadRequest("messages is empty: send a message, or a character_id for its opening",
+                             code="empty_conversation")
+        window = await sessions.read_window(session_id)
+        if window.length:
+            raise BadRequest("messages is empty: this session has already begun",
+                             code="empty_conversation")
+        return window, _stored_greeting(character)
+    new_user_turns = any(m.role == "user" for m in request.messages)
+    if settings.max_turns and new_user_turns and meta and meta.user_turns >= settings.max_turns:
+        raise Conflict(f"this conversation reached its limit of {settings.max_turns} turns; "
+                       "start a new session", code="turn_limit_reached")
+    window = await sessions.append_turns(
+        session_id, [_stored(m.role, m.content) for m in request.messages])
+    return window, None
+
+
 async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
     settings = get_settings()
     session_id = request.session_id or uuid.uuid4().hex
@@ -74,30 +119,26 @@ async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
         await sessions.save_setup(
             session_id, owner=user.id, character_id=character_id, persona=persona,
             scenario=scenario.model_dump(exclude_none=True) if scenario else None)
-
-    greeting: str | None = None
-    if not request.messages:
-        if character is None:
-            raise BadRequest("messages is empty: send a message, or a character_id for its opening",
-                             code="empty_conversation")
-        if await sessions.transcript(session_id):
-            raise BadRequest("messages is empty: this session has already begun",
-                             code="empty_conversation")
-        greeting = _stored_greeting(character)
-    else:
-        new_user_turns = any(m.role == "user" for m in request.messages)
-        if settings.max_turns and new_user_turns and meta and meta.user_turns >= settings.max_turns:
-            raise Conflict(f"this conversation reached its limit of {settings.max_turns} turns; "
-                           "start a new session", code="turn_limit_reached")
-        stamp = now()
-        await sessions.append_turns(session_id, [
-            StoredMessage(role=m.role, content=m.content, at=stamp) for m in request.messages])
+    window, greeting = await _append_request(request, session_id, meta, character, settings)
 
     setup = RoleplaySetup.merge(character, persona, scenario)
-    history = [ChatMessage(m.role, m.content) for m in await sessions.transcript(session_id)]
-    prompt = build_prompt(format_persona_for_roleplay(setup), history, character_name=setup.name)
-    return PreparedTurn(session_id=session_id, model=request.model or settings.default_model,
-                        prompt=prompt, request=request, greeting=greeting)
+    language = settings.persona_language
+    persona_text = format_persona_for_roleplay(setup, language)
+    model = request.model or settings.default_model
+    ratio = await token_ratio(model)
+    context = ContextManager(settings)
+    system = context.system_prompt(persona_text, window.summary, language)
+    if greeting is None and context.summary_due_now(window, system, request.max_tokens, ratio):
+        summarized = await Summarizer(sessions).summarize(session_id, max_passes=1)
+        if summarized.outcome == "summarized":
+            window = await sessions.read_window(session_id)
+    plan = context.plan(window, persona=persona_text, summary=window.summary,
+                        max_tokens=request.max_tokens, ratio=ratio, character_name=setup.name,
+                        language=language)
+    return PreparedTurn(session_id=session_id, model=model, request=request, window=window,
+                        plan=plan, ratio=ratio,
+                        summary_failed_at=meta.summary_failed_at if meta else None,
+                        greeting=greeting)
 
 
 def _usage(turn: PreparedTurn, content: str, usage: Usage | None) -> ChatUsage:
@@ -105,36 +146,61 @@ def _usage(turn: PreparedTurn, content: str, usage: Usage | None) -> ChatUsage:
     usage = usage or Usage()
     prompt = usage.prompt_tokens
     if prompt is None:
-        prompt = sum(count_tokens(m.content) for m in turn.prompt)
+        prompt = turn.plan.prompt_tokens
     completion = usage.completion_tokens
     if completion is None:
         completion = count_tokens(content)
     return ChatUsage(prompt_tokens=prompt, completion_tokens=completion)
 
 
-async def _store_reply(turn: PreparedTurn, content: str, *, cut: bool = False) -> None:
-    if content or cut:
-        await sessions.append_reply(turn.session_id, StoredMessage(
-            role="assistant", content=content, at=now(), cut=cut,
-            greeting=not turn.request.messages))
+async def _finish_turn(
+    turn: PreparedTurn, content: str, usage: Usage | None, scheduler: SummaryScheduler | None,
+    *, cut: bool = False,
+) -> None:
+    """Stores the reply, learns the token ratio, and schedules a summary when one is due."""
+    if not (content or cut):
+        return
+    reply = _stored("assistant", content, cut=cut, greeting=not turn.request.messages)
+    length = await sessions.append_reply(turn.session_id, reply)
+    if usage is not None and usage.prompt_tokens:
+        await observe_prompt_tokens(turn.model, turn.plan.local_tokens, usage.prompt_tokens)
+    if scheduler is None:
+        return
+    settings = get_settings()
+    context = ContextManager(settings)
+    history = corrected(context.window_tokens(turn.window.messages) + reply.tokens, turn.ratio)
+    backing_off = (turn.summary_failed_at is not None
+                   and time.time() - turn.summary_failed_at < settings.summary_retry_after_s)
+    if not backing_off and context.needs_summary(
+            history_tokens=history, budget=turn.plan.history_budget, length=length,
+            watermark=turn.window.watermark):
+        await scheduler.request(turn.session_id)
 
 
-async def chat_turn(request: ChatRequest, user: User) -> ChatReply:
+def _reply(turn: PreparedTurn, content: str, usage: Usage | None, finish_reason: str | None,
+           *, cut: bool = False) -> ChatReply:
+    return ChatReply(
+        content=content, usage=_usage(turn, content, usage), session_id=turn.session_id,
+        model=turn.model, context_summarized=turn.plan.context_summarized,
+        dropped_messages=turn.plan.dropped_messages, finish_reason=finish_reason, cut=cut)
+
+
+async def chat_turn(request: ChatRequest, user: User,
+                    scheduler: SummaryScheduler | None = None) -> ChatReply:
     turn = await prepare_turn(request, user)
     if turn.greeting is not None:
         return await chat_turn_from_greeting(turn)
     completion = await llm_client().complete(turn.completion_request())
-    await _store_reply(turn, completion.content)
-    return ChatReply(content=completion.content, usage=_usage(turn, completion.content, completion.usage),
-                     session_id=turn.session_id, model=turn.model,
-                     finish_reason=completion.finish_reason)
+    await _finish_turn(turn, completion.content, completion.usage, scheduler)
+    return _reply(turn, completion.content, completion.usage, completion.finish_reason)
 
 
 def _sse(event: str, data: object) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-async def open_stream(request: ChatRequest, user: User) -> AsyncIterator[str]:
+async def open_stream(request: ChatRequest, user: User,
+                      scheduler: SummaryScheduler | None = None) -> AsyncIterator[str]:
     """Prepares the turn and reaches the upstream before the first byte is sent, so
     a bad request or an unreachable upstream is a plain JSON error, not a broken stream."""
     turn = await prepare_turn(request, user)
@@ -143,13 +209,13 @@ async def open_stream(request: ChatRequest, user: User) -> AsyncIterator[str]:
         return _single_event_stream(reply)
     chunks = llm_client().stream(turn.completion_request())
     first = await anext(chunks)
-    return _relay(turn, first, chunks)
+    return _relay(turn, first, chunks, scheduler)
 
 
 async def chat_turn_from_greeting(turn: PreparedTurn) -> ChatReply:
     """The character's stored opening line: no LLM call, no tokens."""
     assert turn.greeting is not None
-    await _store_reply(turn, turn.greeting)
+    await _finish_turn(turn, turn.greeting, None, None)
     return ChatReply(content=turn.greeting, usage=ChatUsage(prompt_tokens=0, completion_tokens=0),
                      session_id=turn.session_id, model=turn.model, finish_reason="stored")
 
@@ -160,7 +226,8 @@ async def _single_event_stream(reply: ChatReply) -> AsyncIterator[str]:
 
 
 async def _relay(
-    turn: PreparedTurn, first: StreamChunk, chunks: AsyncIterator[StreamChunk]
+    turn: PreparedTurn, first: StreamChunk, chunks: AsyncIterator[StreamChunk],
+    scheduler: SummaryScheduler | None,
 ) -> AsyncIterator[str]:
     parts: list[str] = []
     closing: StreamChunk | None = None
@@ -176,24 +243,22 @@ async def _relay(
                 yield _sse("delta", {"content": chunk.delta})
             chunk = await anext(chunks, None)
         content = "".join(parts)
+        usage = closing.usage if closing else None
         with anyio.CancelScope(shield=True):
-            await _store_reply(turn, content)
+            await _finish_turn(turn, content, usage, scheduler)
         finished = True
-        reply = ChatReply(
-            content=content, usage=_usage(turn, content, closing.usage if closing else None),
-            session_id=turn.session_id, model=turn.model,
-            finish_reason=closing.finish_reason if closing else None)
+        reply = _reply(turn, content, usage, closing.finish_reason if closing else None)
         yield _sse("done", reply.model_dump(exclude={"content"}))
     except ApiError as error:
         with anyio.CancelScope(shield=True):
-            await _store_reply(turn, "".join(parts), cut=True)
+            await _finish_turn(turn, "".join(parts), None, None, cut=True)
         finished = True
         yield _sse("error", {"code": error.error_code, "message": error.message, "cut": True})
     finally:
         with anyio.CancelScope(shield=True):
             await chunks.aclose()  # type: ignore[attr-defined]
             if not finished:
-                await _store_reply(turn, "".join(parts), cut=True)
+                await _finish_turn(turn, "".join(parts), None, None, cut=True)
 
 
 async def session_view(session_id: str, user: User) -> SessionView:
@@ -202,10 +267,21 @@ async def session_view(session_id: str, user: User) -> SessionView:
         raise NotFound("no such session", code="session_not_found")
     _owned(meta, user)
     messages = await sessions.transcript(session_id)
+    settings = get_settings()
+    after = messages[meta.summary_upto + 1:]
+    context = ContextManager(settings)
     return SessionView(
         session_id=session_id, character_id=meta.character_id, created_at=meta.created_at,
         user_turns=meta.user_turns, message_count=len(messages),
-        messages=[m.model_dump(exclude_defaults=True) for m in messages])
+        messages=[m.model_dump(exclude_defaults=True) for m in messages],
+        summary=meta.summary, summary_upto=meta.summary_upto, summary_at=meta.summary_at,
+        summary_error=meta.summary_error,
+        tokens=SessionTokens(
+            transcript=context.window_tokens(messages), summary=meta.summary_tokens,
+            after_watermark=context.window_tokens(after),
+            ratio=await token_ratio(settings.default_model),
+            max_context=settings.max_context_tokens),
+    )
 
 
 async def end_session(session_id: str, user: User) -> SessionEnded:

@@ -25,6 +25,8 @@ _LABELS: dict[str, dict[str, str]] = {
         "- 캐릭터의 특성을 반영한 응답을 생성하세요.\n"
         "- 이전 대화의 맥락을 고려하여 응답하세요.",
         "opening": "대화는 {name}의 다음 말로 시작되었습니다",
+        "continued": "직전에 {name}이(가) 한 말",
+        "summary": "[이전 대화 요약]",
     },
     "en": {
         "intro": "You are {name}.",
@@ -38,6 +40,8 @@ _LABELS: dict[str, dict[str, str]] = {
         "- Answer as this character would.\n"
         "- Take the earlier conversation into account.",
         "opening": "The conversation opened with {name} saying",
+        "continued": "What {name} said just before",
+        "summary": "[Summary of the conversation so far]",
     },
 }
 
@@ -91,7 +95,17 @@ def format_persona_for_roleplay(setup: RoleplaySetup, language: PersonaLanguage 
     return "\n\n".join(parts)
 
 
-def opening_note(name: str | None, greeting: str, language: PersonaLanguage = "ko") -> str:
-    """How a greeting that opened the conversation is told to the model."""
+def opening_note(
+    name: str | None, greeting: str, language: PersonaLanguage = "ko", *, continued: bool = False
+) -> str:
+    """How a character's line that would lead the prompt is told to the model instead:
+    the greeting that opened the conversation, or (`continued`) the last line before
+    the part of the conversation the prompt shows."""
     who = name or ("캐릭터" if language == "ko" else "the character")
-    return f"{_LABELS[language]['opening'].format(name=who)}: \"{greeting}\""
+    label = _LABELS[language]["continued" if continued else "opening"]
+    return f"{label.format(name=who)}: \"{greeting}\""
+
+
+def summary_block(summary: str, language: PersonaLanguage = "ko") -> str:
+    """The rolling summary as it follows the persona in the system prompt."""
+    return f"{_LABELS[language]['summary']}\n{summary.strip()}"

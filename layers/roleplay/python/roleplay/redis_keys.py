@@ -1,14 +1,17 @@
 """Every Redis key Server B writes, in one place, under one prefix (`REDIS_KEY_PREFIX`).
 
-| key                              | type       | TTL            | holds                                  |
-|----------------------------------|------------|----------------|----------------------------------------|
-| `{p}character:{id}`              | string     | none           | a character, JSON                      |
-| `{p}characters`                  | sorted set | none           | `{created_ms}:{id}` members, for paging |
-| `{p}session:{id}`                | hash       | SESSION_TTL_S  | session metadata                       |
-| `{p}session:{id}:messages`       | list       | SESSION_TTL_S  | the full transcript, JSON per message  |
+| key                            | type       | TTL                | holds                               |
+|--------------------------------|------------|--------------------|-------------------------------------|
+| `{p}character:{id}`            | string     | none               | a character, JSON                   |
+| `{p}characters`                | sorted set | none               | `{created_ms}:{id}`, for paging     |
+| `{p}session:{id}`              | hash       | SESSION_TTL_S      | metadata, summary and its watermark |
+| `{p}session:{id}:messages`     | list       | SESSION_TTL_S      | the full transcript, JSON each      |
+| `{p}session:{id}:summary-lock` | string     | SUMMARY_LOCK_TTL_S | who is summarizing the session now  |
+| `{p}token-ratios`              | hash       | none               | model → upstream/local token ratio  |
+| `{p}active-users`              | sorted set | members expire     | user id → last seen (ms), the cap   |
 
 Characters are content, not session state, so they never expire. Session keys have
-their TTL refreshed on every use.
+their TTL refreshed on every use; a lock expires on its own if its holder dies.
 """
 
 from __future__ import annotations
@@ -34,6 +37,17 @@ class RedisKeys:
 
     def session_messages(self, session_id: str) -> str:
         return f"{self.prefix}session:{session_id}:messages"
+
+    def summary_lock(self, session_id: str) -> str:
+        return f"{self.prefix}session:{session_id}:summary-lock"
+
+    @property
+    def token_ratios(self) -> str:
+        return f"{self.prefix}token-ratios"
+
+    @property
+    def active_users(self) -> str:
+        return f"{self.prefix}active-users"
 
 
 def redis_keys() -> RedisKeys:
