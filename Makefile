@@ -25,6 +25,9 @@ run: install
 test: install
 	$(BIN)/python -m pytest
 
+bench: install
+	$(BIN)/python -m bench $(BENCH)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy

@@ -27,6 +27,8 @@ class FakeLLM:
     """The upstream's tokens per cl100k token: what `usage.prompt_tokens` reveals."""
     reply: str = "응, 듣고 있어."
     fail_summaries: bool = False
+    reply_delay_s: float = 0.0
+    summary_delay_s: float = 0.0
     gate: threading.Event | None = None
     """When set, summary requests wait for it: a summary that is still running."""
     chat_prompts: list[list[dict[str, str]]] = field(default_factory=list)
@@ -53,11 +55,13 @@ class FakeLLM:
                 self.summary_started.set()
                 if self.gate is not None:
                     await asyncio.to_thread(self.gate.wait, 30)
+                await asyncio.sleep(self.summary_delay_s)
                 if self.fail_summaries:
                     return JSONResponse({"object": "error", "message": "model overloaded"}, 503)
                 content = f"요약 {len(self.summary_prompts)}: 민지와 사용자는 카페에서 만났다."
             else:
                 self.chat_prompts.append(messages)
+                await asyncio.sleep(self.reply_delay_s)
                 content = self.reply
             usage = {"prompt_tokens": self.true_tokens(messages),
                      "completion_tokens": count_tokens(content)}

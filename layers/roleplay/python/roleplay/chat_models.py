@@ -51,6 +51,9 @@ class ChatReply(BaseModel):
     dropped_messages: int = Field(
         default=0, description="Oldest messages left out of this prompt (never out of the "
         "transcript) because even a summary could not make the conversation fit.")
+    summary_scheduled: bool = Field(
+        default=False, description="This turn passed the summary threshold and started a "
+        "summary in the background; a later turn's prompt will use it.")
     finish_reason: str | None = None
     cut: bool = False
 

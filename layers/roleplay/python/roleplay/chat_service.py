@@ -156,33 +156,37 @@ def _usage(turn: PreparedTurn, content: str, usage: Usage | None) -> ChatUsage:
 async def _finish_turn(
     turn: PreparedTurn, content: str, usage: Usage | None, scheduler: SummaryScheduler | None,
     *, cut: bool = False,
-) -> None:
-    """Stores the reply, learns the token ratio, and schedules a summary when one is due."""
+) -> bool:
+    """Stores the reply, learns the token ratio, and schedules a summary when one is due;
+    answers whether it scheduled one."""
     if not (content or cut):
-        return
+        return False
     reply = _stored("assistant", content, cut=cut, greeting=not turn.request.messages)
     length = await sessions.append_reply(turn.session_id, reply)
     if usage is not None and usage.prompt_tokens:
         await observe_prompt_tokens(turn.model, turn.plan.local_tokens, usage.prompt_tokens)
     if scheduler is None:
-        return
+        return False
     settings = get_settings()
     context = ContextManager(settings)
     history = corrected(context.window_tokens(turn.window.messages) + reply.tokens, turn.ratio)
     backing_off = (turn.summary_failed_at is not None
                    and time.time() - turn.summary_failed_at < settings.summary_retry_after_s)
-    if not backing_off and context.needs_summary(
-            history_tokens=history, budget=turn.plan.history_budget, length=length,
-            watermark=turn.window.watermark):
+    due = not backing_off and context.needs_summary(
+        history_tokens=history, budget=turn.plan.history_budget, length=length,
+        watermark=turn.window.watermark)
+    if due:
         await scheduler.request(turn.session_id)
+    return due
 
 
 def _reply(turn: PreparedTurn, content: str, usage: Usage | None, finish_reason: str | None,
-           *, cut: bool = False) -> ChatReply:
+           *, summary_scheduled: bool = False) -> ChatReply:
     return ChatReply(
         content=content, usage=_usage(turn, content, usage), session_id=turn.session_id,
         model=turn.model, context_summarized=turn.plan.context_summarized,
-        dropped_messages=turn.plan.dropped_messages, finish_reason=finish_reason, cut=cut)
+        dropped_messages=turn.plan.dropped_messages, summary_scheduled=summary_scheduled,
+        finish_reason=finish_reason)
 
 
 async def chat_turn(request: ChatRequest, user: User,
@@ -191,8 +195,9 @@ async def chat_turn(request: ChatRequest, user: User,
     if turn.greeting is not None:
         return await chat_turn_from_greeting(turn)
     completion = await llm_client().complete(turn.completion_request())
-    await _finish_turn(turn, completion.content, completion.usage, scheduler)
-    return _reply(turn, completion.content, completion.usage, completion.finish_reason)
+    scheduled = await _finish_turn(turn, completion.content, completion.usage, scheduler)
+    return _reply(turn, completion.content, completion.usage, completion.finish_reason,
+                  summary_scheduled=scheduled)
 
 
 def _sse(event: str, data: object) -> str:
@@ -245,9 +250,10 @@ async def _relay(
         content = "".join(parts)
         usage = closing.usage if closing else None
         with anyio.CancelScope(shield=True):
-            await _finish_turn(turn, content, usage, scheduler)
+            scheduled = await _finish_turn(turn, content, usage, scheduler)
         finished = True
-        reply = _reply(turn, content, usage, closing.finish_reason if closing else None)
+        reply = _reply(turn, content, usage, closing.finish_reason if closing else None,
+                       summary_scheduled=scheduled)
         yield _sse("done", reply.model_dump(exclude={"content"}))
     except ApiError as error:
         with anyio.CancelScope(shield=True):

@@ -132,7 +132,7 @@ class Summarizer:
         self.sessions = sessions or SessionStore()
 
     async def summarize(self, session_id: str, *, max_passes: int = 50) -> SummaryResult:
-        """Folds everything older than the recent window into the summary, pass by pass."""
+        """Folds what is older than the recent window into the summary, pass by pass."""
         settings = get_settings()
         lock = SummaryLock(session_id, settings.summary_lock_ttl_s)
         if not await lock.acquire():
@@ -144,7 +144,8 @@ class Summarizer:
                 if meta is None:
                     return SummaryResult("gone", passes)
                 watermark = meta.summary_upto
-                moved = await self._one_pass(meta)
+                worth = 0 if passes == 0 else settings.summary_input_tokens // 2
+                moved = await self._one_pass(meta, worth)
                 if moved is None:
                     break
                 passes, watermark = passes + 1, moved
@@ -156,8 +157,10 @@ class Summarizer:
             await lock.release()
         return SummaryResult("summarized" if passes else "nothing_to_do", passes, watermark)
 
-    async def _one_pass(self, meta: SessionMeta) -> int | None:
-        """Summarizes one bounded stretch; the new watermark, or None if there is nothing to do."""
+    async def _one_pass(self, meta: SessionMeta, worth_tokens: int) -> int | None:
+        """Summarizes one bounded stretch; the new watermark, or None if there is nothing
+        to do. Later passes of a job run only for a backlog of `worth_tokens` or more, so
+        the turns that trickle in while a summary runs do not each cost a model call."""
         settings = get_settings()
         length = await self.sessions.length(meta.session_id)
         last = ContextManager(settings).summarizable_upto(length)
@@ -166,7 +169,7 @@ class Summarizer:
             return None
         stretch = await self.sessions.read_range(meta.session_id, first,
                                                  min(last, first + READ_CAP - 1))
-        if not stretch:
+        if not stretch or sum(stored_tokens(m) for m in stretch) < worth_tokens:
             return None
         taken = choose_stretch(stretch, settings.summary_input_tokens)
         character = None
