@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("context",)
+BENCHMARKS = ("context", "limiter")
 
 
 def main(names: list[str]) -> int:

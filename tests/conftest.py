@@ -142,3 +142,15 @@ def real_llm(llm_server: object, settings_env: Callable[..., None]) -> object:
     settings_env(LLM_BASE_URL=llm_server.base_url, LLM_SERVICE="vllm",  # type: ignore[attr-defined]
                  DEFAULT_MODEL=llm_server.model_alias)  # type: ignore[attr-defined]
     return llm_server
+
+
+@pytest.fixture
+def fake_upstream(settings_env: Callable[..., None]) -> Iterator[object]:
+    """A scripted OpenAI-compatible LLM over real HTTP (tests/fake_llm.py), as LLM_BASE_URL."""
+    from tests.fake_llm import FakeLLM
+    from tests.upstream_server import serve
+
+    llm = FakeLLM()
+    with serve(llm.app()) as url:
+        settings_env(LLM_BASE_URL=url)
+        yield llm

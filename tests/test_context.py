@@ -7,7 +7,7 @@ import io
 import json
 import threading
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -25,12 +25,9 @@ CONTEXT = 1024
 
 
 @pytest.fixture
-def fake_llm(settings_env: Callable[..., None]) -> Iterator[FakeLLM]:
-    llm = FakeLLM()
-    with serve(llm.app()) as url:
-        settings_env(LLM_BASE_URL=url, MAX_CONTEXT_TOKENS=str(CONTEXT), RECENT_TURNS_TO_KEEP="4",
-                     SUMMARY_RETRY_AFTER_S="0")
-        yield llm
+def fake_llm(fake_upstream: FakeLLM, settings_env: Callable[..., None]) -> FakeLLM:
+    settings_env(MAX_CONTEXT_TOKENS=str(CONTEXT), RECENT_TURNS_TO_KEEP="4", SUMMARY_RETRY_AFTER_S="0")
+    return fake_upstream
 
 
 def _line(n: int) -> str:
@@ -272,7 +269,7 @@ def test_the_deployed_stack_invokes_the_summarizer_function_asynchronously(
     import boto3
 
     from functions.summarizer.app import handler
-    from roleplay.summary_scheduler import _lambda_client
+    from roleplay.background_jobs import _lambda_client
 
     iam = boto3.client("iam")
     role = iam.create_role(RoleName="summarizer", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
@@ -296,10 +293,10 @@ def test_the_deployed_stack_invokes_the_summarizer_function_asynchronously(
         _lambda_client.cache_clear()
     assert calls, "a turn past the threshold invoked the summarizer"
     assert calls[0]["InvocationType"] == "Event" and calls[0]["FunctionName"] == "summarizer"
-    assert json.loads(calls[0]["Payload"]) == {"session_id": "s-lambda"}
+    assert json.loads(calls[0]["Payload"]) == {"kind": "summary", "session_id": "s-lambda"}
     assert answers[0]["StatusCode"] == 202
     assert _session(client, "s-lambda")["summary"] is None, "nothing ran in-process"
-    result = handler({"session_id": "s-lambda"}, None)
+    result = handler(json.loads(calls[0]["Payload"]), None)
     assert result["outcome"] == "summarized"
     assert _session(client, "s-lambda")["summary"]
 

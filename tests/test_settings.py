@@ -34,3 +34,9 @@ def test_blank_url_counts_as_unset(settings_env) -> None:
 
 def test_redis_falls_back_to_the_design_default_when_unset() -> None:
     assert Settings(redis_url=None).effective_redis_url == "redis://localhost:6379/0"
+
+
+def test_blank_choice_counts_as_unset(settings_env) -> None:
+    settings_env(TTS_SERVICE="", SUMMARIZER_FUNCTION=" ")
+    assert get_settings().tts_service is None
+    assert get_settings().summarizer_function is None

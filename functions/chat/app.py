@@ -11,13 +11,20 @@ from fastapi.responses import StreamingResponse
 from mangum import Mangum
 
 from roleplay import chat_service
+from roleplay.background_jobs import job_runner
 from roleplay.characters import ID_PATTERN
-from roleplay.chat_models import ChatReply, ChatRequest, SessionEnded, SessionView
+from roleplay.chat_models import (
+    ChatReply,
+    ChatRequest,
+    ReleaseRequest,
+    SessionEnded,
+    SessionView,
+    SlotReleased,
+)
 from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
 from roleplay.function_app import create_function_app
 from roleplay.identity import User, current_user
 from roleplay.settings import get_settings
-from roleplay.summary_scheduler import summary_scheduler
 
 get_settings()
 
@@ -36,11 +43,11 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 async def chat(
     body: ChatRequest, user: CurrentUser, background: BackgroundTasks
 ) -> Envelope[ChatReply] | StreamingResponse:
-    scheduler = summary_scheduler(background.add_task)
+    jobs = job_runner(background.add_task)
     if body.stream:
-        events = await chat_service.open_stream(body, user, scheduler)
+        events = await chat_service.open_stream(body, user, jobs)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    return ok(await chat_service.chat_turn(body, user, scheduler))
+    return ok(await chat_service.chat_turn(body, user, jobs))
 
 
 @router.get("/api/chat/sessions/{session_id}")
@@ -51,6 +58,12 @@ async def get_session(session_id: SessionIdPath, user: CurrentUser) -> Envelope[
 @router.delete("/api/chat/sessions/{session_id}")
 async def end_session(session_id: SessionIdPath, user: CurrentUser) -> Envelope[SessionEnded]:
     return ok(await chat_service.end_session(session_id, user))
+
+
+@router.post("/api/chat/release")
+async def release(user: CurrentUser, body: ReleaseRequest | None = None) -> Envelope[SlotReleased]:
+    """Frees the caller's place under the concurrent-user cap now (logout, leaving the chat)."""
+    return ok(await chat_service.release_slot(user, body.session_id if body else None))
 
 
 app = create_function_app("chat", [router])

@@ -2,7 +2,7 @@
 
 Invoked asynchronously by the chat function (`InvocationType="Event"`) when a turn
 ends past the summary threshold, so no user waits for it. Not an HTTP endpoint: its
-event is `{"session_id": "..."}`.
+event is a summary job: `{"kind": "summary", "session_id": "..."}`.
 """
 
 import asyncio
@@ -18,11 +18,9 @@ _SESSION_ID = re.compile(ID_PATTERN)
 
 
 async def _summarize(session_id: str) -> dict[str, Any]:
-    from roleplay.summarizer import Summarizer
+    from roleplay.background_jobs import SummaryJob, run_job
 
-    result = await Summarizer().summarize(session_id)
-    return {"session_id": session_id, "outcome": result.outcome, "passes": result.passes,
-            "watermark": result.watermark, "error": result.error}
+    return {"session_id": session_id, **await run_job(SummaryJob(session_id=session_id))}
 
 
 def handler(event: dict[str, Any], _context: object) -> dict[str, Any]:

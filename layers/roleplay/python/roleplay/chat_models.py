@@ -86,3 +86,13 @@ class SessionView(BaseModel):
 class SessionEnded(BaseModel):
     session_id: str
     ended: bool
+
+
+class ReleaseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: SessionId | None = None
+
+
+class SlotReleased(BaseModel):
+    released: bool

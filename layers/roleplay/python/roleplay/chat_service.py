@@ -4,7 +4,7 @@ The user's turn is stored before the upstream is called, so an upstream failure 
 nothing and a retry (which the session store de-duplicates) picks up where it failed.
 The prompt is planned within the token budget from the window after the summary's
 watermark; a turn that ends past the threshold schedules a summary off the request
-path (`summary_scheduler`).
+path (`background_jobs`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import anyio
 
 from roleplay import character_service
+from roleplay.background_jobs import JobRunner, SummaryJob
 from roleplay.characters import Character, Scenario
 from roleplay.chat_models import (
     ChatReply,
@@ -26,7 +27,9 @@ from roleplay.chat_models import (
     SessionEnded,
     SessionTokens,
     SessionView,
+    SlotReleased,
 )
+from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
 from roleplay.context_manager import ContextManager, ContextPlan
 from roleplay.errors import ApiError, BadRequest, Conflict, NotFound
 from roleplay.identity import User
@@ -35,11 +38,11 @@ from roleplay.persona import RoleplaySetup, format_persona_for_roleplay
 from roleplay.session_store import SessionMeta, SessionStore, StoredMessage, Window, now
 from roleplay.settings import Settings, get_settings
 from roleplay.summarizer import Summarizer
-from roleplay.summary_scheduler import SummaryScheduler
 from roleplay.token_counter import count_tokens, message_tokens
 from roleplay.token_ratio import corrected, observe_prompt_tokens, token_ratio
 
 sessions = SessionStore()
+limiter = ConcurrentUserLimiter()
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
     session_id = request.session_id or uuid.uuid4().hex
     meta = await sessions.load_meta(session_id)
     _owned(meta, user)
+    await limiter.ensure_admitted(occupant_id(user, session_id))
     character_id = request.character_id or (meta.character_id if meta else None)
     character = await character_service.get_character(character_id) if character_id else None
     persona = request.persona or (meta.persona if meta else None)
@@ -154,7 +158,7 @@ def _usage(turn: PreparedTurn, content: str, usage: Usage | None) -> ChatUsage:
 
 
 async def _finish_turn(
-    turn: PreparedTurn, content: str, usage: Usage | None, scheduler: SummaryScheduler | None,
+    turn: PreparedTurn, content: str, usage: Usage | None, jobs: JobRunner | None,
     *, cut: bool = False,
 ) -> bool:
     """Stores the reply, learns the token ratio, and schedules a summary when one is due;
@@ -165,7 +169,7 @@ async def _finish_turn(
     length = await sessions.append_reply(turn.session_id, reply)
     if usage is not None and usage.prompt_tokens:
         await observe_prompt_tokens(turn.model, turn.plan.local_tokens, usage.prompt_tokens)
-    if scheduler is None:
+    if jobs is None:
         return False
     settings = get_settings()
     context = ContextManager(settings)
@@ -176,7 +180,7 @@ async def _finish_turn(
         history_tokens=history, budget=turn.plan.history_budget, length=length,
         watermark=turn.window.watermark)
     if due:
-        await scheduler.request(turn.session_id)
+        await jobs.submit(SummaryJob(session_id=turn.session_id))
     return due
 
 
@@ -190,12 +194,12 @@ def _reply(turn: PreparedTurn, content: str, usage: Usage | None, finish_reason:
 
 
 async def chat_turn(request: ChatRequest, user: User,
-                    scheduler: SummaryScheduler | None = None) -> ChatReply:
+                    jobs: JobRunner | None = None) -> ChatReply:
     turn = await prepare_turn(request, user)
     if turn.greeting is not None:
         return await chat_turn_from_greeting(turn)
     completion = await llm_client().complete(turn.completion_request())
-    scheduled = await _finish_turn(turn, completion.content, completion.usage, scheduler)
+    scheduled = await _finish_turn(turn, completion.content, completion.usage, jobs)
     return _reply(turn, completion.content, completion.usage, completion.finish_reason,
                   summary_scheduled=scheduled)
 
@@ -205,7 +209,7 @@ def _sse(event: str, data: object) -> str:
 
 
 async def open_stream(request: ChatRequest, user: User,
-                      scheduler: SummaryScheduler | None = None) -> AsyncIterator[str]:
+                      jobs: JobRunner | None = None) -> AsyncIterator[str]:
     """Prepares the turn and reaches the upstream before the first byte is sent, so
     a bad request or an unreachable upstream is a plain JSON error, not a broken stream."""
     turn = await prepare_turn(request, user)
@@ -214,7 +218,7 @@ async def open_stream(request: ChatRequest, user: User,
         return _single_event_stream(reply)
     chunks = llm_client().stream(turn.completion_request())
     first = await anext(chunks)
-    return _relay(turn, first, chunks, scheduler)
+    return _relay(turn, first, chunks, jobs)
 
 
 async def chat_turn_from_greeting(turn: PreparedTurn) -> ChatReply:
@@ -232,7 +236,7 @@ async def _single_event_stream(reply: ChatReply) -> AsyncIterator[str]:
 
 async def _relay(
     turn: PreparedTurn, first: StreamChunk, chunks: AsyncIterator[StreamChunk],
-    scheduler: SummaryScheduler | None,
+    jobs: JobRunner | None,
 ) -> AsyncIterator[str]:
     parts: list[str] = []
     closing: StreamChunk | None = None
@@ -250,7 +254,7 @@ async def _relay(
         content = "".join(parts)
         usage = closing.usage if closing else None
         with anyio.CancelScope(shield=True):
-            scheduled = await _finish_turn(turn, content, usage, scheduler)
+            scheduled = await _finish_turn(turn, content, usage, jobs)
         finished = True
         reply = _reply(turn, content, usage, closing.finish_reason if closing else None,
                        summary_scheduled=scheduled)
@@ -295,4 +299,16 @@ async def end_session(session_id: str, user: User) -> SessionEnded:
     if meta is None:
         raise NotFound("no such session", code="session_not_found")
     _owned(meta, user)
-    return SessionEnded(session_id=session_id, ended=await sessions.delete(session_id))
+    ended = await sessions.delete(session_id)
+    await limiter.release(occupant_id(user, session_id))
+    return SessionEnded(session_id=session_id, ended=ended)
+
+
+async def release_slot(user: User, session_id: str | None) -> SlotReleased:
+    """Frees the caller's place under the concurrent-user cap at once (logging out, leaving
+    the chat); anonymous callers name the session that holds their place."""
+    if not user.authenticated and session_id is None:
+        raise BadRequest("session_id is needed to release an anonymous session's place",
+                         code="session_id_required")
+    occupant = occupant_id(user, session_id or "")
+    return SlotReleased(released=await limiter.release(occupant))

@@ -1,12 +1,13 @@
-"""Who is calling. Without auth configured every caller is the anonymous user.
+"""Who is calling: the user named by the login's JWT, or anonymous when auth is off.
 
-The concurrent-user issue adds JWT verification here; handlers already depend on
-`current_user`, so they will not change.
+Handlers depend on `current_user`; the token checks live in `roleplay.auth`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from starlette.requests import Request
 
 ANONYMOUS_ID = "anonymous"
 
@@ -20,5 +21,8 @@ class User:
 ANONYMOUS = User(id=ANONYMOUS_ID, authenticated=False)
 
 
-async def current_user() -> User:
-    return ANONYMOUS
+async def current_user(request: Request) -> User:
+    """FastAPI dependency: 401 unless the request carries a good token (when JWT_SECRET is set)."""
+    from roleplay.auth import user_from_request  # imported here: auth imports this module
+
+    return await user_from_request(request)

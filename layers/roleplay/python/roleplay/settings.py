@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -58,10 +58,28 @@ class Settings(BaseSettings):
     summarizer_function: str | None = Field(
         default=None, description="Lambda to invoke asynchronously; unset: a background task."
     )
+    speech_function: str | None = Field(
+        default=None, description="Lambda (the TTS function) that speaks `delayed` TTS replies "
+        "asynchronously; unset: a background task."
+    )
 
     characters_table: str | None = None
     health_timeout_s: float = Field(default=1.0, gt=0, le=10)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+
+    # users and auth (issue 5)
+    jwt_secret: SecretStr | None = Field(
+        default=None, description="HS256 key of the app's login tokens. Unset: everyone is anonymous."
+    )
+    jwt_cookie_name: str = Field(default="access_token", min_length=1)
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        # Kept byte for byte otherwise: stripping would change the key.
+        return value if value is not None and value.get_secret_value().strip() else None
 
     # speech (issue 6)
     tts_service: Literal["gpt_sovits", "espeak"] | None = Field(
@@ -77,10 +95,12 @@ class Settings(BaseSettings):
     audio_ttl_s: int = Field(default=86400, ge=1)
 
     @field_validator("llm_base_url", "tts_base_url", "redis_url", "characters_table", "voices_file",
-                     "audio_bucket", "summary_model", "summarizer_function")
+                     "audio_bucket", "summary_model", "summarizer_function", "speech_function",
+                     "jwt_audience", "jwt_issuer", "tts_service", mode="before")
     @classmethod
-    def _blank_is_unset(cls, value: str | None) -> str | None:
-        return value.strip() or None if value is not None else None
+    def _blank_is_unset(cls, value: object) -> object:
+        """`NAME=` (as templates and .env files write an unset value) means unset."""
+        return (value.strip() or None) if isinstance(value, str) else value
 
     @property
     def effective_redis_url(self) -> str:

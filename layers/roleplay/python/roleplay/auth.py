@@ -1,0 +1,73 @@
+"""Who is calling, from the JWT the app's login issued (HS256, shared JWT_SECRET).
+
+The token comes from `Authorization: Bearer` (API clients) or else from the HttpOnly
+cookie the login sets (JWT_COOKIE_NAME; browsers). Its `sub` is the user id, and it
+must carry `exp`. Only HS256 is accepted: a token cannot choose `none` or another
+algorithm to get past the check. JWT_AUDIENCE / JWT_ISSUER are checked when set.
+
+Without JWT_SECRET (development) there is no sign-in and every caller is anonymous.
+PyJWT is imported on first use, so a cold start without auth never loads it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+
+from roleplay.errors import Unauthorized
+from roleplay.identity import ANONYMOUS, User
+from roleplay.settings import Settings, get_settings
+
+ALGORITHM = "HS256"
+LEEWAY_S = 60
+"""Clock skew tolerated on `exp`, `nbf` and `iat` between the login server and this one."""
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+_INVALID_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+def _token_from(request: Request, cookie_name: str) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.cookies.get(cookie_name) or None
+
+
+def _claims(token: str, settings: Settings) -> dict[str, Any]:
+    import jwt
+    from jwt.exceptions import ExpiredSignatureError, InvalidTokenError
+
+    assert settings.jwt_secret is not None
+    try:
+        return jwt.decode(
+            token,
+            settings.jwt_secret.get_secret_value(),
+            algorithms=[ALGORITHM],
+            options={"require": ["sub", "exp"], "verify_aud": settings.jwt_audience is not None},
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            leeway=LEEWAY_S,
+        )
+    except ExpiredSignatureError:
+        raise Unauthorized("token expired; sign in again", code="token_expired",
+                           headers=_INVALID_CHALLENGE) from None
+    except InvalidTokenError as error:
+        raise Unauthorized(f"invalid token: {error}", code="invalid_token",
+                           headers=_INVALID_CHALLENGE) from None
+
+
+async def user_from_request(request: Request) -> User:
+    """The signed-in user; 401 (`unauthorized`, `token_expired`, `invalid_token`) if the
+    token is missing or not good. Anonymous when auth is not configured."""
+    settings = get_settings()
+    if settings.jwt_secret is None:
+        return ANONYMOUS
+    token = _token_from(request, settings.jwt_cookie_name)
+    if token is None:
+        raise Unauthorized("sign in first", headers=_CHALLENGE)
+    subject = _claims(token, settings).get("sub")
+    if not isinstance(subject, str) or not subject.strip():
+        raise Unauthorized("invalid token: sub must be a non-empty string", code="invalid_token",
+                           headers=_INVALID_CHALLENGE)
+    return User(id=subject, authenticated=True)

@@ -1,0 +1,119 @@
+"""Work that must not make the user wait: summaries, and speech in `delayed` TTS mode.
+
+In the local runner a job runs as a background task after the response is sent. In
+Lambda a background task would hold the response until it finished (Mangum returns
+when the app does), so the deployed stack invokes a function asynchronously instead
+(`InvocationType="Event"`): the summarizer for summaries (`SUMMARIZER_FUNCTION`), the
+TTS function for speech (`SPEECH_FUNCTION`). Submitting never fails a chat turn: a
+lost summary is retried by a later turn, lost speech leaves its URL answering 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from functools import lru_cache
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+from roleplay.settings import get_settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_lambda import LambdaClient
+
+logger = logging.getLogger("roleplay.background_jobs")
+
+
+class SummaryJob(BaseModel):
+    kind: Literal["summary"] = "summary"
+    session_id: str
+
+
+class SpeechJob(BaseModel):
+    """Speak `text` into the reserved audio file `file_id`."""
+
+    kind: Literal["speech"] = "speech"
+    file_id: str
+    text: str
+    voice_id: str
+    speed: float = 1.0
+    language: str | None = None
+    streaming_mode: int = 0
+
+
+Job = Annotated[SummaryJob | SpeechJob, Field(discriminator="kind")]
+JOB: TypeAdapter[SummaryJob | SpeechJob] = TypeAdapter(Job)
+
+Defer = Callable[[Callable[[Any], Awaitable[Any]], Any], None]
+"""How a handler runs work after its response: FastAPI's `BackgroundTasks.add_task`."""
+
+
+async def run_job(job: SummaryJob | SpeechJob) -> dict[str, Any]:
+    """Runs one job and reports how it went; logs rather than raises (nobody awaits it)."""
+    try:
+        if isinstance(job, SummaryJob):
+            from roleplay.summarizer import Summarizer
+
+            result = await Summarizer().summarize(job.session_id)
+            report: dict[str, Any] = {"outcome": result.outcome, "passes": result.passes,
+                                      "watermark": result.watermark, "error": result.error}
+        else:
+            from roleplay.tts_service import speak_into
+
+            report = {"outcome": await speak_into(job)}
+    except Exception:
+        logger.exception("%s job crashed", job.kind)
+        return {"kind": job.kind, "outcome": "crashed"}
+    logger.info("%s job: %s", job.kind, report)
+    return {"kind": job.kind, **report}
+
+
+class JobRunner(Protocol):
+    async def submit(self, job: SummaryJob | SpeechJob) -> None: ...
+
+
+class BackgroundJobRunner:
+    def __init__(self, defer: Defer) -> None:
+        self._defer = defer
+        self._submitted: set[str] = set()
+
+    async def submit(self, job: SummaryJob | SpeechJob) -> None:
+        key = job.model_dump_json()
+        if key not in self._submitted:
+            self._submitted.add(key)
+            self._defer(run_job, job)
+
+
+@lru_cache(maxsize=1)
+def _lambda_client() -> LambdaClient:
+    import boto3
+
+    return boto3.client("lambda")
+
+
+class LambdaJobRunner:
+    """Jobs as asynchronous invocations; a kind without a function runs in-process."""
+
+    def __init__(self, functions: dict[str, str | None], fallback: JobRunner) -> None:
+        self.functions = functions
+        self.fallback = fallback
+
+    async def submit(self, job: SummaryJob | SpeechJob) -> None:
+        function_name = self.functions.get(job.kind)
+        if not function_name:
+            await self.fallback.submit(job)
+            return
+        try:
+            await asyncio.to_thread(_lambda_client().invoke, FunctionName=function_name,
+                                    InvocationType="Event", Payload=job.model_dump_json().encode())
+        except Exception as error:  # botocore raises many kinds; none may fail the turn
+            logger.warning("could not invoke %s for a %s job: %s", function_name, job.kind, error)
+
+
+def job_runner(defer: Defer) -> JobRunner:
+    settings = get_settings()
+    background = BackgroundJobRunner(defer)
+    functions = {"summary": settings.summarizer_function, "speech": settings.speech_function}
+    return LambdaJobRunner(functions, background) if any(functions.values()) else background

@@ -1,0 +1,158 @@
+"""The cap on users active at once (MAX_CONCURRENT_USERS), shared by every instance.
+
+The GPU serves a fixed number of users well; past that, everyone gets slow. So each
+request first claims a slot for its user in one sorted set (user id → last seen, ms),
+and a user is active until SESSION_TTL_S passes without a request from them.
+
+Admission is one Lua script, so checking the count and taking a slot cannot be split
+by another request, however many Lambda instances or runner workers race: there is no
+check-then-set window, and no `KEYS` scan that would block Redis. The script sends once
+(`register_script`, then EVALSHA of its hash).
+
+Time is Redis's own clock (`TIME` inside the script), never the caller's: instances
+whose clocks disagree would otherwise expire each other's users early or late. Scripts
+may write after `TIME` since Redis 5, which replicates a script's effects, not its body.
+
+A Redis that cannot be reached raises (redis `ConnectionError`/`TimeoutError`, answered
+503 by the app); nothing here turns a failure into an admission.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from roleplay.errors import ApiError
+from roleplay.identity import User
+from roleplay.redis_client import get_redis
+from roleplay.redis_keys import redis_keys
+from roleplay.settings import get_settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+# Lua: the current time, in ms, from the server's clock.
+_NOW = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+"""
+
+# KEYS: the active-users sorted set. ARGV: user id, ttl ms, cap.
+# Drops users idle for ttl or longer; admits (and refreshes) a user already present,
+# or a new one while fewer than cap are active. The key expires with its newest member,
+# so an idle deployment leaves nothing behind. Answers {admitted 0/1, active count,
+# ms until the oldest active user expires (0 when admitted)}.
+_ADMIT_SCRIPT = _NOW + """
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+local admitted = redis.call('ZSCORE', KEYS[1], ARGV[1]) ~= false
+  or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3])
+if admitted then
+  redis.call('ZADD', KEYS[1], now, ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return {1, redis.call('ZCARD', KEYS[1]), 0}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, redis.call('ZCARD', KEYS[1]), tonumber(oldest[2]) + ttl - now}
+"""
+
+# KEYS: the active-users sorted set. ARGV: ttl ms. Drops idle users; answers how many remain.
+_COUNT_SCRIPT = _NOW + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+def too_many_users_message(max_users: int) -> str:
+    """The design document's words, with the real cap."""
+    return f"최대 동시 접속자 수({max_users}명)에 도달했습니다. 잠시 후 다시 시도해주세요."
+
+
+class TooManyUsers(ApiError):
+    """All slots are taken; `Retry-After` says when the first one frees, at the latest."""
+
+    status_code = 503
+    code = "too_many_users"
+
+    def __init__(self, max_users: int, retry_after_s: int) -> None:
+        super().__init__(
+            too_many_users_message(max_users),
+            headers={"Retry-After": str(retry_after_s)},
+            details={"max_concurrent_users": max_users, "retry_after_s": retry_after_s},
+        )
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class Admission:
+    admitted: bool
+    active: int
+    """Users active after this request (the cap or more when refused)."""
+    retry_after_s: int
+    """Seconds until the oldest active user's slot expires, at least 1; 0 when admitted."""
+
+
+def occupant_id(user: User, session_id: str) -> str:
+    """Whom a slot belongs to: the signed-in user, or (no auth configured) the session,
+    so that in development each session counts as one user."""
+    return user.id if user.authenticated else f"anonymous-session:{session_id}"
+
+
+class ConcurrentUserLimiter:
+    """Cap and TTL default to MAX_CONCURRENT_USERS and SESSION_TTL_S, read per call;
+    passing them (tests: a TTL under a minute) overrides the settings."""
+
+    def __init__(self, max_users: int | None = None, ttl_s: float | None = None) -> None:
+        if max_users is not None and max_users < 1:
+            raise ValueError("max_users must be at least 1")
+        if ttl_s is not None and ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        self._max_users = max_users
+        self._ttl_s = ttl_s
+        self._scripts: dict[str, AsyncScript] = {}
+
+    @property
+    def max_users(self) -> int:
+        return self._max_users if self._max_users is not None else get_settings().max_concurrent_users
+
+    @property
+    def ttl_ms(self) -> int:
+        ttl_s = self._ttl_s if self._ttl_s is not None else get_settings().session_ttl_s
+        return max(1, round(ttl_s * 1000))
+
+    async def admit(self, user_id: str) -> Admission:
+        """Takes or refreshes `user_id`'s slot if it may have one; one round trip."""
+        redis = await get_redis()
+        admitted, active, retry_ms = await self._script(redis, _ADMIT_SCRIPT)(
+            keys=[redis_keys().active_users], args=[user_id, self.ttl_ms, self.max_users])
+        if admitted:
+            return Admission(admitted=True, active=int(active), retry_after_s=0)
+        return Admission(admitted=False, active=int(active),
+                         retry_after_s=max(1, math.ceil(int(retry_ms) / 1000)))
+
+    async def ensure_admitted(self, user_id: str) -> Admission:
+        """`admit`, raising `TooManyUsers` (503 with Retry-After) when refused."""
+        admission = await self.admit(user_id)
+        if not admission.admitted:
+            raise TooManyUsers(self.max_users, admission.retry_after_s)
+        return admission
+
+    async def release(self, user_id: str) -> bool:
+        """Frees `user_id`'s slot now (session ended, logged out); False if it held none."""
+        return bool(await (await get_redis()).zrem(redis_keys().active_users, user_id))
+
+    async def active_count(self) -> int:
+        redis = await get_redis()
+        count = await self._script(redis, _COUNT_SCRIPT)(
+            keys=[redis_keys().active_users], args=[self.ttl_ms])
+        return int(count)
+
+    def _script(self, redis: Redis, body: str) -> AsyncScript:
+        """The script bound to this loop's client, hashed once per client. Calling it sends
+        EVALSHA; only on NOSCRIPT (a restarted or failed-over Redis) is the body loaded."""
+        script = self._scripts.get(body)
+        if script is None or script.registered_client is not redis:
+            script = self._scripts[body] = redis.register_script(body)
+        return script

@@ -1,0 +1,151 @@
+"""The concurrent-user cap and sign-in, through the HTTP API, against real Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+
+SECRET = "test-secret-of-at-least-32-bytes-for-hs256"
+
+
+def _chat(client: TestClient, session_id: str, **headers: str):  # type: ignore[no-untyped-def]
+    return client.post("/api/chat", headers=headers, json={
+        "session_id": session_id, "messages": [{"role": "user", "content": "안녕"}]})
+
+
+def _token(sub: str, *, expires_in: int = 600, secret: str = SECRET) -> str:
+    return jwt.encode({"sub": sub, "exp": int(time.time()) + expires_in}, secret, algorithm="HS256")
+
+
+def _bearer(sub: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {_token(sub)}"}
+
+
+def test_the_cap_refuses_new_users_with_retry_after_and_admits_existing_ones(
+        fake_upstream, settings_env, client: TestClient) -> None:
+    settings_env(MAX_CONCURRENT_USERS="2")
+    assert _chat(client, "s-a").status_code == 200
+    assert _chat(client, "s-b").status_code == 200
+    refused = _chat(client, "s-c")
+    assert refused.status_code == 503
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.json() == {"success": False, "error": {
+        "code": "too_many_users",
+        "message": "최대 동시 접속자 수(2명)에 도달했습니다. 잠시 후 다시 시도해주세요.",
+        "details": refused.json()["error"]["details"]}}
+    assert _chat(client, "s-a").status_code == 200, "an active user is never turned away"
+
+
+def test_ending_a_session_frees_its_place_at_once(fake_upstream, settings_env,
+                                                 client: TestClient) -> None:
+    settings_env(MAX_CONCURRENT_USERS="1")
+    assert _chat(client, "s-first").status_code == 200
+    assert _chat(client, "s-second").status_code == 503
+    assert client.delete("/api/chat/sessions/s-first").status_code == 200
+    assert _chat(client, "s-second").status_code == 200
+
+
+def test_the_release_endpoint_frees_a_place(fake_upstream, settings_env, client: TestClient) -> None:
+    settings_env(MAX_CONCURRENT_USERS="1")
+    assert _chat(client, "s-one").status_code == 200
+    released = client.post("/api/chat/release", json={"session_id": "s-one"})
+    assert released.json() == {"success": True, "data": {"released": True}}
+    assert _chat(client, "s-two").status_code == 200
+    nameless = client.post("/api/chat/release")
+    assert nameless.status_code == 400
+    assert nameless.json()["error"]["code"] == "session_id_required"
+
+
+def test_reading_a_session_or_characters_is_not_capped(fake_upstream, settings_env,
+                                                      client: TestClient) -> None:
+    settings_env(MAX_CONCURRENT_USERS="1")
+    assert _chat(client, "s-holder").status_code == 200
+    assert client.get("/api/characters").status_code == 200
+    assert client.get("/api/chat/sessions/s-holder").status_code == 200
+    assert client.get("/api/tts/voices").status_code == 200
+
+
+def test_redis_down_is_503_and_nobody_is_admitted(fake_upstream, settings_env) -> None:
+    from local_runner.app import build_app
+    from tests.upstream_server import closed_port_url
+
+    settings_env(REDIS_URL=closed_port_url().replace("http", "redis"))
+    with TestClient(build_app()) as client:
+        response = _chat(client, "s-down")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "redis_unavailable"
+    assert fake_upstream.chat_prompts == []
+
+
+@pytest.fixture
+def auth_on(settings_env: Callable[..., None]) -> Iterator[None]:
+    settings_env(JWT_SECRET=SECRET)
+    yield
+
+
+def test_a_valid_bearer_token_names_the_user(fake_upstream, auth_on, client: TestClient) -> None:
+    response = _chat(client, "s-bearer", **_bearer("alice"))
+    assert response.status_code == 200
+    character = client.post("/api/characters", json={"name": "민지"}, headers=_bearer("alice"))
+    assert character.json()["data"]["owner"] == "alice"
+
+
+def test_a_valid_cookie_names_the_user(fake_upstream, auth_on, client: TestClient) -> None:
+    client.cookies.set("access_token", _token("bob"))
+    try:
+        created = client.post("/api/characters", json={"name": "철수"})
+    finally:
+        client.cookies.clear()
+    assert created.status_code == 201
+    assert created.json()["data"]["owner"] == "bob"
+
+
+@pytest.mark.parametrize(("headers", "code"), [
+    ({}, "unauthorized"),
+    ({"Authorization": f"Bearer {_token('alice', expires_in=-3600)}"}, "token_expired"),
+    ({"Authorization": f"Bearer {_token('alice', secret='not-the-secret-but-as-long-as-it')}"},
+     "invalid_token"),
+    ({"Authorization": f"Bearer {_token('alice')[:-4]}abcd"}, "invalid_token"),
+    ({"Authorization": "Bearer not.a.jwt"}, "invalid_token"),
+])
+def test_missing_expired_or_tampered_tokens_are_401(fake_upstream, auth_on, client: TestClient,
+                                                   headers: dict[str, str], code: str) -> None:
+    response = _chat(client, "s-denied", **headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == code
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert fake_upstream.chat_prompts == []
+
+
+def test_another_users_session_is_not_found(fake_upstream, auth_on, client: TestClient) -> None:
+    assert _chat(client, "s-alice", **_bearer("alice")).status_code == 200
+    mallory = _bearer("mallory")
+    assert client.get("/api/chat/sessions/s-alice", headers=mallory).status_code == 404
+    assert _chat(client, "s-alice", **mallory).status_code == 404
+    assert client.delete("/api/chat/sessions/s-alice", headers=mallory).status_code == 404
+    assert client.get("/api/chat/sessions/s-alice", headers=_bearer("alice")).status_code == 200
+
+
+def test_another_users_character_cannot_be_changed(auth_on, client: TestClient) -> None:
+    character = client.post("/api/characters", json={"name": "민지"},
+                            headers=_bearer("alice")).json()["data"]
+    path = f"/api/characters/{character['id']}"
+    mallory = _bearer("mallory")
+    assert client.get(path, headers=mallory).status_code == 200, "characters are public to read"
+    assert client.patch(path, json={"name": "x"}, headers=mallory).status_code == 403
+    assert client.delete(path, headers=mallory).status_code == 403
+    assert client.patch(path, json={"name": "민지2"}, headers=_bearer("alice")).status_code == 200
+
+
+def test_a_signed_in_user_takes_one_place_for_all_their_sessions(
+        fake_upstream, auth_on, settings_env, client: TestClient) -> None:
+    settings_env(MAX_CONCURRENT_USERS="1")
+    assert _chat(client, "s-one", **_bearer("alice")).status_code == 200
+    assert _chat(client, "s-two", **_bearer("alice")).status_code == 200
+    assert _chat(client, "s-three", **_bearer("bob")).status_code == 503
+    assert client.post("/api/chat/release", headers=_bearer("alice")).json()["data"]["released"]
+    assert _chat(client, "s-three", **_bearer("bob")).status_code == 200
