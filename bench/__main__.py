@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("context", "limiter")
+BENCHMARKS = ("context", "limiter", "tts")
 
 
 def main(names: list[str]) -> int:

@@ -56,14 +56,17 @@ def key_prefix() -> str:
 
 @pytest.fixture(autouse=True)
 def settings_env(
-    monkeypatch: pytest.MonkeyPatch, redis_url: str, key_prefix: str
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, key_prefix: str, tmp_path: Path
 ) -> Iterator[Callable[..., None]]:
-    """Points settings at the test Redis; call it with NAME=value to set more."""
-    for name in ("LLM_BASE_URL", "TTS_BASE_URL", "CHARACTERS_TABLE", "VOICES_FILE",
-                 "MODEL_METADATA", "LLM_SERVICE", "DEFAULT_MODEL", "MAX_TURNS"):
+    """Points settings at the test Redis and a test audio folder; call it with NAME=value
+    to set more."""
+    for name in ("LLM_BASE_URL", "TTS_BASE_URL", "TTS_SERVICE", "CHARACTERS_TABLE", "VOICES_FILE",
+                 "MODEL_METADATA", "LLM_SERVICE", "DEFAULT_MODEL", "MAX_TURNS", "AUDIO_BUCKET",
+                 "SUMMARIZER_FUNCTION", "SPEECH_FUNCTION", "JWT_SECRET"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("REDIS_KEY_PREFIX", key_prefix)
+    monkeypatch.setenv("AUDIO_DIR", str(tmp_path / "audio"))
 
     def set_env(**values: str) -> None:
         for name, value in values.items():

@@ -28,6 +28,8 @@ class FakeLLM:
     reply: str = "응, 듣고 있어."
     fail_summaries: bool = False
     reply_delay_s: float = 0.0
+    token_delay_s: float = 0.0
+    """Between streamed words: how fast the model speaks."""
     summary_delay_s: float = 0.0
     gate: threading.Event | None = None
     """When set, summary requests wait for it: a summary that is still running."""
@@ -61,8 +63,10 @@ class FakeLLM:
                 content = f"요약 {len(self.summary_prompts)}: 민지와 사용자는 카페에서 만났다."
             else:
                 self.chat_prompts.append(messages)
-                await asyncio.sleep(self.reply_delay_s)
                 content = self.reply
+                if not body.get("stream"):
+                    await asyncio.sleep(self.reply_delay_s
+                                        + self.token_delay_s * len(content.split(" ")))
             usage = {"prompt_tokens": self.true_tokens(messages),
                      "completion_tokens": count_tokens(content)}
             if body.get("stream"):
@@ -72,10 +76,12 @@ class FakeLLM:
 
         return app
 
-    @staticmethod
-    async def _events(content: str, usage: dict[str, int]) -> AsyncIterator[str]:
-        for word in content.split(" "):
-            chunk = {"choices": [{"delta": {"content": word + " "}, "finish_reason": None}]}
+    async def _events(self, content: str, usage: dict[str, int]) -> AsyncIterator[str]:
+        words = content.split(" ")
+        for n, word in enumerate(words):
+            await asyncio.sleep(self.token_delay_s)
+            text = word if n == len(words) - 1 else word + " "
+            chunk = {"choices": [{"delta": {"content": text}, "finish_reason": None}]}
             yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
         yield f"data: {json.dumps({'choices': [{'delta': {}, 'finish_reason': 'stop'}]})}\n\n"
         yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"

@@ -71,6 +71,8 @@ class Synthesis:
 @dataclass
 class FakeGptSovits:
     delay_s: float = 0.0
+    delay_per_char_s: float = 0.0
+    """Synthesis time grows with the text, as a real model's does."""
     switch_delay_s: float = 0.0
     sample_rate: int = 32000
     version: str = "v2"
@@ -150,7 +152,7 @@ class FakeGptSovits:
         if mode:
             return StreamingResponse(self._stream(pcm, media_type, record),
                                      media_type=f"audio/{media_type}")
-        await asyncio.sleep(self.delay_s)
+        await asyncio.sleep(self.delay_s + self.delay_per_char_s * len(req["text"]))
         record.loaded_at_end = self.loaded
         body = _wav(pcm, self.sample_rate) if media_type == "wav" else pcm
         return Response(body, media_type=f"audio/{media_type}")

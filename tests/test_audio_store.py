@@ -104,6 +104,12 @@ def test_reserved_id_is_pending_until_filled(store: AudioStore) -> None:
     assert not any(name.endswith(".pending") for name in _stored_names(store))
 
 
+def test_a_discarded_reservation_is_missing(store: AudioStore) -> None:
+    file_id = run(store.reserve())
+    run(store.discard(file_id))
+    assert run(store.status(file_id)) == "missing"
+
+
 def test_audio_expires_and_is_deleted(store: AudioStore, clock: Clock) -> None:
     stored = run(store.put(WAV, "audio/wav"))
     clock.offset = TTL - 5

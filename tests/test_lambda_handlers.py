@@ -97,3 +97,14 @@ def test_chat_handler_refuses_bad_input_in_the_envelope(client: TestClient) -> N
     status, body = invoke(_handler("chat"), event)
     assert status == 422 and body["success"] is False
     assert body == client.post("/api/chat", json={"messages": "hello"}).json()
+
+
+def test_tts_handler_speaks_like_the_local_runner(client: TestClient) -> None:
+    status, body = invoke(_handler("tts"), http_api_event("POST", "/api/tts",
+                                                          body={"text": "안녕하세요."}))
+    assert status == 200, body
+    audio = client.get(body["data"]["audio_url"])
+    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
+    status, refused = invoke(_handler("tts"), http_api_event("POST", "/api/tts", body={"text": " "}))
+    assert status == 400
+    assert refused == client.post("/api/tts", json={"text": " "}).json()

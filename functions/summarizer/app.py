@@ -2,10 +2,9 @@
 
 Invoked asynchronously by the chat function (`InvocationType="Event"`) when a turn
 ends past the summary threshold, so no user waits for it. Not an HTTP endpoint: its
-event is a summary job: `{"kind": "summary", "session_id": "..."}`.
+event is a summary job, `{"kind": "summary", "session_id": "..."}`.
 """
 
-import asyncio
 import re
 from typing import Any
 
@@ -17,14 +16,12 @@ get_settings()
 _SESSION_ID = re.compile(ID_PATTERN)
 
 
-async def _summarize(session_id: str) -> dict[str, Any]:
-    from roleplay.background_jobs import SummaryJob, run_job
+def handler(event: object, _context: object) -> dict[str, Any]:
+    from roleplay.background_jobs import handle_job_event
 
-    return {"session_id": session_id, **await run_job(SummaryJob(session_id=session_id))}
-
-
-def handler(event: dict[str, Any], _context: object) -> dict[str, Any]:
-    session_id = event.get("session_id") if isinstance(event, dict) else None
-    if not isinstance(session_id, str) or not _SESSION_ID.match(session_id):
+    fields: dict[str, Any] = event if isinstance(event, dict) else {}
+    session_id = fields.get("session_id")
+    if (fields.get("kind", "summary") != "summary" or not isinstance(session_id, str)
+            or not _SESSION_ID.fullmatch(session_id)):
         return {"session_id": session_id, "outcome": "invalid_event"}
-    return asyncio.run(_summarize(session_id))
+    return {"session_id": session_id, **handle_job_event({**fields, "kind": "summary"})}

@@ -1,23 +1,74 @@
-"""Lambda function `tts`: text to speech through GPT-SoVITS on Server A."""
+"""Lambda function `tts`: text to speech (GPT-SoVITS on Server A, or eSpeak NG), and the audio.
 
-from fastapi import APIRouter
+Besides HTTP events it takes the speech jobs that chat hands off in `delayed` TTS mode
+(an asynchronous invocation whose event is `{"kind": "speech", ...}`).
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from mangum import Mangum
 
-from roleplay.envelope import ERROR_RESPONSES
-from roleplay.errors import NotConfigured
+from roleplay import tts_service
+from roleplay.characters import ID_PATTERN
+from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
+from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
 from roleplay.function_app import create_function_app
+from roleplay.identity import User, current_user
 from roleplay.settings import get_settings
+from roleplay.tts_models import AudioPending, TtsRequest, TtsResult
+from roleplay.voice_catalog import voice_by_id
 
 get_settings()
 
 router = APIRouter(tags=["tts"], responses=ERROR_RESPONSES)
+CurrentUser = Annotated[User, Depends(current_user)]
+FileIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="audio file id")]
+limiter = ConcurrentUserLimiter()
 
 
-@router.post("/api/tts")
-async def synthesize() -> None:
-    raise NotConfigured("speech synthesis is not available in this build yet",
-                        code="tts_unavailable")
+@router.post(
+    "/api/tts",
+    response_model=Envelope[TtsResult],
+    responses={200: {"content": {"audio/wav": {}},
+                     "description": "`{audio_url, duration, file_id}`, or with `return_binary` the audio"}},
+)
+async def synthesize(body: TtsRequest, user: CurrentUser, request: Request) -> Any:
+    client = request.client.host if request.client else "unknown"
+    await limiter.ensure_admitted(occupant_id(user, body.session_id or f"client-{client}"))
+    audio = await tts_service.synthesize(body)
+    if body.return_binary:
+        return Response(audio.audio, media_type=audio.media_type,
+                        headers={"X-Audio-Duration": f"{audio.duration_s:.3f}"})
+    return ok(await tts_service.store(audio, voice_by_id(body.voice_id)))
+
+
+@router.get(
+    "/api/audio/{file_id}",
+    responses={200: {"content": {"audio/wav": {}}, "description": "the audio"},
+               202: {"model": Envelope[AudioPending], "description": "not spoken yet"},
+               307: {"description": "the audio is in S3: follow the presigned URL"}},
+)
+async def audio(file_id: FileIdPath) -> Response:
+    found = await tts_service.audio_file(file_id)
+    if found.status == "pending":
+        return JSONResponse(ok(AudioPending(file_id=file_id)).model_dump(), status_code=202,
+                            headers={"Retry-After": "1"})
+    if found.redirect_to:
+        return RedirectResponse(found.redirect_to, status_code=307)
+    return Response(found.data, media_type=found.media_type,
+                    headers={"Cache-Control": "private, max-age=3600"})
 
 
 app = create_function_app("tts", [router])
-handler = Mangum(app, lifespan="off")
+_http = Mangum(app, lifespan="off")
+
+
+def handler(event: dict[str, Any], context: Any) -> Any:
+    """HTTP API events through Mangum; speech jobs straight to the layer."""
+    if isinstance(event, dict) and event.get("kind") == "speech":
+        from roleplay.background_jobs import handle_job_event
+
+        return handle_job_event(event)
+    return _http(event, context)

@@ -58,6 +58,9 @@ class StoredAudio:
 
 
 class AudioStore(Protocol):
+    redirects: bool
+    """Whether clients fetch the audio from `url()` elsewhere (S3) rather than from Server B."""
+
     async def put(self, data: bytes, media_type: str) -> StoredAudio: ...
 
     async def get(self, file_id: str) -> tuple[bytes, str] | None: ...
@@ -69,6 +72,10 @@ class AudioStore(Protocol):
     async def fill(self, file_id: str, data: bytes, media_type: str) -> StoredAudio: ...
 
     async def status(self, file_id: str) -> AudioStatus: ...
+
+    async def discard(self, file_id: str) -> None:
+        """Drops a reservation whose audio will never come, so its URL answers 404."""
+        ...
 
 
 def new_file_id() -> str:
@@ -93,6 +100,8 @@ class LocalAudioStore:
     The local runner serves them at `/api/audio/{id}`. Expired files go when met and in a
     sweep that runs at most every few minutes, on writes.
     """
+
+    redirects = False
 
     def __init__(self, directory: str | Path, ttl_s: float, *,
                  now: Callable[[], float] = time.time) -> None:
@@ -129,6 +138,10 @@ class LocalAudioStore:
     async def status(self, file_id: str) -> AudioStatus:
         checked_file_id(file_id)
         return await asyncio.to_thread(self._status, file_id)
+
+    async def discard(self, file_id: str) -> None:
+        checked_file_id(file_id)
+        await asyncio.to_thread((self.directory / f"{file_id}.pending").unlink, missing_ok=True)
 
     async def sweep(self) -> int:
         """Deletes every expired file now; answers how many went."""
@@ -208,6 +221,7 @@ class S3AudioStore:
     """
 
     prefix = "audio/"
+    redirects = True
 
     def __init__(self, bucket: str, ttl_s: float, *, now: Callable[[], float] = time.time) -> None:
         self.bucket = bucket
@@ -281,6 +295,9 @@ class S3AudioStore:
                 return "pending"
             await self._call("delete_object", Bucket=self.bucket, Key=key + ".pending")
         return "missing"
+
+    async def discard(self, file_id: str) -> None:
+        await self._call("delete_object", Bucket=self.bucket, Key=self._key(file_id) + ".pending")
 
     def _expired(self, modified: float, ttl_s: float) -> bool:
         return self._now() - modified >= ttl_s

@@ -70,6 +70,22 @@ async def run_job(job: SummaryJob | SpeechJob) -> dict[str, Any]:
     return {"kind": job.kind, **report}
 
 
+def handle_job_event(event: object) -> dict[str, Any]:
+    """A Lambda's entry for an asynchronously invoked job. It runs on the thread's own
+    event loop, the one Mangum uses too, so a function that serves both jobs and HTTP
+    keeps one loop (and one Redis client) across invocations."""
+    try:
+        job = JOB.validate_python(event)
+    except ValueError:
+        return {"outcome": "invalid_event"}
+    try:
+        loop = asyncio.get_event_loop()
+    except RuntimeError:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+    return loop.run_until_complete(run_job(job))
+
+
 class JobRunner(Protocol):
     async def submit(self, job: SummaryJob | SpeechJob) -> None: ...
 

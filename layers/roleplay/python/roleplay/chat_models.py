@@ -41,12 +41,22 @@ class ChatUsage(BaseModel):
     completion_tokens: int | None = None
 
 
+class TtsError(BaseModel):
+    """Why a reply has no audio; the reply itself stands."""
+
+    code: str
+    message: str
+
+
 class ChatReply(BaseModel):
     content: str
     usage: ChatUsage
     session_id: str
     model: str
-    audio_url: str | None = None
+    audio_url: str | None = Field(
+        default=None, description="`realtime`: the spoken reply; `delayed`: where it will be "
+        "(answers 202 until ready); null for `on_click`, with TTS off, or when speech failed.")
+    tts_error: TtsError | None = None
     context_summarized: bool = False
     dropped_messages: int = Field(
         default=0, description="Oldest messages left out of this prompt (never out of the "

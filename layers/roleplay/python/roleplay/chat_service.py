@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import anyio
 
-from roleplay import character_service
-from roleplay.background_jobs import JobRunner, SummaryJob
+from roleplay import character_service, tts_service
+from roleplay.background_jobs import JobRunner, SpeechJob, SummaryJob
 from roleplay.characters import Character, Scenario
 from roleplay.chat_models import (
     ChatReply,
@@ -28,6 +28,7 @@ from roleplay.chat_models import (
     SessionTokens,
     SessionView,
     SlotReleased,
+    TtsError,
 )
 from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
 from roleplay.context_manager import ContextManager, ContextPlan
@@ -37,9 +38,12 @@ from roleplay.llm_client import CompletionRequest, StreamChunk, Usage, llm_clien
 from roleplay.persona import RoleplaySetup, format_persona_for_roleplay
 from roleplay.session_store import SessionMeta, SessionStore, StoredMessage, Window, now
 from roleplay.settings import Settings, get_settings
+from roleplay.speech_pipeline import SpeechPipeline
+from roleplay.speech_text import spoken_text
 from roleplay.summarizer import Summarizer
 from roleplay.token_counter import count_tokens, message_tokens
 from roleplay.token_ratio import corrected, observe_prompt_tokens, token_ratio
+from roleplay.voice_catalog import voice_for_character
 
 sessions = SessionStore()
 limiter = ConcurrentUserLimiter()
@@ -57,6 +61,12 @@ class PreparedTurn:
     ratio: float
     summary_failed_at: float | None = None
     greeting: str | None = None
+    voice_id: str | None = None
+
+    @property
+    def speaks(self) -> bool:
+        """Whether this reply is synthesized now (`on_click` leaves it to the client)."""
+        return self.request.tts_enabled and self.request.tts_mode != "on_click"
 
     def completion_request(self) -> CompletionRequest:
         return CompletionRequest(model=self.model, messages=self.plan.prompt,
@@ -142,7 +152,7 @@ async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
     return PreparedTurn(session_id=session_id, model=model, request=request, window=window,
                         plan=plan, ratio=ratio,
                         summary_failed_at=meta.summary_failed_at if meta else None,
-                        greeting=greeting)
+                        greeting=greeting, voice_id=character.voice_id if character else None)
 
 
 def _usage(turn: PreparedTurn, content: str, usage: Usage | None) -> ChatUsage:
@@ -184,11 +194,38 @@ async def _finish_turn(
     return due
 
 
+@dataclass(frozen=True)
+class Speech:
+    audio_url: str | None = None
+    error: TtsError | None = None
+
+
+async def _speech(turn: PreparedTurn, content: str, jobs: JobRunner | None) -> Speech:
+    """The reply's audio per `tts_mode`; a failure is reported, never raised."""
+    settings = get_settings()
+    text = spoken_text(content, strip_directions=settings.tts_strip_directions)
+    if not turn.speaks or not text:
+        return Speech()
+    voice = voice_for_character(turn.voice_id)
+    mode = turn.request.tts_streaming_mode
+    try:
+        if turn.request.tts_mode == "delayed" and jobs is not None:
+            file_id, url = await tts_service.reserve()
+            await jobs.submit(SpeechJob(file_id=file_id, text=text, voice_id=voice.id,
+                                        streaming_mode=mode))
+            return Speech(audio_url=url)
+        return Speech(audio_url=(await tts_service.speak(text, voice, streaming_mode=mode)).audio_url)
+    except ApiError as error:
+        return Speech(error=TtsError(code=error.error_code, message=error.message))
+
+
 def _reply(turn: PreparedTurn, content: str, usage: Usage | None, finish_reason: str | None,
-           *, summary_scheduled: bool = False) -> ChatReply:
+           *, summary_scheduled: bool = False, speech: Speech | None = None) -> ChatReply:
+    speech = speech or Speech()
     return ChatReply(
         content=content, usage=_usage(turn, content, usage), session_id=turn.session_id,
-        model=turn.model, context_summarized=turn.plan.context_summarized,
+        model=turn.model, audio_url=speech.audio_url, tts_error=speech.error,
+        context_summarized=turn.plan.context_summarized,
         dropped_messages=turn.plan.dropped_messages, summary_scheduled=summary_scheduled,
         finish_reason=finish_reason)
 
@@ -197,11 +234,12 @@ async def chat_turn(request: ChatRequest, user: User,
                     jobs: JobRunner | None = None) -> ChatReply:
     turn = await prepare_turn(request, user)
     if turn.greeting is not None:
-        return await chat_turn_from_greeting(turn)
+        return await chat_turn_from_greeting(turn, jobs)
     completion = await llm_client().complete(turn.completion_request())
     scheduled = await _finish_turn(turn, completion.content, completion.usage, jobs)
+    speech = await _speech(turn, completion.content, jobs)
     return _reply(turn, completion.content, completion.usage, completion.finish_reason,
-                  summary_scheduled=scheduled)
+                  summary_scheduled=scheduled, speech=speech)
 
 
 def _sse(event: str, data: object) -> str:
@@ -214,19 +252,21 @@ async def open_stream(request: ChatRequest, user: User,
     a bad request or an unreachable upstream is a plain JSON error, not a broken stream."""
     turn = await prepare_turn(request, user)
     if turn.greeting is not None:
-        reply = await chat_turn_from_greeting(turn)
+        reply = await chat_turn_from_greeting(turn, jobs)
         return _single_event_stream(reply)
     chunks = llm_client().stream(turn.completion_request())
     first = await anext(chunks)
     return _relay(turn, first, chunks, jobs)
 
 
-async def chat_turn_from_greeting(turn: PreparedTurn) -> ChatReply:
+async def chat_turn_from_greeting(turn: PreparedTurn, jobs: JobRunner | None) -> ChatReply:
     """The character's stored opening line: no LLM call, no tokens."""
     assert turn.greeting is not None
     await _finish_turn(turn, turn.greeting, None, None)
+    speech = await _speech(turn, turn.greeting, jobs)
     return ChatReply(content=turn.greeting, usage=ChatUsage(prompt_tokens=0, completion_tokens=0),
-                     session_id=turn.session_id, model=turn.model, finish_reason="stored")
+                     session_id=turn.session_id, model=turn.model, audio_url=speech.audio_url,
+                     tts_error=speech.error, finish_reason="stored")
 
 
 async def _single_event_stream(reply: ChatReply) -> AsyncIterator[str]:
@@ -238,6 +278,13 @@ async def _relay(
     turn: PreparedTurn, first: StreamChunk, chunks: AsyncIterator[StreamChunk],
     jobs: JobRunner | None,
 ) -> AsyncIterator[str]:
+    """Text deltas as they come; with speech on, an `audio` event per spoken sentence as
+    soon as it is ready; then `done` once the reply is stored and every sentence spoken."""
+    settings = get_settings()
+    speech = (SpeechPipeline(voice_for_character(turn.voice_id),
+                             streaming_mode=turn.request.tts_streaming_mode,
+                             strip_directions=settings.tts_strip_directions)
+              if turn.speaks else None)
     parts: list[str] = []
     closing: StreamChunk | None = None
     finished = False
@@ -250,12 +297,20 @@ async def _relay(
             if chunk.delta:
                 parts.append(chunk.delta)
                 yield _sse("delta", {"content": chunk.delta})
+                if speech is not None:
+                    speech.feed(chunk.delta)
+                    for spoken in speech.ready():
+                        yield _sse("audio", spoken.event())
             chunk = await anext(chunks, None)
         content = "".join(parts)
         usage = closing.usage if closing else None
         with anyio.CancelScope(shield=True):
             scheduled = await _finish_turn(turn, content, usage, jobs)
         finished = True
+        if speech is not None:
+            speech.finish()
+            for spoken in [*speech.ready(), *await speech.rest()]:
+                yield _sse("audio", spoken.event())
         reply = _reply(turn, content, usage, closing.finish_reason if closing else None,
                        summary_scheduled=scheduled)
         yield _sse("done", reply.model_dump(exclude={"content"}))
@@ -266,6 +321,8 @@ async def _relay(
         yield _sse("error", {"code": error.error_code, "message": error.message, "cut": True})
     finally:
         with anyio.CancelScope(shield=True):
+            if speech is not None:
+                await speech.aclose()
             await chunks.aclose()  # type: ignore[attr-defined]
             if not finished:
                 await _finish_turn(turn, "".join(parts), None, None, cut=True)

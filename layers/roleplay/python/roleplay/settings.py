@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     tts_read_timeout_s: float = Field(default=60.0, gt=0)
     tts_lock_timeout_s: float = Field(default=60.0, gt=0)
     tts_max_chars: int = Field(default=1000, ge=1)
+    tts_strip_directions: bool = Field(
+        default=True, description="Leave role-play stage directions (*waves*, (smiles)) unspoken."
+    )
     audio_dir: str = Field(default="data/audio", min_length=1)
     audio_bucket: str | None = None
     audio_ttl_s: int = Field(default=86400, ge=1)

@@ -81,6 +81,23 @@ def pcm_to_wav(pcm: bytes, sample_rate: int, *, channels: int = 1, sample_width:
     return buffer.getvalue()
 
 
+def joined_wav(parts: list[SynthesizedAudio]) -> SynthesizedAudio:
+    """One WAV from several with the same format, back to back (a long reply said in pieces)."""
+    if len(parts) == 1:
+        return parts[0]
+    infos = [wav_info(part.audio) for part in parts]
+    first = infos[0]
+    if any((i.channels, i.sample_width, i.sample_rate) != (first.channels, first.sample_width,
+                                                            first.sample_rate) for i in infos):
+        raise ValueError("the pieces differ in format")
+    pcm = bytearray()
+    for part in parts:
+        with wave.open(io.BytesIO(part.audio), "rb") as reader:
+            pcm += reader.readframes(reader.getnframes())
+    return wav_audio(pcm_to_wav(bytes(pcm), first.sample_rate, channels=first.channels,
+                                sample_width=first.sample_width))
+
+
 def wav_audio(data: bytes) -> SynthesizedAudio:
     info = wav_info(data)
     return SynthesizedAudio(data, WAV_MEDIA_TYPE, info.duration_s, info.sample_rate)

@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from roleplay.characters import ID_PATTERN
-from roleplay.errors import NotConfigured
+from roleplay.errors import NotConfigured, NotFound
 from roleplay.settings import get_settings
 
 DEFAULT_VOICE_ID = "default"
@@ -72,3 +72,20 @@ def voices() -> tuple[Voice, ...]:
 
 def public_voices() -> list[PublicVoice]:
     return [PublicVoice.model_validate(v.model_dump()) for v in voices()]
+
+
+def voice_by_id(voice_id: str) -> Voice:
+    """The configured voice with this id; 404 for any other (ids only, never paths)."""
+    for voice in voices():
+        if voice.id == voice_id:
+            return voice
+    raise NotFound(f"no voice with id {voice_id!r}; GET /api/tts/voices lists them",
+                   code="voice_not_found")
+
+
+def voice_for_character(voice_id: str | None) -> Voice:
+    """A character's voice, falling back to `default` (or the first voice) when its own
+    is not configured here, so a character never goes mute over a voices-file change."""
+    configured = voices()
+    by_id = {voice.id: voice for voice in configured}
+    return by_id.get(voice_id or DEFAULT_VOICE_ID) or by_id.get(DEFAULT_VOICE_ID) or configured[0]
