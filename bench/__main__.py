@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("context", "limiter", "tts")
+BENCHMARKS = ("context", "limiter", "tts", "cold_start")
 
 
 def main(names: list[str]) -> int:

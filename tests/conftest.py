@@ -62,7 +62,7 @@ def settings_env(
     to set more."""
     for name in ("LLM_BASE_URL", "TTS_BASE_URL", "TTS_SERVICE", "CHARACTERS_TABLE", "VOICES_FILE",
                  "MODEL_METADATA", "LLM_SERVICE", "DEFAULT_MODEL", "MAX_TURNS", "AUDIO_BUCKET",
-                 "SUMMARIZER_FUNCTION", "SPEECH_FUNCTION", "JWT_SECRET"):
+                 "SUMMARIZER_FUNCTION", "SPEECH_FUNCTION", "JWT_SECRET", "JWT_SECRET_ARN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("REDIS_KEY_PREFIX", key_prefix)

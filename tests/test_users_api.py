@@ -149,3 +149,35 @@ def test_a_signed_in_user_takes_one_place_for_all_their_sessions(
     assert _chat(client, "s-three", **_bearer("bob")).status_code == 503
     assert client.post("/api/chat/release", headers=_bearer("alice")).json()["data"]["released"]
     assert _chat(client, "s-three", **_bearer("bob")).status_code == 200
+
+
+@pytest.mark.parametrize("store", ["secretsmanager", "ssm"])
+def test_the_deployed_key_is_read_from_aws_by_its_arn(aws, settings_env, client: TestClient,
+                                                     store: str) -> None:
+    import boto3
+
+    from roleplay.jwt_key import _fetched
+
+    if store == "secretsmanager":
+        arn = boto3.client("secretsmanager").create_secret(Name="jwt", SecretString=SECRET)["ARN"]
+    else:
+        boto3.client("ssm").put_parameter(Name="/server-b/jwt", Value=SECRET, Type="SecureString")
+        arn = "arn:aws:ssm:us-east-1:123456789012:parameter/server-b/jwt"
+    settings_env(JWT_SECRET_ARN=arn)
+    _fetched.cache_clear()
+    try:
+        created = client.post("/api/characters", json={"name": "민지"}, headers=_bearer("alice"))
+        assert created.status_code == 201 and created.json()["data"]["owner"] == "alice"
+        assert client.post("/api/characters", json={"name": "x"}).status_code == 401
+    finally:
+        _fetched.cache_clear()
+
+
+def test_an_unreadable_key_is_503_never_anonymous(aws, settings_env, client: TestClient) -> None:
+    from roleplay.jwt_key import _fetched
+
+    settings_env(JWT_SECRET_ARN="arn:aws:secretsmanager:us-east-1:123456789012:secret:missing")
+    _fetched.cache_clear()
+    response = client.post("/api/characters", json={"name": "x"}, headers=_bearer("alice"))
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "auth_unavailable"

@@ -5,7 +5,8 @@ cookie the login sets (JWT_COOKIE_NAME; browsers). Its `sub` is the user id, and
 must carry `exp`. Only HS256 is accepted: a token cannot choose `none` or another
 algorithm to get past the check. JWT_AUDIENCE / JWT_ISSUER are checked when set.
 
-Without JWT_SECRET (development) there is no sign-in and every caller is anonymous.
+Without JWT_SECRET or JWT_SECRET_ARN (development) there is no sign-in and every
+caller is anonymous.
 PyJWT is imported on first use, so a cold start without auth never loads it.
 """
 
@@ -17,6 +18,7 @@ from starlette.requests import Request
 
 from roleplay.errors import Unauthorized
 from roleplay.identity import ANONYMOUS, User
+from roleplay.jwt_key import auth_enabled, jwt_key
 from roleplay.settings import Settings, get_settings
 
 ALGORITHM = "HS256"
@@ -38,11 +40,11 @@ def _claims(token: str, settings: Settings) -> dict[str, Any]:
     import jwt
     from jwt.exceptions import ExpiredSignatureError, InvalidTokenError
 
-    assert settings.jwt_secret is not None
+    key = jwt_key(settings)
     try:
         return jwt.decode(
             token,
-            settings.jwt_secret.get_secret_value(),
+            key,
             algorithms=[ALGORITHM],
             options={"require": ["sub", "exp"], "verify_aud": settings.jwt_audience is not None},
             audience=settings.jwt_audience,
@@ -61,7 +63,7 @@ async def user_from_request(request: Request) -> User:
     """The signed-in user; 401 (`unauthorized`, `token_expired`, `invalid_token`) if the
     token is missing or not good. Anonymous when auth is not configured."""
     settings = get_settings()
-    if settings.jwt_secret is None:
+    if not auth_enabled(settings):
         return ANONYMOUS
     token = _token_from(request, settings.jwt_cookie_name)
     if token is None:

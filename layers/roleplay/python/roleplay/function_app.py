@@ -14,8 +14,6 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -71,12 +69,41 @@ async def _on_http_error(_: Request, error: Exception) -> JSONResponse:
     return _json_error(error.status_code, code, str(error.detail), headers=error.headers)
 
 
-async def _on_redis_down(_: Request, error: Exception) -> JSONResponse:
-    logger.warning("redis unreachable: %s", error)
-    return _json_error(
-        503, "redis_unavailable", "session store (Redis) is unreachable; try again shortly",
-        headers={"Retry-After": "5"},
-    )
+def _is_redis_outage(error: BaseException) -> bool:
+    """Redis unreachable or too slow; redis is imported only once it has raised (so a
+    function that never touches Redis never pays for importing it at cold start)."""
+    if not type(error).__module__.startswith("redis"):
+        return False
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    return isinstance(error, ConnectionError | TimeoutError)
+
+
+class RedisOutage:
+    """Answers 503 `redis_unavailable` when the session store cannot be reached."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as error:
+            if scope["type"] != "http" or started or not _is_redis_outage(error):
+                raise
+            logger.warning("redis unreachable: %s", error)
+            response = _json_error(
+                503, "redis_unavailable", "session store (Redis) is unreachable; try again shortly",
+                headers={"Retry-After": "5"},
+            )
+            await response(scope, receive, send)
 
 
 async def _on_unexpected(_: Request, error: Exception) -> JSONResponse:
@@ -133,8 +160,7 @@ def create_function_app(title: str, routers: Iterable[APIRouter], **fastapi_kwar
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(RedisConnectionError, _on_redis_down)
-    app.add_exception_handler(RedisTimeoutError, _on_redis_down)
     app.add_exception_handler(Exception, _on_unexpected)
+    app.add_middleware(RedisOutage)
     app.add_middleware(BodySizeLimit)
     return app

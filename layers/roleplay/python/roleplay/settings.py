@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = Field(
         default=None, description="HS256 key of the app's login tokens. Unset: everyone is anonymous."
     )
+    jwt_secret_arn: str | None = Field(
+        default=None, description="Secrets Manager secret or SSM SecureString holding the key "
+        "(the deployed stack); read on first use."
+    )
     jwt_cookie_name: str = Field(default="access_token", min_length=1)
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
@@ -99,7 +103,7 @@ class Settings(BaseSettings):
 
     @field_validator("llm_base_url", "tts_base_url", "redis_url", "characters_table", "voices_file",
                      "audio_bucket", "summary_model", "summarizer_function", "speech_function",
-                     "jwt_audience", "jwt_issuer", "tts_service", mode="before")
+                     "jwt_audience", "jwt_issuer", "jwt_secret_arn", "tts_service", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """`NAME=` (as templates and .env files write an unset value) means unset."""

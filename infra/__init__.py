@@ -1,0 +1,1 @@
+"""What a deploy needs besides template.yaml: the layer build, parameters, Server A."""
