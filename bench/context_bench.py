@@ -38,6 +38,7 @@ def run(turns: int = TURNS) -> dict[str, Any]:
             started = time.perf_counter()
             response = http.post("/api/chat", json={
                 "session_id": session_id, "max_tokens": 256, "persona": "밝고 다정한 바리스타 민지",
+                "tts_enabled": False,
                 "messages": [{"role": "user", "content": _line(n)}]})
             elapsed = time.perf_counter() - started
             data = response.json()["data"]
@@ -53,7 +54,7 @@ def run(turns: int = TURNS) -> dict[str, Any]:
     result = {
         "setup": {"turns": turns, "reply_delay_ms": REPLY_DELAY_S * 1000,
                   "summary_delay_ms": SUMMARY_DELAY_S * 1000, "max_context_tokens": 4096,
-                  "recent_turns_to_keep": 18},
+                  "recent_turns_to_keep": 18, "tts": "off (speech is benchmarked in tts)"},
         "backend_ms_turns_1_20": backend(rows[:20]),
         "backend_ms_turns_991_1010": backend(rows[990:1010]),
         "backend_ms_turns_21_120": backend(rows[20:120]),

@@ -83,12 +83,12 @@ async def _turns(api: Callable[[], httpx.AsyncClient]) -> dict[str, Any]:
     async with api() as http:
         character = (await http.post("/api/characters", json={
             "name": "민지", "persona": "밝은 바리스타"})).json()["data"]
-        body: dict[str, Any] = {"character_id": character["id"], "max_tokens": 128,
+        body: dict[str, Any] = {"character_id": character["id"], "max_tokens": 128, "tts_enabled": False,
                                 "messages": [{"role": "user", "content": "안녕!"}]}
         opened = await http.post("/api/chat", json=body)
         assert opened.status_code == 200, opened.text
         first = opened.json()["data"]
-        body = {"session_id": first["session_id"], "max_tokens": 128}
+        body = {"session_id": first["session_id"], "max_tokens": 128, "tts_enabled": False}
         for n in range(20):
             with trips.counting():
                 before = trips.count
