@@ -1,6 +1,5 @@
 """POST /api/chat: sessions on real Redis, upstream failures, and the real LLM."""
 
-import json
 import threading
 
 import pytest
@@ -8,6 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
+from tests.sse import sse_events
 from tests.upstream_server import closed_port_url, serve, silent_socket
 
 
@@ -166,14 +166,6 @@ def test_ending_a_session_deletes_it(settings_env, client: TestClient) -> None:
     assert client.get(f"/api/chat/sessions/{sid}").status_code == 404
 
 
-def _events(text: str) -> list[tuple[str, dict]]:
-    events = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
-
-
 @pytest.mark.llm
 def test_multi_turn_conversation_on_the_real_llm(real_llm, client: TestClient) -> None:
     first = client.post("/api/chat", json={
@@ -199,7 +191,7 @@ def test_streamed_reply_on_the_real_llm(real_llm, client: TestClient) -> None:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         text = "".join(response.iter_text())
-    events = _events(text)
+    events = sse_events(text)
     deltas = [data["content"] for name, data in events if name == "delta"]
     assert len(deltas) > 1
     name, done = events[-1]

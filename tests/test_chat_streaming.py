@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
 
+from tests.sse import sse_events
 from tests.upstream_server import serve
 
 OLLAMA_REPLY = {
@@ -44,11 +45,6 @@ def _ollama(seen: list[dict]) -> FastAPI:
     return app
 
 
-def _events(text: str) -> list[tuple[str, dict]]:
-    return [(block.split("\n")[0][7:], json.loads(block.split("\n")[1][6:]))
-            for block in text.strip().split("\n\n")]
-
-
 def test_ollama_reply_uses_its_counts_and_num_predict(settings_env, client: TestClient) -> None:
     seen: list[dict] = []
     with serve(_ollama(seen)) as url:
@@ -66,7 +62,7 @@ def test_ollama_ndjson_stream_becomes_sse(settings_env, client: TestClient) -> N
         settings_env(LLM_BASE_URL=url, LLM_SERVICE="ollama")
         text = client.post("/api/chat", json={
             "stream": True, "messages": [{"role": "user", "content": "안녕"}]}).text
-    events = _events(text)
+    events = sse_events(text)
     assert [e for e in events if e[0] == "delta"] == [("delta", {"content": "안녕"}),
                                                        ("delta", {"content": "! 반가워."})]
     assert events[-1][0] == "done"
@@ -133,7 +129,7 @@ def test_upstream_error_mid_stream_ends_with_an_error_event(settings_env,
         settings_env(LLM_BASE_URL=url)
         text = client.post("/api/chat", json={"session_id": "s-err", "stream": True,
                                               "messages": [{"role": "user", "content": "x"}]}).text
-        events = _events(text)
+        events = sse_events(text)
         assert events[0] == ("delta", {"content": "Hel"})
         assert events[-1][0] == "error" and "OOM" in events[-1][1]["message"]
         stored = client.get("/api/chat/sessions/s-err").json()["data"]["messages"]

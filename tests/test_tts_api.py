@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.gpt_sovits_server import FakeGptSovits
+from tests.sse import sse_events
 from tests.upstream_server import closed_port_url, serve
 
 VOICES = {"voices": [
@@ -32,14 +33,6 @@ VOICES = {"voices": [
 def _wav_seconds(data: bytes) -> float:
     with wave.open(io.BytesIO(data), "rb") as reader:
         return reader.getnframes() / reader.getframerate()
-
-
-def _events(text: str) -> list[tuple[str, dict]]:
-    events = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
 
 
 @pytest.fixture
@@ -215,7 +208,7 @@ def test_streamed_chat_speaks_sentence_by_sentence(fake_upstream, client: TestCl
     fake_upstream.reply = "안녕! 오늘 날씨 정말 좋다. 산책 갈래? 나는 공원이 좋아."
     response = client.post("/api/chat", json={"stream": True, "messages": [
         {"role": "user", "content": "안녕"}]})
-    events = _events(response.text)
+    events = sse_events(response.text)
     names = [name for name, _ in events]
     audio = [data for name, data in events if name == "audio"]
     assert [a["index"] for a in audio] == list(range(len(audio))) and len(audio) >= 3
@@ -231,7 +224,7 @@ def test_streamed_chat_with_tts_down_reports_per_sentence_errors(
         fake_upstream, sovits: FakeGptSovits, settings_env, client: TestClient) -> None:
     settings_env(TTS_BASE_URL=closed_port_url())
     fake_upstream.reply = "안녕! 반가워."
-    events = _events(client.post("/api/chat", json={"stream": True, "messages": [
+    events = sse_events(client.post("/api/chat", json={"stream": True, "messages": [
         {"role": "user", "content": "안녕"}]}).text)
     audio = [data for name, data in events if name == "audio"]
     assert audio and all(a["error"]["code"] == "upstream_unavailable" for a in audio)

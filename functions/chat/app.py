@@ -10,7 +10,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Path
 from fastapi.responses import StreamingResponse
 from mangum import Mangum
 
-from roleplay import chat_service
+from roleplay import chat_service, chat_stream, session_service
 from roleplay.background_jobs import job_runner
 from roleplay.characters import ID_PATTERN
 from roleplay.chat_models import (
@@ -45,25 +45,25 @@ async def chat(
 ) -> Envelope[ChatReply] | StreamingResponse:
     jobs = job_runner(background.add_task)
     if body.stream:
-        events = await chat_service.open_stream(body, user, jobs)
+        events = await chat_stream.open_stream(body, user, jobs)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
     return ok(await chat_service.chat_turn(body, user, jobs))
 
 
 @router.get("/api/chat/sessions/{session_id}")
 async def get_session(session_id: SessionIdPath, user: CurrentUser) -> Envelope[SessionView]:
-    return ok(await chat_service.session_view(session_id, user))
+    return ok(await session_service.session_view(session_id, user))
 
 
 @router.delete("/api/chat/sessions/{session_id}")
 async def end_session(session_id: SessionIdPath, user: CurrentUser) -> Envelope[SessionEnded]:
-    return ok(await chat_service.end_session(session_id, user))
+    return ok(await session_service.end_session(session_id, user))
 
 
 @router.post("/api/chat/release")
 async def release(user: CurrentUser, body: ReleaseRequest | None = None) -> Envelope[SlotReleased]:
     """Frees the caller's place under the concurrent-user cap now (logout, leaving the chat)."""
-    return ok(await chat_service.release_slot(user, body.session_id if body else None))
+    return ok(await session_service.release_slot(user, body.session_id if body else None))
 
 
 app = create_function_app("chat", [router])

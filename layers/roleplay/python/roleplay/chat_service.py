@@ -1,4 +1,5 @@
-"""One role-play turn: store what the user said, ask the LLM in persona, store the reply.
+"""One role-play turn: store what the user said, ask the LLM in persona, store the reply
+(`chat_stream` serves the same turn as Server-Sent Events).
 
 The user's turn is stored before the upstream is called, so an upstream failure loses
 nothing and a retry (which the session store de-duplicates) picks up where it failed.
@@ -9,13 +10,9 @@ path (`background_jobs`).
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-
-import anyio
 
 from roleplay import character_service, tts_service
 from roleplay.background_jobs import JobRunner, SpeechJob, SummaryJob
@@ -24,21 +21,17 @@ from roleplay.chat_models import (
     ChatReply,
     ChatRequest,
     ChatUsage,
-    SessionEnded,
-    SessionTokens,
-    SessionView,
-    SlotReleased,
     TtsError,
 )
 from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
 from roleplay.context_manager import ContextManager, ContextPlan
-from roleplay.errors import ApiError, BadRequest, Conflict, NotFound
+from roleplay.errors import ApiError, BadRequest, Conflict
 from roleplay.identity import User
-from roleplay.llm_client import CompletionRequest, StreamChunk, Usage, llm_client
+from roleplay.llm_client import CompletionRequest, Usage, llm_client
 from roleplay.persona import RoleplaySetup, format_persona_for_roleplay
+from roleplay.session_service import ensure_session_owner
 from roleplay.session_store import SessionMeta, SessionStore, StoredMessage, Window, now
 from roleplay.settings import Settings, get_settings
-from roleplay.speech_pipeline import SpeechPipeline
 from roleplay.speech_text import spoken_text
 from roleplay.summarizer import Summarizer
 from roleplay.token_counter import count_tokens, message_tokens
@@ -72,11 +65,6 @@ class PreparedTurn:
         return CompletionRequest(model=self.model, messages=self.plan.prompt,
                                  temperature=self.request.temperature,
                                  max_tokens=self.request.max_tokens)
-
-
-def _owned(meta: SessionMeta | None, user: User) -> None:
-    if meta and user.authenticated and meta.owner not in (None, user.id):
-        raise NotFound("no such session", code="session_not_found")
 
 
 def _stored_greeting(character: Character) -> str | None:
@@ -122,7 +110,7 @@ async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
     settings = get_settings()
     session_id = request.session_id or uuid.uuid4().hex
     meta = await sessions.load_meta(session_id)
-    _owned(meta, user)
+    ensure_session_owner(meta, user)
     await limiter.ensure_admitted(occupant_id(user, session_id))
     character_id = request.character_id or (meta.character_id if meta else None)
     character = await character_service.get_character(character_id) if character_id else None
@@ -167,7 +155,7 @@ def _usage(turn: PreparedTurn, content: str, usage: Usage | None) -> ChatUsage:
     return ChatUsage(prompt_tokens=prompt, completion_tokens=completion)
 
 
-async def _finish_turn(
+async def finish_turn(
     turn: PreparedTurn, content: str, usage: Usage | None, jobs: JobRunner | None,
     *, cut: bool = False,
 ) -> bool:
@@ -219,7 +207,7 @@ async def _speech(turn: PreparedTurn, content: str, jobs: JobRunner | None) -> S
         return Speech(error=TtsError(code=error.error_code, message=error.message))
 
 
-def _reply(turn: PreparedTurn, content: str, usage: Usage | None, finish_reason: str | None,
+def reply_for(turn: PreparedTurn, content: str, usage: Usage | None, finish_reason: str | None,
            *, summary_scheduled: bool = False, speech: Speech | None = None) -> ChatReply:
     speech = speech or Speech()
     return ChatReply(
@@ -236,136 +224,17 @@ async def chat_turn(request: ChatRequest, user: User,
     if turn.greeting is not None:
         return await chat_turn_from_greeting(turn, jobs)
     completion = await llm_client().complete(turn.completion_request())
-    scheduled = await _finish_turn(turn, completion.content, completion.usage, jobs)
+    scheduled = await finish_turn(turn, completion.content, completion.usage, jobs)
     speech = await _speech(turn, completion.content, jobs)
-    return _reply(turn, completion.content, completion.usage, completion.finish_reason,
+    return reply_for(turn, completion.content, completion.usage, completion.finish_reason,
                   summary_scheduled=scheduled, speech=speech)
-
-
-def _sse(event: str, data: object) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
-async def open_stream(request: ChatRequest, user: User,
-                      jobs: JobRunner | None = None) -> AsyncIterator[str]:
-    """Prepares the turn and reaches the upstream before the first byte is sent, so
-    a bad request or an unreachable upstream is a plain JSON error, not a broken stream."""
-    turn = await prepare_turn(request, user)
-    if turn.greeting is not None:
-        reply = await chat_turn_from_greeting(turn, jobs)
-        return _single_event_stream(reply)
-    chunks = llm_client().stream(turn.completion_request())
-    first = await anext(chunks)
-    return _relay(turn, first, chunks, jobs)
 
 
 async def chat_turn_from_greeting(turn: PreparedTurn, jobs: JobRunner | None) -> ChatReply:
     """The character's stored opening line: no LLM call, no tokens."""
     assert turn.greeting is not None
-    await _finish_turn(turn, turn.greeting, None, None)
+    await finish_turn(turn, turn.greeting, None, None)
     speech = await _speech(turn, turn.greeting, jobs)
     return ChatReply(content=turn.greeting, usage=ChatUsage(prompt_tokens=0, completion_tokens=0),
                      session_id=turn.session_id, model=turn.model, audio_url=speech.audio_url,
                      tts_error=speech.error, finish_reason="stored")
-
-
-async def _single_event_stream(reply: ChatReply) -> AsyncIterator[str]:
-    yield _sse("delta", {"content": reply.content})
-    yield _sse("done", reply.model_dump(exclude={"content"}))
-
-
-async def _relay(
-    turn: PreparedTurn, first: StreamChunk, chunks: AsyncIterator[StreamChunk],
-    jobs: JobRunner | None,
-) -> AsyncIterator[str]:
-    """Text deltas as they come; with speech on, an `audio` event per spoken sentence as
-    soon as it is ready; then `done` once the reply is stored and every sentence spoken."""
-    settings = get_settings()
-    speech = (SpeechPipeline(voice_for_character(turn.voice_id),
-                             streaming_mode=turn.request.tts_streaming_mode,
-                             strip_directions=settings.tts_strip_directions)
-              if turn.speaks else None)
-    parts: list[str] = []
-    closing: StreamChunk | None = None
-    finished = False
-    try:
-        chunk: StreamChunk | None = first
-        while chunk is not None:
-            if chunk.done:
-                closing = chunk
-                break
-            if chunk.delta:
-                parts.append(chunk.delta)
-                yield _sse("delta", {"content": chunk.delta})
-                if speech is not None:
-                    speech.feed(chunk.delta)
-                    for spoken in speech.ready():
-                        yield _sse("audio", spoken.event())
-            chunk = await anext(chunks, None)
-        content = "".join(parts)
-        usage = closing.usage if closing else None
-        with anyio.CancelScope(shield=True):
-            scheduled = await _finish_turn(turn, content, usage, jobs)
-        finished = True
-        if speech is not None:
-            speech.finish()
-            for spoken in [*speech.ready(), *await speech.rest()]:
-                yield _sse("audio", spoken.event())
-        reply = _reply(turn, content, usage, closing.finish_reason if closing else None,
-                       summary_scheduled=scheduled)
-        yield _sse("done", reply.model_dump(exclude={"content"}))
-    except ApiError as error:
-        with anyio.CancelScope(shield=True):
-            await _finish_turn(turn, "".join(parts), None, None, cut=True)
-        finished = True
-        yield _sse("error", {"code": error.error_code, "message": error.message, "cut": True})
-    finally:
-        with anyio.CancelScope(shield=True):
-            if speech is not None:
-                await speech.aclose()
-            await chunks.aclose()  # type: ignore[attr-defined]
-            if not finished:
-                await _finish_turn(turn, "".join(parts), None, None, cut=True)
-
-
-async def session_view(session_id: str, user: User) -> SessionView:
-    meta = await sessions.load_meta(session_id)
-    if meta is None:
-        raise NotFound("no such session", code="session_not_found")
-    _owned(meta, user)
-    messages = await sessions.transcript(session_id)
-    settings = get_settings()
-    after = messages[meta.summary_upto + 1:]
-    context = ContextManager(settings)
-    return SessionView(
-        session_id=session_id, character_id=meta.character_id, created_at=meta.created_at,
-        user_turns=meta.user_turns, message_count=len(messages),
-        messages=[m.model_dump(exclude_defaults=True) for m in messages],
-        summary=meta.summary, summary_upto=meta.summary_upto, summary_at=meta.summary_at,
-        summary_error=meta.summary_error,
-        tokens=SessionTokens(
-            transcript=context.window_tokens(messages), summary=meta.summary_tokens,
-            after_watermark=context.window_tokens(after),
-            ratio=await token_ratio(settings.default_model),
-            max_context=settings.max_context_tokens),
-    )
-
-
-async def end_session(session_id: str, user: User) -> SessionEnded:
-    meta = await sessions.load_meta(session_id)
-    if meta is None:
-        raise NotFound("no such session", code="session_not_found")
-    _owned(meta, user)
-    ended = await sessions.delete(session_id)
-    await limiter.release(occupant_id(user, session_id))
-    return SessionEnded(session_id=session_id, ended=ended)
-
-
-async def release_slot(user: User, session_id: str | None) -> SlotReleased:
-    """Frees the caller's place under the concurrent-user cap at once (logging out, leaving
-    the chat); anonymous callers name the session that holds their place."""
-    if not user.authenticated and session_id is None:
-        raise BadRequest("session_id is needed to release an anonymous session's place",
-                         code="session_id_required")
-    occupant = occupant_id(user, session_id or "")
-    return SlotReleased(released=await limiter.release(occupant))

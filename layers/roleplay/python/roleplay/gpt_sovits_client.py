@@ -38,8 +38,8 @@ from roleplay.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from roleplay.http_pool import pooled_http
 from roleplay.llm_client import upstream_call, upstream_message
-from roleplay.loop_bound import LoopBoundClient
 from roleplay.redis_client import get_redis
 from roleplay.redis_keys import redis_keys
 from roleplay.settings import get_settings
@@ -76,23 +76,8 @@ class SovitsParams:
     min_chunk_length: int = 16
 
 
-def _open_http() -> httpx.AsyncClient:
-    settings = get_settings()
-    timeout = httpx.Timeout(
-        connect=settings.tts_connect_timeout_s,
-        read=settings.tts_read_timeout_s,
-        write=settings.tts_connect_timeout_s,
-        pool=settings.tts_connect_timeout_s,
-    )
-    return httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=50,
-                                                                   max_keepalive_connections=10))
-
-
-async def _close_http(client: httpx.AsyncClient) -> None:
-    await client.aclose()
-
-
-tts_http_holder: LoopBoundClient[httpx.AsyncClient] = LoopBoundClient(_open_http, _close_http)
+tts_http_holder = pooled_http(lambda s: (s.tts_connect_timeout_s, s.tts_read_timeout_s),
+                              max_connections=50, keepalive=10)
 
 
 def engine_lock_key() -> str:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import httpx
 
 from roleplay.errors import NotConfigured, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from roleplay.loop_bound import LoopBoundClient
+from roleplay.http_pool import pooled_http
 from roleplay.settings import Settings, get_settings
 
 
@@ -79,23 +79,8 @@ class LLMClient(Protocol):
     def stream(self, request: CompletionRequest) -> AsyncIterator[StreamChunk]: ...
 
 
-def _open_http() -> httpx.AsyncClient:
-    settings = get_settings()
-    timeout = httpx.Timeout(
-        connect=settings.llm_connect_timeout_s,
-        read=settings.llm_read_timeout_s,
-        write=settings.llm_connect_timeout_s,
-        pool=settings.llm_connect_timeout_s,
-    )
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=40)
-    return httpx.AsyncClient(timeout=timeout, limits=limits)
-
-
-async def _close_http(client: httpx.AsyncClient) -> None:
-    await client.aclose()
-
-
-http_holder: LoopBoundClient[httpx.AsyncClient] = LoopBoundClient(_open_http, _close_http)
+http_holder = pooled_http(lambda s: (s.llm_connect_timeout_s, s.llm_read_timeout_s),
+                          max_connections=200, keepalive=40)
 
 
 def upstream_message(body: bytes, fallback: str) -> str:

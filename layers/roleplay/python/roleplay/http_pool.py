@@ -1,0 +1,33 @@
+"""A pooled httpx client per event loop for one upstream, with that upstream's timeouts.
+
+Connect and read timeouts are separate: a Server A that is down fails fast, one that is
+slowly generating a long reply is given time. The client is reused across requests
+(keep-alive) and re-opened only when the running loop changes (`LoopBoundClient`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+
+from roleplay.loop_bound import LoopBoundClient
+from roleplay.settings import Settings, get_settings
+
+Timeouts = Callable[[Settings], tuple[float, float]]
+"""Settings → (connect seconds, read seconds)."""
+
+
+def pooled_http(timeouts: Timeouts, *, max_connections: int,
+                keepalive: int) -> LoopBoundClient[httpx.AsyncClient]:
+    def open_client() -> httpx.AsyncClient:
+        connect, read = timeouts(get_settings())
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=connect, read=read, write=connect, pool=connect),
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=keepalive))
+
+    async def close_client(client: httpx.AsyncClient) -> None:
+        await client.aclose()
+
+    return LoopBoundClient(open_client, close_client)
