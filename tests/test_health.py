@@ -11,6 +11,8 @@ def test_health_is_ok_with_redis_and_no_upstreams_configured(client: TestClient)
     assert body["data"]["status"] == "ok"
     assert body["data"]["checks"]["redis"]["status"] == "ok"
     assert body["data"]["checks"]["llm"]["status"] == "not_configured"
+    assert body["data"]["checks"]["tts"] == {"status": "ok", "latency_ms": None,
+                                             "target": "embedded eSpeak NG", "error": None}
 
 
 def test_health_reports_a_down_upstream_as_unreachable(settings_env, client: TestClient) -> None:

@@ -172,8 +172,9 @@ async def finish_turn(
     settings = get_settings()
     context = ContextManager(settings)
     history = corrected(context.window_tokens(turn.window.messages) + reply.tokens, turn.ratio)
-    backing_off = (turn.summary_failed_at is not None
-                   and time.time() - turn.summary_failed_at < settings.summary_retry_after_s)
+    backing_off = turn.window.summarizing or (
+        turn.summary_failed_at is not None
+        and time.time() - turn.summary_failed_at < settings.summary_retry_after_s)
     due = not backing_off and context.needs_summary(
         history_tokens=history, budget=turn.plan.history_budget, length=length,
         watermark=turn.window.watermark)

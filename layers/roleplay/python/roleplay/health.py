@@ -80,6 +80,8 @@ async def check_health() -> HealthReport:
         checks["tts"] = _timed(_http_probe(settings.tts_base_url), settings.tts_base_url, timeout)
     names = list(checks)
     results = dict(zip(names, await asyncio.gather(*checks.values()), strict=True))
+    if not settings.tts_base_url and settings.tts_service in (None, "espeak"):
+        results["tts"] = ProbeResult(status="ok", target="embedded eSpeak NG")
     for name in ("llm", "tts"):
         results.setdefault(name, ProbeResult(status="not_configured"))
     if results["redis"].status != "ok":

@@ -30,12 +30,13 @@ WINDOW_CAP = 256
 """At most this many messages after the watermark are read per turn. More only piles
 up while summaries fail, and then the oldest would be dropped from the prompt anyway."""
 
-# KEYS: messages list, meta hash. ARGV: ttl, JSON array of incoming (role, content),
-# created_at, window cap, then each message as stored.
+# KEYS: messages list, meta hash, summary lock. ARGV: ttl, JSON array of incoming (role,
+# content), created_at, window cap, then each message as stored.
 # Finds the longest k such that the stored tail's last k messages equal the first k
 # incoming ones (role and content), appends the rest, counts new user turns, and
-# answers {skipped, length, watermark, first index read, summary, messages after the
-# watermark (capped)...}: the summary and its watermark are read together, so they match.
+# answers {skipped, length, watermark, first index read, summary, summarizing now (0/1),
+# messages after the watermark (capped)...}: the summary and its watermark are read
+# together, so they match.
 _APPEND_SCRIPT = """
 local incoming = cjson.decode(ARGV[2])
 local n = #incoming
@@ -68,7 +69,8 @@ local watermark = tonumber(redis.call('HGET', KEYS[2], 'summary_upto') or '-1')
 local first = math.max(watermark + 1, length - tonumber(ARGV[4]))
 local window = {}
 if first < length then window = redis.call('LRANGE', KEYS[1], first, -1) end
-local answer = {skip, length, watermark, first, redis.call('HGET', KEYS[2], 'summary') or ''}
+local answer = {skip, length, watermark, first, redis.call('HGET', KEYS[2], 'summary') or '',
+                redis.call('EXISTS', KEYS[3])}
 for _, raw in ipairs(window) do answer[#answer + 1] = raw end
 return answer
 """
@@ -128,6 +130,8 @@ class Window(BaseModel):
     watermark: int
     first_index: int
     summary: str | None
+    summarizing: bool
+    """A summary is being made right now (its lock is held): no need to ask for another."""
     messages: list[StoredMessage]
 
     @property
@@ -187,12 +191,14 @@ class SessionStore:
         incoming = json.dumps([{"role": m.role, "content": m.content} for m in messages],
                               ensure_ascii=False)
         answer = await redis.eval(
-            _APPEND_SCRIPT, 2, keys.session_messages(session_id), keys.session(session_id),
-            get_settings().session_ttl_s, incoming, now(), WINDOW_CAP, *encoded,
+            _APPEND_SCRIPT, 3, keys.session_messages(session_id), keys.session(session_id),
+            keys.summary_lock(session_id), get_settings().session_ttl_s, incoming, now(),
+            WINDOW_CAP, *encoded,
         )
-        skip, length, watermark, first, summary, *window = answer
+        skip, length, watermark, first, summary, summarizing, *window = answer
         return Window(skipped=int(skip), length=int(length), watermark=int(watermark),
                       first_index=int(first), summary=summary or None,
+                      summarizing=bool(summarizing),
                       messages=[StoredMessage.model_validate_json(raw) for raw in window])
 
     async def read_window(self, session_id: str) -> Window:
