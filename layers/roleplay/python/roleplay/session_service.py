@@ -21,12 +21,16 @@ def ensure_session_owner(meta: SessionMeta | None, user: User) -> None:
         raise NotFound("no such session", code="session_not_found")
 
 
-
-async def session_view(session_id: str, user: User) -> SessionView:
+async def _own_session(session_id: str, user: User) -> SessionMeta:
     meta = await sessions.load_meta(session_id)
     if meta is None:
         raise NotFound("no such session", code="session_not_found")
     ensure_session_owner(meta, user)
+    return meta
+
+
+async def session_view(session_id: str, user: User) -> SessionView:
+    meta = await _own_session(session_id, user)
     messages = await sessions.transcript(session_id)
     settings = get_settings()
     after = messages[meta.summary_upto + 1:]
@@ -46,10 +50,7 @@ async def session_view(session_id: str, user: User) -> SessionView:
 
 
 async def end_session(session_id: str, user: User) -> SessionEnded:
-    meta = await sessions.load_meta(session_id)
-    if meta is None:
-        raise NotFound("no such session", code="session_not_found")
-    ensure_session_owner(meta, user)
+    await _own_session(session_id, user)
     ended = await sessions.delete(session_id)
     await limiter.release(occupant_id(user, session_id))
     return SessionEnded(session_id=session_id, ended=ended)
