@@ -209,7 +209,7 @@ async def _speech(turn: PreparedTurn, content: str, jobs: JobRunner | None) -> S
 
 
 def reply_for(turn: PreparedTurn, content: str, usage: Usage | None, finish_reason: str | None,
-           *, summary_scheduled: bool = False, speech: Speech | None = None) -> ChatReply:
+              *, summary_scheduled: bool = False, speech: Speech | None = None) -> ChatReply:
     speech = speech or Speech()
     return ChatReply(
         content=content, usage=_usage(turn, content, usage), session_id=turn.session_id,
@@ -228,7 +228,7 @@ async def chat_turn(request: ChatRequest, user: User,
     scheduled = await finish_turn(turn, completion.content, completion.usage, jobs)
     speech = await _speech(turn, completion.content, jobs)
     return reply_for(turn, completion.content, completion.usage, completion.finish_reason,
-                  summary_scheduled=scheduled, speech=speech)
+                     summary_scheduled=scheduled, speech=speech)
 
 
 async def chat_turn_from_greeting(turn: PreparedTurn, jobs: JobRunner | None) -> ChatReply:

@@ -90,7 +90,7 @@ async def _relay(
             for spoken in [*speech.ready(), *await speech.rest()]:
                 yield _sse("audio", spoken.event())
         reply = reply_for(turn, content, usage, closing.finish_reason if closing else None,
-                       summary_scheduled=scheduled)
+                          summary_scheduled=scheduled)
         yield _sse("done", reply.model_dump(exclude={"content"}))
     except ApiError as error:
         with anyio.CancelScope(shield=True):
