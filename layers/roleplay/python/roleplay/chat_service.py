@@ -10,6 +10,7 @@ path (`background_jobs`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -164,9 +165,10 @@ async def finish_turn(
     if not (content or cut):
         return False
     reply = _stored("assistant", content, cut=cut, greeting=not turn.request.messages)
-    length = await sessions.append_reply(turn.session_id, reply)
-    if usage is not None and usage.prompt_tokens:
-        await observe_prompt_tokens(turn.model, turn.plan.local_tokens, usage.prompt_tokens)
+    upstream_prompt = usage.prompt_tokens if usage is not None else None
+    length, _ = await asyncio.gather(  # two keys, two round trips, one wait
+        sessions.append_reply(turn.session_id, reply),
+        observe_prompt_tokens(turn.model, turn.plan.local_tokens, upstream_prompt))
     if jobs is None:
         return False
     settings = get_settings()
