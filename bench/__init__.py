@@ -1,1 +1,3 @@
-"""Benchmarks: `make bench` runs them all; each prints its numbers and saves them under results/."""
+"""Benchmarks of Server B (`make bench`); each scenario is `bench/<name>_bench.py`."""
+
+BENCHMARKS = ("overhead", "real_llm", "context", "limiter", "tts", "cold_start")

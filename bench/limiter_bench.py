@@ -1,9 +1,11 @@
-"""Issue 5: how long an admission decision takes, and how many Redis round trips a chat turn costs.
+"""How long an admission decision takes, and how many Redis round trips a chat turn costs.
 
-Both run in this process against a real Redis: admissions through the limiter itself,
-chat turns through the whole app (httpx's ASGI transport) with a scripted upstream.
-A round trip is one `send_packed_command` of redis-py's connection: a pipeline or a
-script counts once, as it crosses the network once.
+Both run in this process against the bench's own Redis: admissions through the limiter
+itself, chat turns through the whole app (httpx's ASGI transport) with a scripted
+upstream. A round trip is one `send_packed_command` of redis-py's connection: a
+pipeline or a script counts once, as it crosses the network once. Redis's own count,
+`INFO commandstats`, is read around the same turns: it also counts the commands a
+script runs inside Redis, which cost no round trip.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import redis
 from redis.asyncio.connection import AbstractConnection
 
 from bench.harness import bench_env, save, summary_ms
@@ -23,6 +26,7 @@ from tests.fake_llm import FakeLLM
 from tests.upstream_server import serve
 
 ADMISSIONS = 3000
+TURNS = 20
 
 
 class RoundTrips:
@@ -77,7 +81,16 @@ async def _admissions(n: int) -> dict[str, Any]:
             "round_trips_per_admission": trips.count / 100}
 
 
-async def _turns(api: Callable[[], httpx.AsyncClient]) -> dict[str, Any]:
+def _commandstats(url: str) -> dict[str, int]:
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {name.removeprefix("cmdstat_"): int(values["calls"]) for name, values in stats.items()}
+
+
+async def _turns(api: Callable[[], httpx.AsyncClient], redis_url: str) -> dict[str, Any]:
     trips = RoundTrips()
     per_turn: list[int] = []
     async with api() as http:
@@ -89,14 +102,20 @@ async def _turns(api: Callable[[], httpx.AsyncClient]) -> dict[str, Any]:
         assert opened.status_code == 200, opened.text
         first = opened.json()["data"]
         body = {"session_id": first["session_id"], "max_tokens": 128, "tts_enabled": False}
-        for n in range(20):
+        stats_before = _commandstats(redis_url)
+        for n in range(TURNS):
             with trips.counting():
                 before = trips.count
                 response = await http.post("/api/chat", json={
                     **body, "messages": [{"role": "user", "content": f"{n}번째 질문이야."}]})
                 per_turn.append(trips.count - before)
             assert response.status_code == 200, response.text
-    return {"per_turn": sorted(set(per_turn)), "median": sorted(per_turn)[len(per_turn) // 2]}
+        stats_after = _commandstats(redis_url)
+    calls = {name: stats_after[name] - stats_before.get(name, 0) for name in sorted(stats_after)}
+    executed = {name: round(n / TURNS, 2) for name, n in calls.items() if n > 0 and name != "info"}
+    return {"per_turn": sorted(set(per_turn)), "median": sorted(per_turn)[len(per_turn) // 2],
+            "redis_commandstats_per_turn": executed,
+            "redis_commands_executed_per_turn": round(sum(executed.values()), 2)}
 
 
 def _run(coroutine: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
@@ -118,7 +137,7 @@ def run(admissions: int = ADMISSIONS) -> dict[str, Any]:
         def client() -> httpx.AsyncClient:
             return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b")
 
-        turns = _run(_turns(client))
+        turns = _run(_turns(client, redis_url))
     result = {"setup": {"admissions": admissions, "cap": 20, "distinct_users": 40},
               "admission_latency": admission, "redis_round_trips_per_chat_turn": turns}
     save("limiter", result)

@@ -15,7 +15,7 @@ import pytest
 from infra.build_layer import REQUIREMENTS, ROOT, build, size_mb
 
 # function → (the event it is invoked with, the status or outcome it must answer)
-CASES: dict[str, tuple[dict | None, object]] = {
+CASES: dict[str, tuple[dict[str, object] | None, object]] = {
     "health": ({"method": "GET", "path": "/api/health"}, 200),
     "characters": ({"method": "GET", "path": "/api/characters"}, 200),
     "models": ({"method": "GET", "path": "/api/chat/models"}, 503),

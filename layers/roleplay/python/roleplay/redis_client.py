@@ -3,11 +3,18 @@
 `REDIS_URL` picks the server (the local runner points it at its embedded Redis when
 unset). Clients decode to `str` and check idle connections before use, since a Lambda
 may sit frozen between invocations longer than a server keeps a connection.
+
+The pool is bounded and blocking: a burst of more concurrent requests than
+`REDIS_MAX_CONNECTIONS` waits briefly for a free connection instead of failing with
+"Too many connections" (redis-py's default pool refuses past 50).
 """
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from roleplay.loop_bound import LoopBoundClient
 from roleplay.settings import get_settings
@@ -15,13 +22,17 @@ from roleplay.settings import get_settings
 
 def _open() -> Redis:
     settings = get_settings()
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         settings.effective_redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_pool_timeout_s,
         decode_responses=True,
         health_check_interval=30,
         socket_connect_timeout=2.0,
         socket_timeout=5.0,
+        retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
     )
+    return Redis.from_pool(pool)
 
 
 async def _close(client: Redis) -> None:

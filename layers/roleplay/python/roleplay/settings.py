@@ -28,6 +28,9 @@ class Settings(BaseSettings):
         f"a handler falls back to {DEFAULT_REDIS_URL}.",
     )
     redis_key_prefix: str = Field(default="rp:", min_length=1, max_length=32)
+    redis_max_connections: int = Field(default=64, ge=1, le=10_000)
+    redis_pool_timeout_s: float = Field(
+        default=5.0, gt=0, description="How long a request waits for a free pooled connection.")
 
     llm_service: Literal["vllm", "ollama"] = "vllm"
     llm_base_url: str | None = None

@@ -1,0 +1,178 @@
+"""Gathers every benchmark's JSON into `latest.json`, a Markdown table (`latest.md`, also
+pasted into the README's Performance section) and two plots, and judges each goal."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import BENCHMARKS as NAMES
+from bench.harness import RESULTS, ROOT, machine
+
+README = ROOT / "README.md"
+MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
+SAME_WITHIN = 0.10
+"""Two costs count as equal when they differ by at most 10% (or 0.5 ms, for tiny ones)."""
+
+
+def _load() -> dict[str, Any]:
+    found = {}
+    for name in NAMES:
+        path = RESULTS / f"{name}.json"
+        if path.exists():
+            found[name] = json.loads(path.read_text())
+    return found
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= max(0.5, SAME_WITHIN * min(a, b))
+
+
+def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
+    judged: list[dict[str, Any]] = []
+    if "overhead" in r:
+        at20 = next(level for level in r["overhead"]["levels"] if level["users"] == 20)
+        judged.append({"goal": "overhead at 20 users chatting <= 2 ms p50, <= 10 ms p99",
+                       "measured": f"{at20['overhead_p50_ms']} ms p50, {at20['overhead_p99_ms']} ms p99",
+                       "met": at20["overhead_p50_ms"] <= 2 and at20["overhead_p99_ms"] <= 10})
+    if "context" in r:
+        c = r["context"]
+        early = c["server_cpu_ms_turns_1_20"]["median_ms"]
+        late = c["server_cpu_ms_turns_991_1010"]["median_ms"]
+        judged.append({"goal": "turn 1,000 costs what turn 10 does (server CPU, median)",
+                       "measured": f"{early} ms (turns 1-20) vs {late} ms (turns 991-1010)",
+                       "met": _same(early, late)})
+        s, n = c["turns_that_scheduled_a_summary"]["median_ms"], c["turns_that_did_not"]["median_ms"]
+        judged.append({"goal": "turns that trigger a summary are as fast as others (median)",
+                       "measured": f"{s} ms vs {n} ms", "met": _same(s, n)})
+    if "tts" in r:
+        t = r["tts"]["time_to_first_audio_ms"]
+        sentences = r["tts"]["setup"].get("reply_sentences")
+        judged.append({"goal": f"first audio <= 0.3 of sequential ({sentences}-sentence reply)",
+                       "measured": f"{t['sentence_pipelined_median']} ms vs "
+                                   f"{t['whole_reply_then_synthesize_median']} ms = "
+                                   f"{t['pipelined_as_fraction_of_whole']}",
+                       "met": t["pipelined_as_fraction_of_whole"] <= 0.3})
+    if "cold_start" in r:
+        functions = r["cold_start"]["functions"]
+        slow = {name: f["cold_start_ms"] for name, f in functions.items() if f["cold_start_ms"] > 300}
+        judged.append({"goal": "every handler's cold start <= 300 ms",
+                       "measured": ", ".join(f"{name} {f['cold_start_ms']:.0f}"
+                                             for name, f in sorted(functions.items())) + " ms",
+                       "met": not slow})
+    return judged
+
+
+def markdown(r: dict[str, Any], judged: list[dict[str, Any]]) -> str:
+    m = machine()
+    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {m['cpus']} cores ({m['cpu_model']}), "
+             f"Python {m['python']}, by `make bench`.", "",
+             "| goal | measured | met |", "|---|---|---|"]
+    lines += [f"| {g['goal']} | {g['measured']} | {'yes' if g['met'] else '**no**'} |" for g in judged]
+    if "overhead" in r:
+        lines += ["", "Chat turn through Server B vs the same request straight to an instant stub upstream "
+                  "(one session per user):", "",
+                  "| users | direct p50 / p99 | backend p50 / p99 | overhead p50 / p99 "
+                  "| Server B CPU per turn |",
+                  "|---|---|---|---|---|"]
+        for load, levels in (("chatting", r["overhead"]["levels"]),
+                             ("back to back", r["overhead"].get("back_to_back", []))):
+            for level in levels:
+                d, b = level["direct"], level["backend"]
+                lines.append(f"| {level['users']} {load} | {d['median_ms']} / {d['p99_ms']} ms | "
+                             f"{b['median_ms']} / {b['p99_ms']} ms | {level['overhead_p50_ms']} / "
+                             f"{level['overhead_p99_ms']} ms | {level['server_b_cpu_ms_per_turn']} ms |")
+    if "real_llm" in r:
+        q = r["real_llm"]
+        lines += ["", f"Real model ({q['setup']['model']}, {q['setup']['max_tokens']} tokens, "
+                  "temperature 0), backend / direct at the median:", "",
+                  "| | direct | backend | ratio |", "|---|---|---|---|"]
+        for label, part in (("non-streamed, whole reply", q["non_streamed"]["total"]),
+                            ("streamed, whole reply", q["streamed"]["total"]),
+                            ("streamed, first token", q["streamed"]["first_token"])):
+            lines.append(f"| {label} | {part['direct']['median_ms']} ms | "
+                         f"{part['backend']['median_ms']} ms | {part['ratio_p50']} |")
+    if "context" in r:
+        c = r["context"]
+        lines += ["", f"One session of {c['setup']['turns']} turns: {c['summaries_made']} summaries, "
+                  f"{c['turns_with_dropped_messages']} turns dropped messages, largest prompt "
+                  f"{c['largest_prompt_tokens']} tokens. Backend time (latency minus the stub's "
+                  f"{c['setup']['reply_delay_ms']:g} ms) median: "
+                  f"{c['backend_ms_turns_1_20']['median_ms']} ms at turns 1-20, "
+                  f"{c['backend_ms_turns_991_1010']['median_ms']} ms at turns 991-1010."]
+    if "limiter" in r:
+        lim = r["limiter"]
+        trips = lim["redis_round_trips_per_chat_turn"]
+        lines += ["", f"Redis: {trips['median']} round trips per chat turn "
+                  f"({trips['redis_commands_executed_per_turn']} commands executed, scripts' inner calls "
+                  f"included); an admission takes {lim['admission_latency']['sequential']['median_ms']} ms "
+                  f"median in {lim['admission_latency']['round_trips_per_admission']:g} round trip."]
+    lines += ["", "Plots: `bench/results/latency_vs_concurrency.png`, `bench/results/turn_cost.png`."]
+    return "\n".join(lines) + "\n"
+
+
+def plots(r: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if "overhead" in r:
+        figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+        for axis, (title, levels) in zip(axes, (("users chatting", r["overhead"]["levels"]),
+                                                ("back to back", r["overhead"].get("back_to_back", []))),
+                                         strict=True):
+            users = [level["users"] for level in levels]
+            for side, style in (("direct", "--"), ("backend", "-")):
+                for key, marker in (("median_ms", "o"), ("p99_ms", "s")):
+                    axis.plot(users, [level[side][key] for level in levels], style, marker=marker,
+                              label=f"{side} {key.removesuffix('_ms').replace('median', 'p50')}")
+            axis.set(xscale="log", yscale="log", xlabel="concurrent users", ylabel="latency (ms)",
+                     title=f"Chat turn, {title}")
+            axis.set_xticks(users, [str(u) for u in users])
+            axis.grid(True, which="both", alpha=0.3)
+            axis.legend()
+        figure.suptitle("Through Server B (solid) vs straight to the upstream (dashed)")
+        figure.tight_layout()
+        figure.savefig(RESULTS / "latency_vs_concurrency.png", dpi=110)
+        plt.close(figure)
+    if "context" in r:
+        series = r["context"]["per_10_turns"]
+        figure, axis = plt.subplots(figsize=(7, 4.5))
+        turns = [point["turn"] for point in series]
+        axis.plot(turns, [point["backend_ms"] for point in series], label="backend time per turn (ms)")
+        axis.plot(turns, [point["server_cpu_ms"] for point in series], label="Server B CPU per turn (ms)")
+        axis.set(xlabel="turn number (median of each 10 turns)", ylabel="ms", ylim=(0, None),
+                 title="Per-turn cost over one 1,000-turn conversation")
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+        figure.tight_layout()
+        figure.savefig(RESULTS / "turn_cost.png", dpi=110)
+        plt.close(figure)
+
+
+def _paste_into_readme(table: str) -> None:
+    text = README.read_text()
+    start, end = text.find(MARKERS[0]), text.find(MARKERS[1])
+    if 0 <= start < end:
+        README.write_text(text[:start + len(MARKERS[0])] + "\n" + table + text[end:])
+
+
+def write() -> Path:
+    results = _load()
+    judged = goals(results)
+    latest = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), "goals": judged,
+              "results": results}
+    (RESULTS / "latest.json").write_text(json.dumps(latest, indent=2, ensure_ascii=False) + "\n")
+    table = markdown(results, judged)
+    (RESULTS / "latest.md").write_text(table)
+    plots(results)
+    _paste_into_readme(table)
+    print(table)
+    return RESULTS / "latest.md"
+
+
+if __name__ == "__main__":
+    write()
