@@ -51,6 +51,24 @@ def test_characters_list_pages_in_creation_order(client: TestClient) -> None:
     assert third["next_cursor"] is None
 
 
+def test_nulls_in_a_patch_leave_those_fields_and_the_character_readable(
+    client: TestClient,
+) -> None:
+    character = client.post("/api/characters", json={
+        "name": "민지", "persona": "밝은 바리스타", "tags": ["cafe"],
+        "scenario": {"situation": "카페"}}).json()["data"]
+    url = f"/api/characters/{character['id']}"
+    patched = client.patch(url, json={"name": None, "persona": None, "tags": None,
+                                      "voice_id": None, "scenario": None, "first_message": "안녕!"})
+    assert patched.status_code == 200, patched.text
+    read = client.get(url)
+    assert read.status_code == 200, read.text
+    for data in (patched.json()["data"], read.json()["data"]):
+        assert (data["name"], data["persona"], data["tags"], data["voice_id"]) == (
+            "민지", "밝은 바리스타", ["cafe"], "default")
+        assert data["scenario"]["situation"] == "카페" and data["first_message"] == "안녕!"
+
+
 def _assert_error(response, status: int, code: str) -> dict:
     assert response.status_code == status, response.text
     body = response.json()

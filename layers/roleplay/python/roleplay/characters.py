@@ -47,7 +47,7 @@ class CharacterCreate(BaseModel):
 
 
 class CharacterUpdate(BaseModel):
-    """A partial update: only the fields present change."""
+    """A partial update: only the fields present and not null change (`""` or `[]` clears)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -75,10 +75,13 @@ class Character(CharacterCreate):
         )
 
     def updated(self, change: CharacterUpdate) -> Character:
-        patch = change.model_dump(exclude_unset=True)
-        if patch.get("scenario") is None:
-            patch.pop("scenario", None)
-        return self.model_copy(update={**patch, "updated_at": datetime.now(UTC)}, deep=True)
+        """This character with `change` applied; a null leaves its field as it was (a name
+        can never be null), and the result is validated, so no patch can store a character
+        that would fail to load."""
+        patch = {name: value for name, value in change.model_dump(exclude_unset=True).items()
+                 if value is not None}
+        return Character.model_validate(
+            {**self.model_dump(), **patch, "updated_at": datetime.now(UTC)})
 
 
 class CharacterPage(BaseModel):
