@@ -118,10 +118,11 @@ async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
     persona = request.persona or (meta.persona if meta else None)
     scenario = request.scenario or (Scenario.model_validate(meta.scenario)
                                     if meta and meta.scenario else None)
-    if meta is None or request.character_id or request.persona or request.scenario:
-        await sessions.save_setup(
-            session_id, owner=user.id, character_id=character_id, persona=persona,
-            scenario=scenario.model_dump(exclude_none=True) if scenario else None)
+    scenario_fields = scenario.model_dump(exclude_none=True) if scenario else None
+    if meta is None or (character_id, persona, scenario_fields) != (
+            meta.character_id, meta.persona, meta.scenario):
+        await sessions.save_setup(session_id, owner=user.id, character_id=character_id,
+                                  persona=persona, scenario=scenario_fields)
     window, greeting = await _append_request(request, session_id, meta, character, settings)
 
     setup = RoleplaySetup.merge(character, persona, scenario)
