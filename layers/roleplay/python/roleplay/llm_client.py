@@ -3,7 +3,10 @@
 `LLM_SERVICE` picks one. Both share a pooled httpx client per event loop, with
 separate connect and read timeouts, and translate every upstream failure into the
 API's errors: unreachable → 502 `upstream_unavailable`, too slow → 504, an error
-answer → 502 carrying the upstream's own message.
+answer → 502 carrying the upstream's own message. An answer of the wrong shape (not
+JSON, not an object, text that is not a string, a stream with no events) is a 502
+`upstream_error` too, never a 500 or an empty reply; a malformed `usage` is only
+ignored, since local estimates stand in for it.
 """
 
 from __future__ import annotations
@@ -134,6 +137,29 @@ def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one (an absent part)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any, name: str, where: str) -> str:
+    """Generated text: a string, or nothing (null); anything else is a broken answer."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise UpstreamError(f"{name} answered a {where} that is not text")
+    return value
+
+
+def _usage_from(raw: Any, prompt_key: str, completion_key: str) -> Usage:
+    usage = _object(raw)
+    return Usage(_int_or_none(usage.get(prompt_key)), _int_or_none(usage.get(completion_key)))
+
+
 class OpenAICompatibleClient:
     """vLLM's (or llama.cpp's) `/v1/chat/completions` and `/v1/models`."""
 
@@ -182,24 +208,21 @@ class OpenAICompatibleClient:
             )
             await _raise_for_status(response, self.name)
         body = _json(response, self.name)
-        try:
-            choice = body["choices"][0]
-            content = choice["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError):
-            raise UpstreamError(f"{self.name} answered without choices[0].message") from None
-        usage = body.get("usage") or {}
+        choices = body.get("choices") if isinstance(body, dict) else None
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
+            raise UpstreamError(f"{self.name} answered without choices[0].message")
         return Completion(
-            content=content,
-            usage=Usage(
-                _int_or_none(usage.get("prompt_tokens")), _int_or_none(usage.get("completion_tokens"))
-            ),
-            finish_reason=choice.get("finish_reason"),
+            content=_text(choice["message"].get("content"), self.name, "message content"),
+            usage=_usage_from(body.get("usage"), "prompt_tokens", "completion_tokens"),
+            finish_reason=_str_or_none(choice.get("finish_reason")),
         )
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
         http = await http_holder.get()
         usage: Usage | None = None
         finish_reason: str | None = None
+        events = 0
         async with upstream_call(self.name), http.stream(
             "POST", f"{self.base_url}/v1/chat/completions", json=self._payload(request, True)
         ) as response:
@@ -208,24 +231,33 @@ class OpenAICompatibleClient:
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
+                events += 1
                 if data == "[DONE]":
                     break
                 try:
                     event = json.loads(data)
                 except ValueError:
-                    raise UpstreamError(f"{self.name} streamed an unreadable event") from None
+                    event = None
+                if not isinstance(event, dict):
+                    raise UpstreamError(f"{self.name} streamed an unreadable event")
                 if "error" in event:
                     raise UpstreamError(f"{self.name} failed mid-stream: "
                                         f"{upstream_message(data.encode(), 'unknown error')}")
                 if event.get("usage"):
-                    raw = event["usage"]
-                    usage = Usage(_int_or_none(raw.get("prompt_tokens")),
-                                  _int_or_none(raw.get("completion_tokens")))
-                for choice in event.get("choices") or []:
-                    delta = (choice.get("delta") or {}).get("content")
+                    usage = _usage_from(event["usage"], "prompt_tokens", "completion_tokens")
+                choices = event.get("choices") or []
+                if not (isinstance(choices, list) and all(isinstance(c, dict) for c in choices)):
+                    raise UpstreamError(f"{self.name} streamed an event without a list of choices")
+                for choice in choices:
+                    raw_delta = choice.get("delta") or {}
+                    if not isinstance(raw_delta, dict):
+                        raise UpstreamError(f"{self.name} streamed a delta that is not an object")
+                    delta = _text(raw_delta.get("content"), self.name, "streamed delta")
                     if delta:
                         yield StreamChunk(delta=delta)
-                    finish_reason = choice.get("finish_reason") or finish_reason
+                    finish_reason = _str_or_none(choice.get("finish_reason")) or finish_reason
+        if not events:
+            raise UpstreamError(f"{self.name} answered the stream without any event")
         yield StreamChunk(done=True, usage=usage, finish_reason=finish_reason)
 
 
@@ -248,8 +280,7 @@ class OllamaClient:
 
     @staticmethod
     def _usage(body: dict[str, Any]) -> Usage:
-        return Usage(_int_or_none(body.get("prompt_eval_count")),
-                     _int_or_none(body.get("eval_count")))
+        return _usage_from(body, "prompt_eval_count", "eval_count")
 
     async def list_models(self) -> list[UpstreamModel]:
         http = await http_holder.get()
@@ -276,12 +307,11 @@ class OllamaClient:
                                        json=self._payload(request, False))
             await _raise_for_status(response, self.name)
         body = _json(response, self.name)
-        try:
-            content = body["message"]["content"] or ""
-        except (KeyError, TypeError):
-            raise UpstreamError(f"{self.name} answered without message.content") from None
-        return Completion(content=content, usage=self._usage(body),
-                          finish_reason=body.get("done_reason"))
+        if not isinstance(body, dict) or not isinstance(body.get("message"), dict):
+            raise UpstreamError(f"{self.name} answered without message.content")
+        return Completion(content=_text(body["message"].get("content"), self.name, "message content"),
+                          usage=self._usage(body),
+                          finish_reason=_str_or_none(body.get("done_reason")))
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
         http = await http_holder.get()
@@ -295,15 +325,18 @@ class OllamaClient:
                 try:
                     event = json.loads(line)
                 except ValueError:
-                    raise UpstreamError(f"{self.name} streamed an unreadable line") from None
+                    event = None
+                if not isinstance(event, dict):
+                    raise UpstreamError(f"{self.name} streamed an unreadable line")
                 if event.get("error"):
                     raise UpstreamError(f"{self.name} failed mid-stream: {event['error']}")
-                delta = (event.get("message") or {}).get("content")
+                delta = _text(_object(event.get("message")).get("content"), self.name,
+                              "streamed message")
                 if delta:
                     yield StreamChunk(delta=delta)
                 if event.get("done"):
                     yield StreamChunk(done=True, usage=self._usage(event),
-                                      finish_reason=event.get("done_reason"))
+                                      finish_reason=_str_or_none(event.get("done_reason")))
                     return
         raise UpstreamError(f"{self.name} ended the stream without a done line")
 
