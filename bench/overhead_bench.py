@@ -6,8 +6,9 @@ difference is Server B's own work: auth, admission, the session in Redis, the pr
 the relay, and storing the reply. Each user chats in a session of their own; the
 first turn of each session is a warm-up. Two kinds of load:
 
-- chatting: each user reads the reply and sends the next message after a pause of
-  0.5-1.5 s (a fast typist takes several seconds), so users overlap as they do in use;
+- chatting: each user (a client and connection of their own) reads the reply and
+  sends the next message after a pause of 0.5-1.5 s (a fast typist takes several
+  seconds), so users overlap as they do in use;
 - back to back: each user sends the next message the moment the reply arrives, which
   measures throughput: latency there is mostly waiting in line for the CPU.
 
@@ -45,18 +46,20 @@ def _direct_body(turn: int) -> dict[str, Any]:
                          {"role": "user", "content": f"{turn}. {LINE}"}]}
 
 
-async def _users(users: int, turns: int, one_turn: Any, think: bool) -> list[float]:
+async def _users(base_url: str, users: int, turns: int, one_turn: Any, think: bool) -> list[float]:
+    """Each user on a client (a connection) of their own, as each person has a browser."""
     samples: list[float] = []
     pauses = random.Random(users)
 
     async def user(u: int) -> None:
-        await one_turn(u, 0)
-        for t in range(1, turns + 1):
-            if think and users > 1:
-                await asyncio.sleep(pauses.uniform(*THINK_S))
-            started = time.perf_counter()
-            await one_turn(u, t)
-            samples.append(time.perf_counter() - started)
+        async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+            await one_turn(http, u, 0)
+            for t in range(1, turns + 1):
+                if think and users > 1:
+                    await asyncio.sleep(pauses.uniform(*THINK_S))
+                started = time.perf_counter()
+                await one_turn(http, u, t)
+                samples.append(time.perf_counter() - started)
 
     await asyncio.gather(*(user(u) for u in range(users)))
     return samples
@@ -65,25 +68,22 @@ async def _users(users: int, turns: int, one_turn: Any, think: bool) -> list[flo
 async def _level(api: str, upstream: str, server_pid: int, users: int, tag: str,
                  think: bool) -> dict[str, Any]:
     turns = CHATTING_TURNS[users] if think else max(5, TURNS_PER_LEVEL // users)
-    limits = httpx.Limits(max_connections=users + 8, max_keepalive_connections=users + 8)
-    async with httpx.AsyncClient(base_url=api, timeout=60, limits=limits) as backend, \
-            httpx.AsyncClient(base_url=upstream, timeout=60, limits=limits) as direct:
 
-        async def through_b(u: int, t: int) -> None:
-            response = await backend.post("/api/chat", json={
-                "session_id": f"{tag}-{users}-{u}", "persona": PERSONA, "max_tokens": 128,
-                "tts_enabled": False, "messages": [{"role": "user", "content": f"{t}. {LINE}"}]})
-            if response.status_code != 200:
-                raise RuntimeError(f"Server B answered {response.status_code}: {response.text[:300]}")
+    async def through_b(http: httpx.AsyncClient, u: int, t: int) -> None:
+        response = await http.post("/api/chat", json={
+            "session_id": f"{tag}-{users}-{u}", "persona": PERSONA, "max_tokens": 128,
+            "tts_enabled": False, "messages": [{"role": "user", "content": f"{t}. {LINE}"}]})
+        if response.status_code != 200:
+            raise RuntimeError(f"Server B answered {response.status_code}: {response.text[:300]}")
 
-        async def straight(u: int, t: int) -> None:
-            response = await direct.post("/v1/chat/completions", json=_direct_body(t))
-            response.raise_for_status()
+    async def straight(http: httpx.AsyncClient, u: int, t: int) -> None:
+        response = await http.post("/v1/chat/completions", json=_direct_body(t))
+        response.raise_for_status()
 
-        direct_samples = await _users(users, turns, straight, think)
-        before = cpu_ms(server_pid)
-        backend_samples = await _users(users, turns, through_b, think)
-        server_cpu = (cpu_ms(server_pid) - before) / (users * (turns + 1))
+    direct_samples = await _users(upstream, users, turns, straight, think)
+    before = cpu_ms(server_pid)
+    backend_samples = await _users(api, users, turns, through_b, think)
+    server_cpu = (cpu_ms(server_pid) - before) / (users * (turns + 1))
     b, d = summary_ms(backend_samples), summary_ms(direct_samples)
     return {"users": users, "turns_per_user": turns, "backend": b, "direct": d,
             "overhead_p50_ms": round(b["median_ms"] - d["median_ms"], 2),

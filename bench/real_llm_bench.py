@@ -5,7 +5,10 @@ The request Server B builds (persona, prompt rules, history) is captured once th
 a recording pass-through, then replayed directly, so both sides ask the model for the
 same tokens. Temperature 0 makes the model greedy, so both get the same reply length.
 Each round opens a fresh session, so every backend prompt is identical too; backend
-and direct calls alternate, so llama.cpp's prompt cache helps both alike.
+and direct calls alternate, so llama.cpp's prompt cache helps both alike. The model
+gets one thread, leaving the other core to Server B and the client: in production the
+model runs on Server A, and sharing both cores here would bill the model's slowdown
+to Server B.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from bench.harness import bench_env, save, server_b, summary_ms
 from local_runner.embedded_llm import EmbeddedLLM
 from tests.upstream_server import serve
 
-ROUNDS = 8
+ROUNDS = 12
 MAX_TOKENS = 48
 PERSONA = "밝고 다정한 바리스타 민지. 손님의 이야기를 잘 들어 주고, 비 오는 날을 좋아한다."
 LINE = "Hi Minji! What is your favourite drink on a rainy day?"
@@ -100,7 +103,7 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
     captured: dict[str, Any] = {}
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder, \
-            EmbeddedLLM(log_file=Path(folder) / "llama.log", n_ctx=4096) as llm, \
+            EmbeddedLLM(log_file=Path(folder) / "llama.log", n_ctx=4096, n_threads=1) as llm, \
             bench_env("real-llm") as (redis_url, prefix):
         env = {"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, "LLM_SERVICE": "vllm",
                "DEFAULT_MODEL": llm.model_alias}
@@ -127,6 +130,7 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
     prompt = captured["plain"]["messages"]
     result = {
         "setup": {"model": "SmolLM2-135M-Instruct Q4_1 on llama.cpp (llama-cpp-python server)",
+                  "model_threads": 1,
                   "rounds": rounds, "max_tokens": MAX_TOKENS, "temperature": 0,
                   "prompt_messages": len(prompt),
                   "prompt_chars": sum(len(m["content"]) for m in prompt)},

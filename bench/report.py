@@ -44,6 +44,11 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
         judged.append({"goal": "turn 1,000 costs what turn 10 does (server CPU, median)",
                        "measured": f"{early} ms (turns 1-20) vs {late} ms (turns 991-1010)",
                        "met": _same(early, late)})
+        steady = c["server_cpu_ms_turns_21_120"]["median_ms"]
+        steady_late = c["server_cpu_ms_turns_911_1010"]["median_ms"]
+        judged.append({"goal": "cost per turn does not grow with the conversation (server CPU, median)",
+                       "measured": f"{steady} ms (turns 21-120) vs {steady_late} ms (turns 911-1010)",
+                       "met": _same(steady, steady_late)})
         s, n = c["turns_that_scheduled_a_summary"]["median_ms"], c["turns_that_did_not"]["median_ms"]
         judged.append({"goal": "turns that trigger a summary are as fast as others (median)",
                        "measured": f"{s} ms vs {n} ms", "met": _same(s, n)})
@@ -101,7 +106,11 @@ def markdown(r: dict[str, Any], judged: list[dict[str, Any]]) -> str:
                   f"{c['largest_prompt_tokens']} tokens. Backend time (latency minus the stub's "
                   f"{c['setup']['reply_delay_ms']:g} ms) median: "
                   f"{c['backend_ms_turns_1_20']['median_ms']} ms at turns 1-20, "
-                  f"{c['backend_ms_turns_991_1010']['median_ms']} ms at turns 991-1010."]
+                  f"{c['backend_ms_turns_991_1010']['median_ms']} ms at turns 991-1010. The prompt "
+                  f"held {c.get('prompt_messages_at_turn_10')} messages at turn 10 and "
+                  f"{c.get('prompt_messages_at_turn_1000')} at turn 1,000 (between "
+                  f"{c.get('prompt_messages_turns_911_1010', ['?', '?'])[0]} and "
+                  f"{c.get('prompt_messages_turns_911_1010', ['?', '?'])[1]} over turns 911-1010)."]
     if "limiter" in r:
         lim = r["limiter"]
         trips = lim["redis_round_trips_per_chat_turn"]

