@@ -106,6 +106,7 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
             EmbeddedLLM(log_file=Path(folder) / "llama.log", n_ctx=4096, n_threads=1) as llm, \
             bench_env("real-llm") as (redis_url, prefix):
         env = {"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, "LLM_SERVICE": "vllm",
+               "MAX_CONCURRENT_USERS": "1000",  # every round is a new (anonymous) session
                "DEFAULT_MODEL": llm.model_alias}
         with serve(_recorder(llm.base_url, captured)) as recorder, \
                 server_b({**env, "LLM_BASE_URL": recorder}) as (api, _), \

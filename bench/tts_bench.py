@@ -61,7 +61,7 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
                 serve(sovits.build()) as tts_url, server_b({
                     "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, "LLM_BASE_URL": llm_url,
                     "TTS_BASE_URL": tts_url, "VOICES_FILE": str(voices),
-                    "AUDIO_DIR": str(Path(folder) / "audio")}) as (api, _), \
+                    "AUDIO_DIR": str(Path(folder) / "audio"), "MAX_CONCURRENT_USERS": "1000"}) as (api, _), \
                 httpx.Client(base_url=api, timeout=120) as http:
             body = {"messages": [{"role": "user", "content": "비 오는 날 뭐 하고 싶어?"}]}
             pipelined = [_first_audio(http, {**body, "session_id": f"p{n}"}) for n in range(rounds)]
