@@ -132,3 +132,9 @@ def test_bad_paging_parameters_are_4xx(client: TestClient) -> None:
 def test_unknown_route_and_wrong_method_use_the_envelope(client: TestClient) -> None:
     _assert_error(client.get("/api/nothing-here"), 404, "not_found")
     _assert_error(client.put("/api/characters"), 405, "method_not_allowed")
+
+
+def test_wrong_method_lists_every_method_of_the_path_in_allow(client: TestClient) -> None:
+    assert client.put("/api/characters").headers["allow"] == "GET, HEAD, POST"
+    assert client.post("/api/characters/abc").headers["allow"] == "DELETE, GET, HEAD, PATCH"
+    assert client.put("/api/chat/sessions/abc").headers["allow"] == "DELETE, GET, HEAD"

@@ -8,6 +8,7 @@ with a generic message and a log line.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -63,10 +64,28 @@ async def _on_validation_error(_: Request, error: Exception) -> JSONResponse:
     return _json_error(422, "validation_error", f"{where}: {first['msg']}", details)
 
 
-async def _on_http_error(_: Request, error: Exception) -> JSONResponse:
+async def _on_http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
     code = _HTTP_CODES.get(error.status_code, "http_error")
-    return _json_error(error.status_code, code, str(error.detail), headers=error.headers)
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+    return _json_error(error.status_code, code, str(error.detail), headers=headers or None)
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the requested path answers to, read from the app's OpenAPI paths.
+    Starlette's 405 names only the methods of the first route matching the path, so
+    `/api/characters` (GET and POST on two routes) would advertise POST alone."""
+    path = request.url.path.removeprefix(request.scope.get("root_path", "")) or "/"
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = "[^/]+".join(re.escape(part) for part in re.split(r"\{[^/}]+\}", template))
+        if re.fullmatch(pattern, path):
+            methods.update(method.upper() for method in operations)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods)) or None
 
 
 def _is_redis_outage(error: BaseException) -> bool:
