@@ -6,8 +6,8 @@ and a user is active until SESSION_TTL_S passes without a request from them.
 
 Admission is one Lua script, so checking the count and taking a slot cannot be split
 by another request, however many Lambda instances or runner workers race: there is no
-check-then-set window, and no `KEYS` scan that would block Redis. The script sends once
-(`register_script`, then EVALSHA of its hash).
+check-then-set window, and no `KEYS` scan that would block Redis. The script runs by
+its hash (`roleplay.lua_script`).
 
 Time is Redis's own clock (`TIME` inside the script), never the caller's: instances
 whose clocks disagree would otherwise expire each other's users early or late. Scripts
@@ -21,17 +21,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from roleplay.errors import ApiError
 from roleplay.identity import User
+from roleplay.lua_script import LuaScript
 from roleplay.redis_client import get_redis
 from roleplay.redis_keys import redis_keys
 from roleplay.settings import get_settings
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
-    from redis.commands.core import AsyncScript
 
 # Lua: the current time, in ms, from the server's clock.
 _NOW = """
@@ -44,7 +40,7 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 # or a new one while fewer than cap are active. The key expires with its newest member,
 # so an idle deployment leaves nothing behind. Answers {admitted 0/1, active count,
 # ms until the oldest active user expires (0 when admitted)}.
-_ADMIT_SCRIPT = _NOW + """
+_ADMIT_SCRIPT = LuaScript(_NOW + """
 local ttl = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
 local admitted = redis.call('ZSCORE', KEYS[1], ARGV[1]) ~= false
@@ -56,13 +52,13 @@ if admitted then
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {0, redis.call('ZCARD', KEYS[1]), tonumber(oldest[2]) + ttl - now}
-"""
+""")
 
 # KEYS: the active-users sorted set. ARGV: ttl ms. Drops idle users; answers how many remain.
-_COUNT_SCRIPT = _NOW + """
+_COUNT_SCRIPT = LuaScript(_NOW + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
 return redis.call('ZCARD', KEYS[1])
-"""
+""")
 
 
 def too_many_users_message(max_users: int) -> str:
@@ -111,7 +107,6 @@ class ConcurrentUserLimiter:
             raise ValueError("ttl_s must be positive")
         self._max_users = max_users
         self._ttl_s = ttl_s
-        self._scripts: dict[str, AsyncScript] = {}
 
     @property
     def max_users(self) -> int:
@@ -124,9 +119,8 @@ class ConcurrentUserLimiter:
 
     async def admit(self, user_id: str) -> Admission:
         """Takes or refreshes `user_id`'s slot if it may have one; one round trip."""
-        redis = await get_redis()
-        admitted, active, retry_ms = await self._script(redis, _ADMIT_SCRIPT)(
-            keys=[redis_keys().active_users], args=[user_id, self.ttl_ms, self.max_users])
+        admitted, active, retry_ms = await _ADMIT_SCRIPT(
+            [redis_keys().active_users], [user_id, self.ttl_ms, self.max_users])
         if admitted:
             return Admission(admitted=True, active=int(active), retry_after_s=0)
         return Admission(admitted=False, active=int(active),
@@ -144,15 +138,5 @@ class ConcurrentUserLimiter:
         return bool(await (await get_redis()).zrem(redis_keys().active_users, user_id))
 
     async def active_count(self) -> int:
-        redis = await get_redis()
-        count = await self._script(redis, _COUNT_SCRIPT)(
-            keys=[redis_keys().active_users], args=[self.ttl_ms])
+        count = await _COUNT_SCRIPT([redis_keys().active_users], [self.ttl_ms])
         return int(count)
-
-    def _script(self, redis: Redis, body: str) -> AsyncScript:
-        """The script bound to this loop's client, hashed once per client. Calling it sends
-        EVALSHA; only on NOSCRIPT (a restarted or failed-over Redis) is the body loaded."""
-        script = self._scripts.get(body)
-        if script is None or script.registered_client is not redis:
-            script = self._scripts[body] = redis.register_script(body)
-        return script

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from roleplay.lua_script import LuaScript
 from roleplay.redis_client import get_redis
 from roleplay.redis_keys import redis_keys
 from roleplay.settings import get_settings
@@ -37,7 +38,7 @@ up while summaries fail, and then the oldest would be dropped from the prompt an
 # answers {skipped, length, watermark, first index read, summary, summarizing now (0/1),
 # messages after the watermark (capped)...}: the summary and its watermark are read
 # together, so they match.
-_APPEND_SCRIPT = """
+_APPEND_SCRIPT = LuaScript("""
 local incoming = cjson.decode(ARGV[2])
 local n = #incoming
 local stored = redis.call('LLEN', KEYS[1])
@@ -73,13 +74,13 @@ local answer = {skip, length, watermark, first, redis.call('HGET', KEYS[2], 'sum
                 redis.call('EXISTS', KEYS[3])}
 for _, raw in ipairs(window) do answer[#answer + 1] = raw end
 return answer
-"""
+""")
 
 # KEYS: messages list, meta hash. ARGV: expected watermark, new watermark, summary,
 # summary tokens, timestamp. Replaces the summary only if nobody moved the watermark
 # meanwhile and the session still exists; messages after the new watermark are
 # untouched, so turns that arrived during summarization are never lost.
-_SAVE_SUMMARY_SCRIPT = """
+_SAVE_SUMMARY_SCRIPT = LuaScript("""
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 local current = tonumber(redis.call('HGET', KEYS[2], 'summary_upto') or '-1')
 if current ~= tonumber(ARGV[1]) then return 0 end
@@ -87,14 +88,14 @@ redis.call('HSET', KEYS[2], 'summary', ARGV[3], 'summary_upto', ARGV[2],
            'summary_tokens', ARGV[4], 'summary_at', ARGV[5], 'summary_error', '',
            'summary_failed_at', '')
 return 1
-"""
+""")
 
 # KEYS: meta hash. ARGV: error, timestamp. A deleted session stays deleted.
-_RECORD_FAILURE_SCRIPT = """
+_RECORD_FAILURE_SCRIPT = LuaScript("""
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'summary_error', ARGV[1], 'summary_failed_at', ARGV[2])
 return 1
-"""
+""")
 
 
 class StoredMessage(BaseModel):
@@ -186,14 +187,13 @@ class SessionStore:
 
     async def append_turns(self, session_id: str, messages: list[StoredMessage]) -> Window:
         """Appends what is new in `messages` and reads the window, in one round trip."""
-        keys, redis = redis_keys(), await get_redis()
+        keys = redis_keys()
         encoded = [m.model_dump_json(exclude_defaults=True) for m in messages]
         incoming = json.dumps([{"role": m.role, "content": m.content} for m in messages],
                               ensure_ascii=False)
-        answer = await redis.eval(
-            _APPEND_SCRIPT, 3, keys.session_messages(session_id), keys.session(session_id),
-            keys.summary_lock(session_id), get_settings().session_ttl_s, incoming, now(),
-            WINDOW_CAP, *encoded,
+        answer = await _APPEND_SCRIPT(
+            [keys.session_messages(session_id), keys.session(session_id), keys.summary_lock(session_id)],
+            [get_settings().session_ttl_s, incoming, now(), WINDOW_CAP, *encoded],
         )
         skip, length, watermark, first, summary, summarizing, *window = answer
         return Window(skipped=int(skip), length=int(length), watermark=int(watermark),
@@ -231,17 +231,16 @@ class SessionStore:
         self, session_id: str, *, expected_upto: int, upto: int, summary: str, tokens: int
     ) -> bool:
         """Moves the watermark from `expected_upto` to `upto`; False if it had moved."""
-        keys, redis = redis_keys(), await get_redis()
-        saved = await redis.eval(
-            _SAVE_SUMMARY_SCRIPT, 2, keys.session_messages(session_id), keys.session(session_id),
-            expected_upto, upto, summary, tokens, now(),
+        keys = redis_keys()
+        saved = await _SAVE_SUMMARY_SCRIPT(
+            [keys.session_messages(session_id), keys.session(session_id)],
+            [expected_upto, upto, summary, tokens, now()],
         )
         return bool(saved)
 
     async def record_summary_failure(self, session_id: str, error: str) -> None:
         """Keeps the old summary; notes why and when, so a later turn retries."""
-        await (await get_redis()).eval(
-            _RECORD_FAILURE_SCRIPT, 1, redis_keys().session(session_id), error[:500], now())
+        await _RECORD_FAILURE_SCRIPT([redis_keys().session(session_id)], [error[:500], now()])
 
     async def delete(self, session_id: str) -> bool:
         keys, redis = redis_keys(), await get_redis()

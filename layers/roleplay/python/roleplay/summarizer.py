@@ -20,6 +20,7 @@ from roleplay import character_service
 from roleplay.context_manager import ContextManager, stored_tokens
 from roleplay.errors import ApiError, UpstreamError
 from roleplay.llm_client import ChatMessage, CompletionRequest, llm_client
+from roleplay.lua_script import LuaScript
 from roleplay.persona import PersonaLanguage
 from roleplay.redis_client import get_redis
 from roleplay.redis_keys import redis_keys
@@ -32,10 +33,10 @@ logger = logging.getLogger("roleplay.summarizer")
 READ_CAP = 200
 """Messages read per pass at most; the token bound usually stops earlier."""
 
-_RELEASE_SCRIPT = """
+_RELEASE_SCRIPT = LuaScript("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-"""
+""")
 
 _INSTRUCTIONS: dict[str, str] = {
     "ko": (
@@ -124,7 +125,7 @@ class SummaryLock:
         return bool(await (await get_redis()).set(self.key, self.token, nx=True, px=self.ttl_ms))
 
     async def release(self) -> None:
-        await (await get_redis()).eval(_RELEASE_SCRIPT, 1, self.key, self.token)
+        await _RELEASE_SCRIPT([self.key], [self.token])
 
 
 class Summarizer:

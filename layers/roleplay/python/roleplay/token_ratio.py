@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from roleplay.lua_script import LuaScript
 from roleplay.redis_client import get_redis
 from roleplay.redis_keys import redis_keys
 
@@ -18,7 +19,7 @@ SMOOTHING = 0.2
 CACHE_S = 60.0
 
 # KEYS: ratios hash. ARGV: model, observed ratio, smoothing, min, max.
-_OBSERVE_SCRIPT = """
+_OBSERVE_SCRIPT = LuaScript("""
 local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '')
 local seen = tonumber(ARGV[2])
 local new = seen
@@ -26,7 +27,7 @@ if old then new = old + tonumber(ARGV[3]) * (seen - old) end
 new = math.max(tonumber(ARGV[4]), math.min(tonumber(ARGV[5]), new))
 redis.call('HSET', KEYS[1], ARGV[1], tostring(new))
 return tostring(new)
-"""
+""")
 
 _cache: dict[tuple[str, str], tuple[float, float]] = {}
 
@@ -52,10 +53,8 @@ async def observe_prompt_tokens(model: str, local_estimate: int, upstream_tokens
     if not upstream_tokens or local_estimate <= 0:
         return
     key = redis_keys().token_ratios
-    new = await (await get_redis()).eval(
-        _OBSERVE_SCRIPT, 1, key, model, upstream_tokens / local_estimate, SMOOTHING,
-        MIN_RATIO, MAX_RATIO,
-    )
+    new = await _OBSERVE_SCRIPT(
+        [key], [model, upstream_tokens / local_estimate, SMOOTHING, MIN_RATIO, MAX_RATIO])
     _cache[(key, model)] = (float(new), time.monotonic() + CACHE_S)
 
 
