@@ -136,6 +136,7 @@ def plots(r: dict[str, Any]) -> None:
             axis.set(xscale="log", yscale="log", xlabel="concurrent users", ylabel="latency (ms)",
                      title=f"Chat turn, {title}")
             axis.set_xticks(users, [str(u) for u in users])
+            axis.set_xticks([], minor=True)
             axis.grid(True, which="both", alpha=0.3)
             axis.legend()
         figure.suptitle("Through Server B (solid) vs straight to the upstream (dashed)")
