@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import statistics
 import sys
@@ -69,7 +70,7 @@ def bench_env(name: str) -> Iterator[tuple[str, str]]:
 
 def percentile(ordered: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of sorted samples."""
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def summary_ms(samples: Sequence[float]) -> dict[str, float]:
