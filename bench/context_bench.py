@@ -23,8 +23,9 @@ from typing import Any
 
 import httpx
 
-from bench.harness import bench_env, cpu_ms, save, server_b, summary_ms
+from bench.harness import bench_env, cpu_ms, save, summary_ms
 from tests.fake_llm import FakeLLM
+from tests.server_process import server_b_process
 from tests.upstream_server import serve
 
 TURNS = 1010
@@ -72,7 +73,7 @@ def run(turns: int = TURNS) -> dict[str, Any]:
                   reply_delay_s=REPLY_DELAY_S, summary_delay_s=SUMMARY_DELAY_S)
     rows: list[dict[str, Any]] = []
     tenth: list[dict[str, Any]] = []
-    with bench_env("context") as (redis_url, prefix), serve(llm.app()) as upstream, server_b({
+    with bench_env("context") as (redis_url, prefix), serve(llm.app()) as upstream, server_b_process({
         "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, "LLM_BASE_URL": upstream,
         "LLM_SERVICE": "vllm", "MAX_CONCURRENT_USERS": "1000",
     }) as (api, pid), httpx.Client(base_url=api, timeout=60) as http:

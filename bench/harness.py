@@ -40,14 +40,6 @@ def stub_upstream() -> Iterator[ServedApp]:
         yield served
 
 
-@contextmanager
-def server_b(env: dict[str, str]) -> Iterator[ServedApp]:
-    """Server B's local runner app in a child process, ready once /api/health is 200."""
-    with uvicorn_process("local_runner.app:build_app", env, factory=True,
-                         ready_path="/api/health") as served:
-        yield served
-
-
 def cpu_ms(pid: int) -> float:
     """CPU time a process has used, all threads, in ms; nanosecond-exact from schedstat
     (the tick-based counters in /proc/<pid>/stat only move in 10 ms steps)."""

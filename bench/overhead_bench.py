@@ -25,7 +25,8 @@ from typing import Any
 
 import httpx
 
-from bench.harness import bench_env, cpu_ms, save, server_b, stub_upstream, summary_ms
+from bench.harness import bench_env, cpu_ms, save, stub_upstream, summary_ms
+from tests.server_process import server_b_process
 
 LEVELS = (1, 20, 100)
 TURNS_PER_LEVEL = 600
@@ -95,7 +96,7 @@ def run() -> dict[str, Any]:
     chatting: list[dict[str, Any]] = []
     back_to_back: list[dict[str, Any]] = []
     with bench_env("overhead") as (redis_url, prefix), stub_upstream() as (upstream, _), \
-            server_b({"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, "LLM_BASE_URL": upstream,
+            server_b_process({"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, "LLM_BASE_URL": upstream,
                       "LLM_SERVICE": "vllm", "MAX_CONCURRENT_USERS": "1000"}) as (api, pid):
         asyncio.run(_level(api, upstream, pid, 1, "warm", think=False))
         for users in LEVELS:

@@ -24,8 +24,9 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from bench.harness import bench_env, save, server_b, summary_ms
+from bench.harness import bench_env, save, summary_ms
 from local_runner.embedded_llm import EmbeddedLLM
+from tests.server_process import server_b_process
 from tests.upstream_server import serve
 
 ROUNDS = 12
@@ -109,11 +110,11 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
                "MAX_CONCURRENT_USERS": "1000",  # every round is a new (anonymous) session
                "DEFAULT_MODEL": llm.model_alias}
         with serve(_recorder(llm.base_url, captured)) as recorder, \
-                server_b({**env, "LLM_BASE_URL": recorder}) as (api, _), \
+                server_b_process({**env, "LLM_BASE_URL": recorder}) as (api, _), \
                 httpx.Client(base_url=api, timeout=120) as http:
             _turn(http, "capture-plain", stream=False)
             _turn(http, "capture-stream", stream=True)
-        with server_b({**env, "LLM_BASE_URL": llm.base_url}) as (api, _), \
+        with server_b_process({**env, "LLM_BASE_URL": llm.base_url}) as (api, _), \
                 httpx.Client(base_url=api, timeout=120) as http, \
                 httpx.Client(base_url=llm.base_url, timeout=120) as direct:
             for stream in (False, True):

@@ -50,7 +50,7 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
                        "met": _same(s, b)})
     if "tts" in r:
         t = r["tts"]["time_to_first_audio_ms"]
-        sentences = r["tts"]["setup"].get("reply_sentences")
+        sentences = r["tts"]["setup"]["reply_sentences"]
         judged.append({"goal": f"first audio <= 0.3 of sequential ({sentences}-sentence reply)",
                        "measured": f"{t['sentence_pipelined_median']} ms vs "
                                    f"{t['whole_reply_then_synthesize_median']} ms = "
@@ -79,7 +79,7 @@ def markdown(r: dict[str, Any], judged: list[dict[str, Any]]) -> str:
                   "| Server B CPU per turn |",
                   "|---|---|---|---|---|"]
         for load, levels in (("chatting", r["overhead"]["levels"]),
-                             ("back to back", r["overhead"].get("back_to_back", []))):
+                             ("back to back", r["overhead"]["back_to_back"])):
             for level in levels:
                 d, b = level["direct"], level["backend"]
                 lines.append(f"| {level['users']} {load} | {d['median_ms']} / {d['p99_ms']} ms | "
@@ -126,7 +126,7 @@ def plots(r: dict[str, Any]) -> None:
     if "overhead" in r:
         figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
         for axis, (title, levels) in zip(axes, (("users chatting", r["overhead"]["levels"]),
-                                                ("back to back", r["overhead"].get("back_to_back", []))),
+                                                ("back to back", r["overhead"]["back_to_back"])),
                                          strict=True):
             users = [level["users"] for level in levels]
             for side, style in (("direct", "--"), ("backend", "-")):

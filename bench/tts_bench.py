@@ -18,9 +18,10 @@ from typing import Any
 
 import httpx
 
-from bench.harness import bench_env, save, server_b
+from bench.harness import bench_env, save
 from tests.fake_llm import FakeLLM
 from tests.gpt_sovits_server import FakeGptSovits
+from tests.server_process import server_b_process
 from tests.upstream_server import serve
 
 REPLY = ("*창밖을 보며* 오늘 비가 많이 오네. 우산은 챙겨 왔어? 나는 이런 날이면 따뜻한 라떼가 생각나. "
@@ -58,7 +59,7 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
             "id": "default", "name": "민지", "language": "ko", "ref_audio_path": "/srv/minji.wav",
             "prompt_text": "안녕하세요.", "prompt_lang": "ko"}]}, ensure_ascii=False))
         with bench_env("tts") as (redis_url, prefix), serve(llm.app()) as llm_url, \
-                serve(sovits.build()) as tts_url, server_b({
+                serve(sovits.build()) as tts_url, server_b_process({
                     "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, "LLM_BASE_URL": llm_url,
                     "TTS_BASE_URL": tts_url, "VOICES_FILE": str(voices),
                     "AUDIO_DIR": str(Path(folder) / "audio"), "MAX_CONCURRENT_USERS": "1000"}) as (api, _), \

@@ -58,12 +58,12 @@ def uvicorn_process(app: str, env: dict[str, str], *, factory: bool = False,
 
 
 @contextmanager
-def server_b_process(env: dict[str, str]) -> Iterator[str]:
-    """Server B's local runner app (`local_runner.app:build_app`); yields its base URL once
-    `/api/health` answers 200."""
+def server_b_process(env: dict[str, str]) -> Iterator[ServedApp]:
+    """Server B's local runner app (`local_runner.app:build_app`), ready once `/api/health`
+    answers 200."""
     with uvicorn_process("local_runner.app:build_app", env, factory=True,
                          ready_path="/api/health") as served:
-        yield served.base_url
+        yield served
 
 
 def _wait_until_ready(process: subprocess.Popen[bytes], url: str, stderr: IO[bytes], *,

@@ -33,8 +33,8 @@ def _instances(env: dict[str, str]) -> Iterator[tuple[httpx.Client, httpx.Client
     with ExitStack() as stack, ThreadPoolExecutor(2) as pool:
         starting = [pool.submit(stack.enter_context, server_b_process(env)) for _ in range(2)]
         first, second = (future.result() for future in starting)
-        yield (stack.enter_context(httpx.Client(base_url=first, timeout=10)),
-               stack.enter_context(httpx.Client(base_url=second, timeout=10)))
+        yield (stack.enter_context(httpx.Client(base_url=first.base_url, timeout=10)),
+               stack.enter_context(httpx.Client(base_url=second.base_url, timeout=10)))
 
 
 @pytest.fixture
