@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from local_runner.embedded_redis import EmbeddedRedis
 from roleplay.settings import get_settings
+from tests.gpu_standins import GpuServerA
 from tests.real_redis import answers, delete_keys
 
 RUN_ID = uuid.uuid4().hex[:8]
@@ -142,3 +143,26 @@ def fake_upstream(settings_env: Callable[..., None]) -> Iterator[object]:
     with serve(llm.app()) as url:
         settings_env(LLM_BASE_URL=url)
         yield llm
+
+
+@pytest.fixture
+def gpu_server_a(settings_env: Callable[..., None], tmp_path: Path) -> Iterator[GpuServerA]:
+    """A 24 GB Server A (tests/gpu_standins.py) with vLLM awake and GPT-SoVITS stopped, and
+    Server B set to switch between them (`GPU_MODES`)."""
+    import json
+
+    from tests.gpu_standins import FakeGptSovits, FakeVllm, GpuServerA, VramBudget, switching_config
+    from tests.upstream_server import serve
+
+    vram = VramBudget()
+    vllm, sovits = FakeVllm(vram), FakeGptSovits(vram)
+    vllm.start_awake()
+    voices = tmp_path / "voices.yaml"
+    voices.write_text("voices:\n  - id: default\n    name: 기본\n    ref_audio_path: /refs/a.wav\n"
+                      "    prompt_text: 안녕\n    language: ko\n")
+    with serve(vllm.app()) as vllm_url, serve(sovits.app()) as sovits_url:
+        settings_env(LLM_BASE_URL=vllm_url, DEFAULT_MODEL=vllm.model, TTS_BASE_URL=sovits_url,
+                     VOICES_FILE=str(voices), MAX_CONCURRENT_USERS="1000",
+                     GPU_MODES=json.dumps(switching_config(vllm_url, sovits_url)),
+                     GPU_MIN_RESIDENCY_S="0", GPU_SWITCH_WAIT_S="20", GPU_ACTION_TIMEOUT_S="5")
+        yield GpuServerA(vram, vllm, sovits, vllm_url, sovits_url)

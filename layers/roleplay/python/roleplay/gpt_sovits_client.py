@@ -38,6 +38,7 @@ from roleplay.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from roleplay.gpu import gpu_lease
 from roleplay.http_pool import pooled_http
 from roleplay.llm_client import upstream_call, upstream_message
 from roleplay.redis_client import get_redis
@@ -85,7 +86,7 @@ def engine_lock_key() -> str:
 
 
 def loaded_weights_key() -> str:
-    return f"{redis_keys().prefix}tts:engine-weights"
+    return redis_keys().tts_engine_weights
 
 
 def sovits_message(body: bytes, fallback: str) -> str:
@@ -253,7 +254,7 @@ class GptSovitsEngine:
     @asynccontextmanager
     async def _engine(self, voice: Voice) -> AsyncIterator[httpx.AsyncClient]:
         """The engine, locked, with `voice`'s weights loaded, for one synthesis."""
-        async with engine_lock():
+        async with gpu_lease("tts"), engine_lock():
             http = await tts_http_holder.get()
             try:
                 await self._load_weights(voice)

@@ -29,9 +29,22 @@ class ProbeResult(BaseModel):
     error: str | None = None
 
 
+class GpuReport(BaseModel):
+    """The GPU's modes (`GPU_MODES`): which is resident, and what switching has cost."""
+
+    strategy: str
+    mode: str | None = None
+    switching_to: str | None = None
+    switches: int = 0
+    switch_ms_total: int = 0
+    waits: int = 0
+    wait_ms_total: int = 0
+
+
 class HealthReport(BaseModel):
     status: Literal["ok", "degraded", "down"]
     checks: dict[str, ProbeResult]
+    gpu: GpuReport | None = None
 
 
 async def _timed(probe: Callable[[], Awaitable[None]], target: str, limit_s: float) -> ProbeResult:
@@ -90,4 +103,16 @@ async def check_health() -> HealthReport:
         overall = "degraded"
     else:
         overall = "ok"
-    return HealthReport(status=overall, checks=results)
+    return HealthReport(status=overall, checks=results, gpu=await _gpu_report())
+
+
+async def _gpu_report() -> GpuReport | None:
+    from roleplay.gpu import gpu_status
+
+    try:
+        status = await gpu_status()
+    except Exception:  # Redis down: already reported by its own check
+        return None
+    return GpuReport(strategy=status.strategy, mode=status.mode, switching_to=status.switching_to,
+                     switches=status.switches, switch_ms_total=status.switch_ms_total,
+                     waits=status.waits, wait_ms_total=status.wait_ms_total)

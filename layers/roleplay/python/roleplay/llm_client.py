@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import httpx
 
 from roleplay.errors import NotConfigured, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from roleplay.gpu import gpu_lease
 from roleplay.http_pool import pooled_http
 from roleplay.settings import Settings, get_settings
 
@@ -202,7 +203,7 @@ class OpenAICompatibleClient:
 
     async def complete(self, request: CompletionRequest) -> Completion:
         http = await http_holder.get()
-        async with upstream_call(self.name):
+        async with gpu_lease("llm"), upstream_call(self.name):
             response = await http.post(
                 f"{self.base_url}/v1/chat/completions", json=self._payload(request, False)
             )
@@ -223,7 +224,7 @@ class OpenAICompatibleClient:
         usage: Usage | None = None
         finish_reason: str | None = None
         events = 0
-        async with upstream_call(self.name), http.stream(
+        async with gpu_lease("llm"), upstream_call(self.name), http.stream(
             "POST", f"{self.base_url}/v1/chat/completions", json=self._payload(request, True)
         ) as response:
             await _raise_for_status(response, self.name)
@@ -256,6 +257,7 @@ class OpenAICompatibleClient:
                     if delta:
                         yield StreamChunk(delta=delta)
                     finish_reason = _str_or_none(choice.get("finish_reason")) or finish_reason
+        # The GPU lease has ended: a switch to speech need not wait for the caller to close.
         if not events:
             raise UpstreamError(f"{self.name} answered the stream without any event")
         yield StreamChunk(done=True, usage=usage, finish_reason=finish_reason)
@@ -302,7 +304,7 @@ class OllamaClient:
 
     async def complete(self, request: CompletionRequest) -> Completion:
         http = await http_holder.get()
-        async with upstream_call(self.name):
+        async with gpu_lease("llm"), upstream_call(self.name):
             response = await http.post(f"{self.base_url}/api/chat",
                                        json=self._payload(request, False))
             await _raise_for_status(response, self.name)
@@ -315,7 +317,8 @@ class OllamaClient:
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
         http = await http_holder.get()
-        async with upstream_call(self.name), http.stream(
+        closing: StreamChunk | None = None
+        async with gpu_lease("llm"), upstream_call(self.name), http.stream(
             "POST", f"{self.base_url}/api/chat", json=self._payload(request, True)
         ) as response:
             await _raise_for_status(response, self.name)
@@ -335,10 +338,12 @@ class OllamaClient:
                 if delta:
                     yield StreamChunk(delta=delta)
                 if event.get("done"):
-                    yield StreamChunk(done=True, usage=self._usage(event),
-                                      finish_reason=_str_or_none(event.get("done_reason")))
-                    return
-        raise UpstreamError(f"{self.name} ended the stream without a done line")
+                    closing = StreamChunk(done=True, usage=self._usage(event),
+                                          finish_reason=_str_or_none(event.get("done_reason")))
+                    break
+        if closing is None:
+            raise UpstreamError(f"{self.name} ended the stream without a done line")
+        yield closing  # after the GPU lease ends: generation is over
 
 
 def llm_client(settings: Settings | None = None) -> LLMClient:

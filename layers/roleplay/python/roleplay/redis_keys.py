@@ -9,6 +9,10 @@
 | `{p}session:{id}:summary-lock` | string     | SUMMARY_LOCK_TTL_S | who is summarizing the session now  |
 | `{p}token-ratios`              | hash       | none               | model → upstream/local token ratio  |
 | `{p}active-users`              | sorted set | members expire     | user id → last seen (ms), the cap   |
+| `{p}tts:engine-weights`        | string     | 600 s              | the GPT-SoVITS weight pair loaded   |
+| `{p}gpu:state`                 | hash       | none               | resident GPU mode, switch figures   |
+| `{p}gpu:leases:{mode}`         | sorted set | members expire     | requests in flight in that mode     |
+| `{p}gpu:switch-lock`           | string     | the switch's bound | who is switching the GPU now        |
 
 Characters are content, not session state, so they never expire. Session keys have
 their TTL refreshed on every use; a lock expires on its own if its holder dies.
@@ -48,6 +52,21 @@ class RedisKeys:
     @property
     def active_users(self) -> str:
         return f"{self.prefix}active-users"
+
+    @property
+    def tts_engine_weights(self) -> str:
+        return f"{self.prefix}tts:engine-weights"
+
+    @property
+    def gpu_state(self) -> str:
+        return f"{self.prefix}gpu:state"
+
+    def gpu_leases(self, mode: str) -> str:
+        return f"{self.prefix}gpu:leases:{mode}"
+
+    @property
+    def gpu_switch_lock(self) -> str:
+        return f"{self.prefix}gpu:switch-lock"
 
 
 def redis_keys() -> RedisKeys:

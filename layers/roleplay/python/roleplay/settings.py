@@ -104,9 +104,25 @@ class Settings(BaseSettings):
     audio_bucket: str | None = None
     audio_ttl_s: int = Field(default=86400, ge=1)
 
+    # one GPU, several models (issue 21)
+    gpu_modes: str | None = Field(
+        default=None, description="Path of a YAML/JSON file, or inline JSON: the GPU's modes and "
+        "how each service is loaded and released. Unset: coresident, nothing switches.")
+    gpu_min_residency_s: float = Field(
+        default=15.0, ge=0, description="A mode stays at least this long before another replaces it.")
+    gpu_switch_drain_s: float = Field(
+        default=30.0, gt=0, description="How long a switch waits for the old mode's requests to end.")
+    gpu_switch_wait_s: float = Field(
+        default=60.0, gt=0, description="How long a request waits for its model; then 503 gpu_busy.")
+    gpu_action_timeout_s: float = Field(default=120.0, gt=0)
+    gpu_lease_ttl_s: float = Field(
+        default=900.0, ge=10, description="A request's hold on its mode expires after this (a crashed "
+        "holder cannot pin a mode).")
+
     @field_validator("llm_base_url", "tts_base_url", "redis_url", "characters_table", "voices_file",
                      "audio_bucket", "summary_model", "summarizer_function", "speech_function",
-                     "jwt_audience", "jwt_issuer", "jwt_secret_arn", "tts_service", mode="before")
+                     "jwt_audience", "jwt_issuer", "jwt_secret_arn", "tts_service", "gpu_modes",
+                     mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """`NAME=` (as templates and .env files write an unset value) means unset."""
