@@ -113,6 +113,16 @@ def markdown(r: dict[str, Any], judged: list[dict[str, Any]]) -> str:
                   f"({trips['redis_commands_executed_per_turn']} commands executed, scripts' inner calls "
                   f"included); an admission takes {lim['admission_latency']['sequential']['median_ms']} ms "
                   f"median in {lim['admission_latency']['round_trips_per_admission']:g} round trip."]
+    if "gpu" in r:
+        g, d = r["gpu"], r["gpu"]["setup"]["stand_in_delays"]
+        lines += ["", f"One GPU (issue 21): a chat + speech turn (`realtime`) takes "
+                  f"{g['coresident']['median_ms']} ms coresident and {g['switching']['median_ms']} ms when "
+                  f"the GPU switches chat -> tts and back ({g['added_ms_per_turn']} ms added; "
+                  f"{g['switching']['switches']} switches, "
+                  f"peak {g['switching']['peak_vram_gb']:g} GB of 24). "
+                  f"Stand-in delays: vLLM sleep {d['vllm_sleep_s']:g} s, wake {d['vllm_wake_s']:g} s, "
+                  f"GPT-SoVITS start {d['gpt_sovits_start_s']:g} s, stop {d['gpt_sovits_stop_s']:g} s, "
+                  f"reply {d['llm_reply_s']:g} s, synthesis {d['synthesis_s']:g} s."]
     lines += ["", "Plots: `bench/results/latency_vs_concurrency.png`, `bench/results/turn_cost.png`."]
     return "\n".join(lines) + "\n"
 

@@ -44,6 +44,9 @@ def main() -> int:
         return 2
     try:
         get_settings()
+        from roleplay.gpu.config import gpu_modes
+
+        gpu_modes()
     except ConfigurationError as error:
         print(error, file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request, Response
@@ -29,6 +30,15 @@ from fastapi.responses import JSONResponse
 from roleplay.speech import pcm_to_wav
 
 CARD_GB = 24.0
+
+
+async def until(condition: Callable[[], bool], limit_s: float = 30.0) -> None:
+    """Polls `condition` (a counter another task moves) every 10 ms, for at most `limit_s`."""
+    for _ in range(round(limit_s / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError("condition never held")
 
 
 @dataclass
@@ -97,8 +107,7 @@ class FakeVllm:
                     if self.sleeping:
                         return
                     if mode == "wait":
-                        while self.in_flight:
-                            await asyncio.sleep(0.01)
+                        await until(lambda: not self.in_flight)
                     elif self.in_flight:
                         self._generation += 1  # abort: every request in flight is cut
                     await asyncio.sleep(self.sleep_delay_s)

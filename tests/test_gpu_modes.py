@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from roleplay.gpu import gpu_lease, gpu_status
-from tests.gpu_standins import CARD_GB, GpuServerA, switching_config
+from tests.gpu_standins import CARD_GB, GpuServerA, switching_config, until
 from tests.server_process import server_b_process
 from tests.upstream_server import closed_port_url
 
@@ -68,8 +68,7 @@ async def test_a_switch_waits_for_the_request_in_flight(gpu_server_a: GpuServerA
     gpu_server_a.vllm.reply_delay_s = 1.0
     async with _app_client() as http:
         chat = asyncio.create_task(_chat(http))
-        while gpu_server_a.vllm.in_flight == 0:
-            await asyncio.sleep(0.01)
+        await until(lambda: gpu_server_a.vllm.in_flight > 0)
         speech = await _speak(http)
         assert chat.done(), "speech was spoken before the chat in flight had its reply"
         assert (await chat).status_code == 200
@@ -171,3 +170,11 @@ def test_a_bad_gpu_modes_names_the_variable(value: str) -> None:
 
     with pytest.raises(ConfigurationError, match="GPU_MODES"):
         parse_gpu_modes(value)
+
+
+def test_the_example_gpu_modes_file_is_valid() -> None:
+    from roleplay.gpu.config import parse_gpu_modes
+
+    config = parse_gpu_modes("infra/gpu-modes.example.yaml")
+    assert config.strategy == "switching"
+    assert config.modes_with("llm") == ["chat"] and config.modes_with("tts")[0] == "chat"
