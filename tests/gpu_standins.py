@@ -20,6 +20,7 @@ Loads and unloads take time, as they do on a real card.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -142,7 +143,7 @@ class FakeVllm:
                                                 "owned_by": "vllm", "max_model_len": 8192}]}
 
         @app.post("/v1/chat/completions")
-        async def complete() -> Response:
+        async def complete(request: Request) -> Response:
             if self.sleeping:
                 self.refused_asleep += 1
                 return JSONResponse({"error": {"message": "model is sleeping", "type": "ServiceUnavailable",
@@ -158,9 +159,18 @@ class FakeVllm:
                 return JSONResponse({"error": {"message": "request aborted", "type": "InternalServerError",
                                                "param": None, "code": 500}}, status_code=500)
             self.completed += 1
+            reply = "Nice to meet you. How are you today?"
+            usage = {"prompt_tokens": 50, "completion_tokens": 9}
+            if (await request.json()).get("stream"):
+                events: list[dict[str, object]] = [
+                    {"model": self.model, "choices": [{"delta": {"content": word + " "}}]}
+                    for word in reply.split(" ")]
+                events += [{"model": self.model, "choices": [{"delta": {}, "finish_reason": "stop"}]},
+                           {"model": self.model, "choices": [], "usage": usage}]
+                body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+                return Response(body, media_type="text/event-stream")
             return JSONResponse({"model": self.model, "choices": [{"message": {
-                "role": "assistant", "content": "Nice to meet you."}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 50, "completion_tokens": 5}})
+                "role": "assistant", "content": reply}, "finish_reason": "stop"}], "usage": usage})
 
         return app
 

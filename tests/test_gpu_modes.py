@@ -126,6 +126,22 @@ async def test_realtime_speech_reply_is_one_unit_with_one_switch(gpu_server_a: G
     _assert_card_held(gpu_server_a)
 
 
+async def test_streamed_reply_with_speech_speaks_after_its_text_with_one_switch(
+        gpu_server_a: GpuServerA) -> None:
+    from tests.sse import sse_events
+
+    async with _app_client() as http:
+        answer = await http.post("/api/chat", json={
+            "messages": [{"role": "user", "content": "Hello there!"}], "stream": True})
+    events = sse_events(answer.text)
+    audio = [data for name, data in events if name == "audio"]
+    assert [name for name, _ in events][-1] == "done"
+    assert audio and all(a.get("audio_url") for a in audio), audio
+    status = await gpu_status()
+    assert (status.mode, status.switches) == ("tts", 2)  # unknown -> chat, then chat -> tts
+    _assert_card_held(gpu_server_a)
+
+
 async def test_a_dead_hook_is_gpu_busy_not_a_hang(
         gpu_server_a: GpuServerA, settings_env: Callable[..., None]) -> None:
     config = switching_config(gpu_server_a.vllm_url, gpu_server_a.sovits_url)
