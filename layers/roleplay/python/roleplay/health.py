@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from roleplay.llm_client import http_holder
 from roleplay.redis_client import get_redis
-from roleplay.settings import get_settings
+from roleplay.settings import Settings, get_settings
 
 ProbeStatus = Literal["ok", "unreachable", "not_configured"]
 
@@ -32,6 +32,8 @@ class ProbeResult(BaseModel):
 class HealthReport(BaseModel):
     status: Literal["ok", "degraded", "down"]
     checks: dict[str, ProbeResult]
+    breakers: dict[str, Literal["closed", "open"]] = {}
+    """Each upstream's circuit breaker, as `llm[0]`, `tts[1]`... in configuration order."""
 
 
 async def _timed(probe: Callable[[], Awaitable[None]], target: str, limit_s: float) -> ProbeResult:
@@ -90,4 +92,19 @@ async def check_health() -> HealthReport:
         overall = "degraded"
     else:
         overall = "ok"
-    return HealthReport(status=overall, checks=results)
+    return HealthReport(status=overall, checks=results, breakers=await _breakers(settings))
+
+
+async def _breakers(settings: Settings) -> dict[str, Literal["closed", "open"]]:
+    from roleplay.ops.failover import base_urls, breaker_report
+
+    report: dict[str, Literal["closed", "open"]] = {}
+    try:
+        for name, urls in (("llm", base_urls(settings.llm_base_url, settings.llm_base_urls)),
+                           ("tts", base_urls(settings.tts_base_url, settings.tts_base_urls))):
+            states = await breaker_report(urls)
+            report.update({f"{name}[{n}]": "open" if states[url] == "open" else "closed"
+                           for n, url in enumerate(urls)})
+    except Exception:  # Redis down: its own check says so
+        return {}
+    return report

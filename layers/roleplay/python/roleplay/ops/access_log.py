@@ -28,12 +28,20 @@ from roleplay.settings import get_settings
 _cold_start = True
 
 
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stdout` is now (the Lambda runtime and test captures swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout
+        super().emit(record)
+
+
 @lru_cache(maxsize=1)
 def access_logger() -> logging.Logger:
     """`roleplay.access`, writing bare JSON lines to stdout (CloudWatch reads them as JSON)."""
     logger = logging.getLogger("roleplay.access")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
