@@ -248,3 +248,17 @@ def test_a_stream_is_never_retried_after_its_first_byte(client: TestClient,
         answer = client.post("/api/chat", json={**HELLO, "stream": True})
     assert answer.status_code == 200 and "event: done" in answer.text
     assert len(llm.chat_prompts) == 1
+
+
+def test_speech_falls_back_to_a_second_gpt_sovits(client: TestClient, settings_env: Callable[..., None],
+                                                  tmp_path: Any) -> None:
+    from tests.gpt_sovits_server import FakeGptSovits
+
+    voices = tmp_path / "voices.json"
+    voices.write_text(json.dumps({"voices": [{"id": "default", "name": "기본",
+                                              "ref_audio_path": "/srv/default.wav"}]}))
+    fake = FakeGptSovits()
+    with serve(fake.build()) as url:
+        settings_env(TTS_BASE_URL=url, TTS_BASE_URLS=f"{closed_port_url()},{url}", VOICES_FILE=str(voices))
+        answer = client.post("/api/tts", json={"text": "안녕하세요.", "return_binary": True})
+    assert answer.status_code == 200 and answer.content[:4] == b"RIFF"
