@@ -1,3 +1,3 @@
 """Benchmarks of Server B (`make bench`); each scenario is `bench/<name>_bench.py`."""
 
-BENCHMARKS = ("overhead", "real_llm", "context", "limiter", "tts", "cold_start", "gpu")
+BENCHMARKS = ("overhead", "real_llm", "context", "limiter", "tts", "cold_start", "gpu", "ops")

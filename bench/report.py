@@ -63,6 +63,12 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
                        "measured": ", ".join(f"{name} {f['cold_start_ms']:.0f}"
                                              for name, f in sorted(functions.items())) + " ms",
                        "met": not slow})
+    if "ops" in r:
+        o = r["ops"]
+        judged.append({"goal": "request log and metrics cost < 10% of a turn's CPU",
+                       "measured": f"{o['cpu_ms_per_turn']['on']} ms on vs {o['cpu_ms_per_turn']['off']} ms "
+                                   f"off (+{o['added_fraction'] * 100:.1f}%)",
+                       "met": o["added_fraction"] < 0.10})
     return judged
 
 

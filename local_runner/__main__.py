@@ -59,7 +59,8 @@ def main() -> int:
 
         from local_runner.app import build_app
 
-        uvicorn.run(build_app(), host=host, port=int(port_text), log_level="info")
+        # Each request writes one JSON line (roleplay.ops.access_log) instead of uvicorn's.
+        uvicorn.run(build_app(), host=host, port=int(port_text), log_level="info", access_log=False)
     return 0
 
 

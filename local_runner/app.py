@@ -23,8 +23,10 @@ def function_routers() -> dict[str, APIRouter]:
 
 
 def build_app() -> FastAPI:
+    from local_runner.metrics_route import router as metrics_router
+
     return create_function_app(
         "Server B",
-        function_routers().values(),
+        [*function_routers().values(), metrics_router],
         description="Character role-play chat backend: every function handler in one app.",
     )

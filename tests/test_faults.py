@@ -68,7 +68,7 @@ def _assert_envelope(response: Any, status: int, code: str) -> None:
     body = response.json()
     assert body["success"] is False and set(body) == {"success", "error"}
     assert body["error"]["code"] == code and body["error"]["message"]
-    assert set(body["error"]) <= {"code", "message", "details"}
+    assert set(body["error"]) <= {"code", "message", "details", "request_id"}
 
 
 # --- Redis restarted mid-conversation -----------------------------------------------------

@@ -33,6 +33,7 @@ from roleplay.gpt_sovits_client import (
     loaded_weights_key,
 )
 from roleplay.speech import SynthesizedAudio, speech_engine, wav_duration
+from roleplay.speech_failover import FailoverSpeechEngine
 from roleplay.voice_catalog import Voice
 from tests.gpt_sovits_server import SECONDS_PER_CHAR, FakeGptSovits
 from tests.upstream_server import closed_port_url, serve, silent_socket
@@ -78,8 +79,8 @@ def _assert_own_weights(fake: FakeGptSovits) -> None:
 def test_speech_engine_is_gpt_sovits_when_tts_base_url_is_set(settings_env) -> None:
     settings_env(TTS_BASE_URL="http://gpu-a:9880/")
     engine = speech_engine()
-    assert isinstance(engine, GptSovitsEngine)
-    assert engine.base_url == "http://gpu-a:9880"
+    assert isinstance(engine, FailoverSpeechEngine)
+    assert [(type(e), url) for url, e in engine.engines.items()] == [(GptSovitsEngine, "http://gpu-a:9880")]
     settings_env(TTS_SERVICE="espeak")
     assert speech_engine().service == "espeak"
 

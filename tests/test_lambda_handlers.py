@@ -7,6 +7,9 @@ from fastapi.testclient import TestClient
 
 from tests.lambda_events import http_api_event, invoke
 
+SAME_REQUEST_ID = {"X-Request-ID": "req-1"}
+"""The API Gateway request id of tests/lambda_events.py, so error envelopes compare equal."""
+
 
 def _handler(name: str):
     return importlib.import_module(f"functions.{name}.app").handler
@@ -34,7 +37,7 @@ def test_characters_handler_matches_the_local_runner(client: TestClient) -> None
 def test_characters_handler_refuses_bad_input_in_the_envelope(client: TestClient) -> None:
     event = http_api_event("POST", "/api/characters", body={"persona": "no name"})
     status, body = invoke(_handler("characters"), event)
-    runner = client.post("/api/characters", json={"persona": "no name"})
+    runner = client.post("/api/characters", json={"persona": "no name"}, headers=SAME_REQUEST_ID)
     assert status == runner.status_code == 422
     assert body == runner.json()
 
@@ -56,7 +59,7 @@ def test_voices_handler_matches_the_local_runner(client: TestClient) -> None:
 
 def test_models_handler_reports_a_missing_upstream_like_the_runner(client: TestClient) -> None:
     status, body = invoke(_handler("models"), http_api_event("GET", "/api/chat/models"))
-    runner = client.get("/api/chat/models")
+    runner = client.get("/api/chat/models", headers=SAME_REQUEST_ID)
     assert status == runner.status_code == 503
     assert body == runner.json()
 
@@ -96,7 +99,7 @@ def test_chat_handler_refuses_bad_input_in_the_envelope(client: TestClient) -> N
     event = http_api_event("POST", "/api/chat", body={"messages": "hello"})
     status, body = invoke(_handler("chat"), event)
     assert status == 422 and body["success"] is False
-    assert body == client.post("/api/chat", json={"messages": "hello"}).json()
+    assert body == client.post("/api/chat", json={"messages": "hello"}, headers=SAME_REQUEST_ID).json()
 
 
 def test_tts_handler_speaks_like_the_local_runner(client: TestClient) -> None:
@@ -107,4 +110,4 @@ def test_tts_handler_speaks_like_the_local_runner(client: TestClient) -> None:
     assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
     status, refused = invoke(_handler("tts"), http_api_event("POST", "/api/tts", body={"text": " "}))
     assert status == 400
-    assert refused == client.post("/api/tts", json={"text": " "}).json()
+    assert refused == client.post("/api/tts", json={"text": " "}, headers=SAME_REQUEST_ID).json()

@@ -16,6 +16,7 @@ from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
 from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
 from roleplay.function_app import create_function_app
 from roleplay.identity import User, current_user
+from roleplay.ops import quotas, turn_observer
 from roleplay.settings import get_settings
 from roleplay.tts_models import AudioPending, TtsRequest, TtsResult
 from roleplay.voice_catalog import voice_by_id
@@ -37,7 +38,9 @@ limiter = ConcurrentUserLimiter()
 async def synthesize(body: TtsRequest, user: CurrentUser, request: Request) -> Any:
     client = request.client.host if request.client else "unknown"
     await limiter.ensure_admitted(occupant_id(user, body.session_id or f"client-{client}"))
+    await quotas.check(user, "tts")
     audio = await tts_service.synthesize(body)
+    await turn_observer.spoken(user, audio.duration_s)
     if body.return_binary:
         return Response(audio.audio, media_type=audio.media_type,
                         headers={"X-Audio-Duration": f"{audio.duration_s:.3f}"})

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, Field, TypeAdapter
 
+from roleplay.ops import metrics
 from roleplay.settings import get_settings
 
 if TYPE_CHECKING:
@@ -56,7 +58,10 @@ async def run_job(job: SummaryJob | SpeechJob) -> dict[str, Any]:
         if isinstance(job, SummaryJob):
             from roleplay.summarizer import Summarizer
 
+            started = time.perf_counter()
             result = await Summarizer().summarize(job.session_id)
+            metrics.observe("summary_seconds", time.perf_counter() - started)
+            metrics.inc("summaries_total", outcome=result.outcome)
             report: dict[str, Any] = {"outcome": result.outcome, "passes": result.passes,
                                       "watermark": result.watermark, "error": result.error}
         else:

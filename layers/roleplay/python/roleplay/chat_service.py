@@ -27,8 +27,9 @@ from roleplay.chat_models import (
 from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
 from roleplay.context_manager import ContextManager, ContextPlan
 from roleplay.errors import ApiError, BadRequest, Conflict
-from roleplay.identity import User
+from roleplay.identity import ANONYMOUS, User
 from roleplay.llm_client import CompletionRequest, Usage, llm_client
+from roleplay.ops import quotas, turn_observer
 from roleplay.persona import RoleplaySetup, format_persona_for_roleplay
 from roleplay.session_service import ensure_session_owner
 from roleplay.session_store import SessionMeta, SessionStore, StoredMessage, Window, now
@@ -56,6 +57,7 @@ class PreparedTurn:
     summary_failed_at: float | None = None
     greeting: str | None = None
     voice_id: str | None = None
+    user: User | None = None
 
     @property
     def speaks(self) -> bool:
@@ -109,6 +111,7 @@ async def _append_request(
 
 async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
     settings = get_settings()
+    await quotas.check(user, "chat")
     session_id = request.session_id or uuid.uuid4().hex
     meta = await sessions.load_meta(session_id)
     ensure_session_owner(meta, user)
@@ -142,7 +145,8 @@ async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
     return PreparedTurn(session_id=session_id, model=model, request=request, window=window,
                         plan=plan, ratio=ratio,
                         summary_failed_at=meta.summary_failed_at if meta else None,
-                        greeting=greeting, voice_id=character.voice_id if character else None)
+                        greeting=greeting, voice_id=character.voice_id if character else None,
+                        user=user)
 
 
 def _usage(turn: PreparedTurn, content: str, usage: Usage | None) -> ChatUsage:
@@ -206,9 +210,12 @@ async def _speech(turn: PreparedTurn, content: str, jobs: JobRunner | None) -> S
             await jobs.submit(SpeechJob(file_id=file_id, text=text, voice_id=voice.id,
                                         streaming_mode=mode))
             return Speech(audio_url=url)
-        return Speech(audio_url=(await tts_service.speak(text, voice, streaming_mode=mode)).audio_url)
+        spoken = await tts_service.speak(text, voice, streaming_mode=mode)
     except ApiError as error:
+        await turn_observer.spoken(turn.user or ANONYMOUS, None, failed=True)
         return Speech(error=TtsError(code=error.error_code, message=error.message))
+    await turn_observer.spoken(turn.user or ANONYMOUS, spoken.duration)
+    return Speech(audio_url=spoken.audio_url)
 
 
 def reply_for(turn: PreparedTurn, content: str, usage: Usage | None, finish_reason: str | None,
@@ -230,8 +237,10 @@ async def chat_turn(request: ChatRequest, user: User,
     completion = await llm_client().complete(turn.completion_request())
     scheduled = await finish_turn(turn, completion.content, completion.usage, jobs)
     speech = await _speech(turn, completion.content, jobs)
-    return reply_for(turn, completion.content, completion.usage, completion.finish_reason,
-                     summary_scheduled=scheduled, speech=speech)
+    reply = reply_for(turn, completion.content, completion.usage, completion.finish_reason,
+                      summary_scheduled=scheduled, speech=speech)
+    await turn_observer.turn_answered(request, reply, user)
+    return reply
 
 
 async def chat_turn_from_greeting(turn: PreparedTurn, jobs: JobRunner | None) -> ChatReply:

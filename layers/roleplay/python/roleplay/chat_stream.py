@@ -23,10 +23,11 @@ from roleplay.chat_service import (
     reply_for,
 )
 from roleplay.errors import ApiError
-from roleplay.identity import User
+from roleplay.identity import ANONYMOUS, User
 from roleplay.llm_client import StreamChunk, llm_client
+from roleplay.ops import turn_observer
 from roleplay.settings import get_settings
-from roleplay.speech_pipeline import SpeechPipeline
+from roleplay.speech_pipeline import SpeechPipeline, SpokenSentence
 from roleplay.voice_catalog import voice_for_character
 
 
@@ -44,7 +45,12 @@ async def open_stream(request: ChatRequest, user: User,
         return _single_event_stream(reply)
     chunks = llm_client().stream(turn.completion_request())
     first = await anext(chunks)
+    turn_observer.first_token()
     return _relay(turn, first, chunks, jobs)
+
+
+async def _observe_speech(turn: PreparedTurn, spoken: SpokenSentence) -> None:
+    await turn_observer.spoken(turn.user or ANONYMOUS, spoken.duration, failed=bool(spoken.error_code))
 
 
 async def _single_event_stream(reply: ChatReply) -> AsyncIterator[str]:
@@ -78,6 +84,7 @@ async def _relay(
                 if speech is not None:
                     speech.feed(chunk.delta)
                     for spoken in speech.ready():
+                        await _observe_speech(turn, spoken)
                         yield _sse("audio", spoken.event())
             chunk = await anext(chunks, None)
         content = "".join(parts)
@@ -88,9 +95,11 @@ async def _relay(
         if speech is not None:
             speech.finish()
             for spoken in [*speech.ready(), *await speech.rest()]:
+                await _observe_speech(turn, spoken)
                 yield _sse("audio", spoken.event())
         reply = reply_for(turn, content, usage, closing.finish_reason if closing else None,
                           summary_scheduled=scheduled)
+        await turn_observer.turn_answered(turn.request, reply, turn.user or ANONYMOUS)
         yield _sse("done", reply.model_dump(exclude={"content"}))
     except ApiError as error:
         with anyio.CancelScope(shield=True):

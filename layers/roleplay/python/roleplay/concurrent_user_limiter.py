@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from roleplay.errors import ApiError
 from roleplay.identity import User
 from roleplay.lua_script import LuaScript
+from roleplay.ops import metrics
 from roleplay.redis_client import get_redis
 from roleplay.redis_keys import redis_keys
 from roleplay.settings import get_settings
@@ -129,6 +130,8 @@ class ConcurrentUserLimiter:
     async def ensure_admitted(self, user_id: str) -> Admission:
         """`admit`, raising `TooManyUsers` (503 with Retry-After) when refused."""
         admission = await self.admit(user_id)
+        metrics.inc("admissions_total", result="admitted" if admission.admitted else "refused")
+        metrics.set_gauge("active_users", admission.active)
         if not admission.admitted:
             raise TooManyUsers(self.max_users, admission.retry_after_s)
         return admission

@@ -6,6 +6,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
+from roleplay.ops import request_context
+
 DataT = TypeVar("DataT")
 
 
@@ -18,6 +20,7 @@ class ErrorBody(BaseModel):
     code: str
     message: str
     details: Any = None
+    request_id: str | None = None
 
 
 class ErrorEnvelope(BaseModel):
@@ -30,13 +33,18 @@ def ok(data: DataT) -> Envelope[DataT]:
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The error envelope, with the request's id (the one a user can quote) when serving one."""
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
+    record = request_context.current()
+    if record is not None:
+        body["request_id"] = record.request_id
+        record.fields["error_code"] = code
     return {"success": False, "error": body}
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope}
-    for status in (400, 401, 403, 404, 409, 413, 422, 502, 503, 504)
+    for status in (400, 401, 403, 404, 409, 413, 422, 429, 502, 503, 504)
 }

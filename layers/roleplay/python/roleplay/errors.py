@@ -57,6 +57,11 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
+class TooManyRequests(ApiError):
+    status_code = 429
+    code = "too_many_requests"
+
+
 class ServiceUnavailable(ApiError):
     status_code = 503
     code = "service_unavailable"

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from roleplay.envelope import error_body
 from roleplay.errors import ApiError
+from roleplay.ops.access_log import RequestObservation
 from roleplay.settings import get_settings
 
 logger = logging.getLogger("roleplay")
@@ -32,6 +33,7 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    429: "too_many_requests",
 }
 
 
@@ -182,4 +184,5 @@ def create_function_app(title: str, routers: Iterable[APIRouter], **fastapi_kwar
     app.add_exception_handler(Exception, _on_unexpected)
     app.add_middleware(RedisOutage)
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(RequestObservation)  # outermost: it sees every answer, errors included
     return app

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from roleplay.llm_client import http_holder
 from roleplay.redis_client import get_redis
-from roleplay.settings import get_settings
+from roleplay.settings import Settings, get_settings
 
 ProbeStatus = Literal["ok", "unreachable", "not_configured"]
 
@@ -45,6 +45,8 @@ class HealthReport(BaseModel):
     status: Literal["ok", "degraded", "down"]
     checks: dict[str, ProbeResult]
     gpu: GpuReport | None = None
+    breakers: dict[str, Literal["closed", "open"]] = {}
+    """Each upstream's circuit breaker, as `llm[0]`, `tts[1]`... in configuration order."""
 
 
 async def _timed(probe: Callable[[], Awaitable[None]], target: str, limit_s: float) -> ProbeResult:
@@ -103,7 +105,8 @@ async def check_health() -> HealthReport:
         overall = "degraded"
     else:
         overall = "ok"
-    return HealthReport(status=overall, checks=results, gpu=await _gpu_report())
+    return HealthReport(status=overall, checks=results, gpu=await _gpu_report(),
+                        breakers=await _breakers(settings))
 
 
 async def _gpu_report() -> GpuReport | None:
@@ -116,3 +119,18 @@ async def _gpu_report() -> GpuReport | None:
     return GpuReport(strategy=status.strategy, mode=status.mode, switching_to=status.switching_to,
                      switches=status.switches, switch_ms_total=status.switch_ms_total,
                      waits=status.waits, wait_ms_total=status.wait_ms_total)
+
+
+async def _breakers(settings: Settings) -> dict[str, Literal["closed", "open"]]:
+    from roleplay.ops.failover import base_urls, breaker_report
+
+    report: dict[str, Literal["closed", "open"]] = {}
+    try:
+        for name, urls in (("llm", base_urls(settings.llm_base_url, settings.llm_base_urls)),
+                           ("tts", base_urls(settings.tts_base_url, settings.tts_base_urls))):
+            states = await breaker_report(urls)
+            report.update({f"{name}[{n}]": "open" if states[url] == "open" else "closed"
+                           for n, url in enumerate(urls)})
+    except Exception:  # Redis down: its own check says so
+        return {}
+    return report

@@ -12,10 +12,18 @@ from collections.abc import Callable
 import httpx
 
 from roleplay.loop_bound import LoopBoundClient
+from roleplay.ops import request_context
 from roleplay.settings import Settings, get_settings
 
 Timeouts = Callable[[Settings], tuple[float, float]]
 """Settings → (connect seconds, read seconds)."""
+
+
+async def _pass_request_id(request: httpx.Request) -> None:
+    """Server A's logs join ours: each upstream call carries the request's id."""
+    request_id = request_context.request_id()
+    if request_id and "x-request-id" not in request.headers:
+        request.headers["X-Request-ID"] = request_id
 
 
 def pooled_http(timeouts: Timeouts, *, max_connections: int,
@@ -25,7 +33,8 @@ def pooled_http(timeouts: Timeouts, *, max_connections: int,
         return httpx.AsyncClient(
             timeout=httpx.Timeout(connect=connect, read=read, write=connect, pool=connect),
             limits=httpx.Limits(max_connections=max_connections,
-                                max_keepalive_connections=keepalive))
+                                max_keepalive_connections=keepalive),
+            event_hooks={"request": [_pass_request_id]})
 
     async def close_client(client: httpx.AsyncClient) -> None:
         await client.aclose()

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from roleplay.ops import request_context
+
 ANONYMOUS_ID = "anonymous"
 
 
@@ -16,6 +18,8 @@ ANONYMOUS_ID = "anonymous"
 class User:
     id: str
     authenticated: bool
+    is_admin: bool = False
+    """The login's token says so (`admin: true`, or `admin` in its `roles`)."""
 
 
 ANONYMOUS = User(id=ANONYMOUS_ID, authenticated=False)
@@ -25,4 +29,6 @@ async def current_user(request: Request) -> User:
     """FastAPI dependency: 401 unless the request carries a good token (when JWT_SECRET is set)."""
     from roleplay.auth import user_from_request  # imported here: auth imports this module
 
-    return await user_from_request(request)
+    user = await user_from_request(request)
+    request_context.note(user=request_context.hashed(user.id))
+    return user

@@ -12,6 +12,7 @@ ignored, since local estimates stand in for it.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ import httpx
 from roleplay.errors import NotConfigured, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from roleplay.gpu import gpu_lease
 from roleplay.http_pool import pooled_http
+from roleplay.ops import metrics
+from roleplay.ops.failover import base_urls, with_failover
 from roleplay.settings import Settings, get_settings
 
 
@@ -106,6 +109,7 @@ def upstream_message(body: bytes, fallback: str) -> str:
 @asynccontextmanager
 async def upstream_call(name: str) -> AsyncIterator[None]:
     """Maps transport failures of one upstream call to the API's errors."""
+    started = time.perf_counter()
     try:
         yield
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
@@ -114,6 +118,8 @@ async def upstream_call(name: str) -> AsyncIterator[None]:
         raise UpstreamTimeout(f"{name} did not answer in time") from None
     except httpx.TransportError as error:
         raise UpstreamUnavailable(f"{name} connection failed: {type(error).__name__}") from None
+    finally:
+        metrics.observe("upstream_seconds", time.perf_counter() - started, upstream=name)
 
 
 async def _raise_for_status(response: httpx.Response, name: str) -> None:
@@ -346,10 +352,48 @@ class OllamaClient:
         yield closing  # after the GPU lease ends: generation is over
 
 
-def llm_client(settings: Settings | None = None) -> LLMClient:
+class FailoverLLMClient:
+    """The configured upstreams behind one client: each call goes through
+    `ops.failover` (retry before the first byte, breakers); a stream fails over only
+    until its first chunk has arrived."""
+
+    def __init__(self, clients: list[OpenAICompatibleClient] | list[OllamaClient]) -> None:
+        self.clients = {client.base_url: client for client in clients}
+        self.primary = clients[0]
+        self.service = self.primary.service
+        self.name = self.primary.name
+
+    async def list_models(self) -> list[UpstreamModel]:
+        return await with_failover(self.name, list(self.clients),
+                                   lambda url: self.clients[url].list_models())
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        return await with_failover(self.name, list(self.clients),
+                                   lambda url: self.clients[url].complete(request))
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
+        async def opened(url: str) -> tuple[AsyncIterator[StreamChunk], StreamChunk]:
+            chunks = self.clients[url].stream(request)
+            try:
+                return chunks, await anext(chunks)
+            except BaseException:
+                await chunks.aclose()  # type: ignore[attr-defined]
+                raise
+
+        chunks, first = await with_failover(self.name, list(self.clients), opened)
+        try:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+
+def llm_client(settings: Settings | None = None) -> FailoverLLMClient:
     settings = settings or get_settings()
-    if not settings.llm_base_url:
+    urls = base_urls(settings.llm_base_url, settings.llm_base_urls)
+    if not urls:
         raise NotConfigured("no LLM upstream: set LLM_BASE_URL (the local runner embeds one)")
     if settings.llm_service == "ollama":
-        return OllamaClient(settings.llm_base_url)
-    return OpenAICompatibleClient(settings.llm_base_url)
+        return FailoverLLMClient([OllamaClient(url) for url in urls])
+    return FailoverLLMClient([OpenAICompatibleClient(url) for url in urls])

@@ -8,9 +8,11 @@ scripts are kilobytes, and EVAL also makes Redis hash the body each time.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from roleplay.ops import metrics
 from roleplay.redis_client import get_redis
 
 if TYPE_CHECKING:
@@ -33,4 +35,7 @@ class LuaScript:
         script = self._registered
         if script is None or script.registered_client is not redis:
             script = self._registered = redis.register_script(self.body)
-        return await script(keys=list(keys), args=list(args))
+        started = time.perf_counter()
+        answer = await script(keys=list(keys), args=list(args))
+        metrics.observe("redis_seconds", time.perf_counter() - started)
+        return answer

@@ -119,10 +119,32 @@ class Settings(BaseSettings):
         default=900.0, ge=10, description="A request's hold on its mode expires after this (a crashed "
         "holder cannot pin a mode).")
 
+    # operating it (issue 20)
+    log_requests: bool = Field(default=True, description="One JSON line per request on stdout.")
+    log_content: bool = Field(default=False, description="Put message text in the request log lines.")
+    metrics_enabled: bool = Field(
+        default=True, description="Prometheus metrics (runner: GET /metrics), EMF lines on Lambda.")
+    metrics_token: SecretStr | None = Field(
+        default=None, description="Bearer token for GET /metrics; needed when sign-in is on.")
+    user_rpm: int = Field(
+        default=0, ge=0, description="Chat turns and TTS calls per user per minute; 0 = off.")
+    user_tokens_per_day: int = Field(
+        default=0, ge=0, description="Prompt + completion tokens per user per UTC day; 0 = off.")
+    user_tts_seconds_per_day: float = Field(
+        default=0, ge=0, description="Seconds of speech per user per UTC day; 0 = off.")
+    llm_base_urls: str | None = Field(
+        default=None, description="Comma-separated LLM upstreams, tried in order (failover); "
+        "unset: LLM_BASE_URL alone.")
+    tts_base_urls: str | None = Field(
+        default=None, description="Comma-separated GPT-SoVITS upstreams, tried in order.")
+    breaker_failures: int = Field(
+        default=5, ge=1, description="Failures in a row that open an upstream's circuit breaker.")
+    breaker_cooloff_s: float = Field(default=30.0, gt=0, description="How long an open breaker stays open.")
+
     @field_validator("llm_base_url", "tts_base_url", "redis_url", "characters_table", "voices_file",
                      "audio_bucket", "summary_model", "summarizer_function", "speech_function",
-                     "jwt_audience", "jwt_issuer", "jwt_secret_arn", "tts_service", "gpu_modes",
-                     mode="before")
+                     "jwt_audience", "jwt_issuer", "jwt_secret_arn", "tts_service", "llm_base_urls",
+                     "tts_base_urls", "metrics_token", "gpu_modes", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """`NAME=` (as templates and .env files write an unset value) means unset."""

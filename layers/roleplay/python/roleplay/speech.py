@@ -124,6 +124,9 @@ def speech_engine(settings: Settings | None = None) -> SpeechEngine:
         return EspeakEngine()
     if service == "gpt_sovits" and settings.tts_base_url:
         from roleplay.gpt_sovits_client import GptSovitsEngine
+        from roleplay.ops.failover import base_urls
+        from roleplay.speech_failover import FailoverSpeechEngine
 
-        return GptSovitsEngine(settings.tts_base_url)
+        urls = base_urls(settings.tts_base_url, settings.tts_base_urls)
+        return FailoverSpeechEngine([GptSovitsEngine(url) for url in urls])
     raise NotConfigured("TTS_SERVICE=gpt_sovits needs TTS_BASE_URL (GPT-SoVITS api_v2, port 9880)")

@@ -1,0 +1,48 @@
+"""GPT-SoVITS behind `ops.failover`: `TTS_BASE_URLS` tried in order, one retry before the
+first byte, a circuit breaker per server. A streamed synthesis fails over only until its
+first chunk has arrived."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from roleplay.gpt_sovits_client import GptSovitsEngine
+from roleplay.ops.failover import with_failover
+from roleplay.speech import SynthesizedAudio
+from roleplay.voice_catalog import Voice
+
+
+class FailoverSpeechEngine:
+    service = "gpt_sovits"
+
+    def __init__(self, engines: list[GptSovitsEngine]) -> None:
+        self.engines = {engine.base_url: engine for engine in engines}
+        self.name = engines[0].name
+
+    async def synthesize(self, text: str, voice: Voice, *, speed: float = 1.0,
+                         language: str | None = None, streaming_mode: int = 0) -> SynthesizedAudio:
+        return await with_failover(self.name, list(self.engines), lambda url: self.engines[url].synthesize(
+            text, voice, speed=speed, language=language, streaming_mode=streaming_mode))
+
+    async def synthesize_stream(self, text: str, voice: Voice, *, speed: float = 1.0,
+                                language: str | None = None, streaming_mode: int = 2,
+                                media_type: Literal["wav", "raw", "ogg", "aac"] = "wav",
+                                ) -> AsyncIterator[bytes]:
+        async def opened(url: str) -> tuple[AsyncIterator[bytes], bytes]:
+            chunks = self.engines[url].synthesize_stream(text, voice, speed=speed, language=language,
+                                                         streaming_mode=streaming_mode,
+                                                         media_type=media_type)
+            try:
+                return chunks, await anext(chunks)
+            except BaseException:
+                await chunks.aclose()  # type: ignore[attr-defined]
+                raise
+
+        chunks, first = await with_failover(self.name, list(self.engines), opened)
+        try:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
