@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from roleplay.cors import CrossOrigin
 from roleplay.envelope import error_body
 from roleplay.errors import ApiError
 from roleplay.settings import get_settings
@@ -182,4 +183,5 @@ def create_function_app(title: str, routers: Iterable[APIRouter], **fastapi_kwar
     app.add_exception_handler(Exception, _on_unexpected)
     app.add_middleware(RedisOutage)
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(CrossOrigin)  # outermost: errors from the others get CORS headers too
     return app

@@ -6,11 +6,12 @@ message naming the environment variable, instead of surfacing later as a 500.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
@@ -103,6 +104,24 @@ class Settings(BaseSettings):
     audio_dir: str = Field(default="data/audio", min_length=1)
     audio_bucket: str | None = None
     audio_ttl_s: int = Field(default=86400, ge=1)
+
+    # browsers (issue 15)
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins (`https://app.example.com`) whose pages may call the API, with "
+        "cookies; comma-separated or a JSON list. Empty: same origin only.",
+    )
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _origin_list(cls, value: object) -> object:
+        """A JSON list or comma-separated; an origin has no path, so a trailing `/` goes."""
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else text.split(",")
+        if isinstance(value, list):
+            return [o.strip().rstrip("/") for o in value if isinstance(o, str) and o.strip()]
+        return value
 
     @field_validator("llm_base_url", "tts_base_url", "redis_url", "characters_table", "voices_file",
                      "audio_bucket", "summary_model", "summarizer_function", "speech_function",
