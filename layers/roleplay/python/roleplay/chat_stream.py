@@ -1,7 +1,8 @@
 """A role-play turn as Server-Sent Events: text as it is generated, speech as it is made.
 
 Events: `delta` ({content}), `audio` (one per spoken sentence, with speech on), then
-`done` (the reply's figures, once it is stored and every sentence is spoken), or
+`done` (the whole reply and its figures, once it is stored and every sentence is
+spoken), or
 `error` if the upstream fails mid-stream. A client that leaves stops the upstream
 request, and what was generated is stored, marked `cut`.
 """
@@ -49,7 +50,7 @@ async def open_stream(request: ChatRequest, user: User,
 
 async def _single_event_stream(reply: ChatReply) -> AsyncIterator[str]:
     yield _sse("delta", {"content": reply.content})
-    yield _sse("done", reply.model_dump(exclude={"content"}))
+    yield _sse("done", reply.model_dump())
 
 
 async def _relay(
@@ -90,8 +91,8 @@ async def _relay(
             for spoken in [*speech.ready(), *await speech.rest()]:
                 yield _sse("audio", spoken.event())
         reply = reply_for(turn, content, usage, closing.finish_reason if closing else None,
-                          summary_scheduled=scheduled)
-        yield _sse("done", reply.model_dump(exclude={"content"}))
+                          summary_scheduled=scheduled, answered_by=closing.model if closing else None)
+        yield _sse("done", reply.model_dump())
     except ApiError as error:
         with anyio.CancelScope(shield=True):
             await finish_turn(turn, "".join(parts), None, None, cut=True)
