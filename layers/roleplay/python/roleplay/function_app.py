@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from roleplay.cors import CrossOrigin
 from roleplay.envelope import error_body
 from roleplay.errors import ApiError
+from roleplay.offline_docs import add_offline_docs
 from roleplay.settings import get_settings
 
 logger = logging.getLogger("roleplay")
@@ -173,8 +174,9 @@ class _BodyTooLarge(Exception):
 
 
 def create_function_app(title: str, routers: Iterable[APIRouter], **fastapi_kwargs: Any) -> FastAPI:
-    """A FastAPI app with the envelope error handlers and the given routes."""
-    app = FastAPI(title=title, **fastapi_kwargs)
+    """A FastAPI app with the envelope error handlers, the given routes, and offline docs."""
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, **fastapi_kwargs)
+    add_offline_docs(app)
     for router in routers:
         app.include_router(router)
     app.add_exception_handler(ApiError, _on_api_error)
