@@ -1,4 +1,6 @@
-"""`/docs` (Swagger UI) and `/redoc` from files on this machine, never from a CDN.
+"""`/docs` (Swagger UI) from files on this machine, never from a CDN.
+
+There is no ReDoc page: its bundle always loads a logo from its CDN.
 
 The JavaScript and CSS come from the `fastapi-offline` package (the local runner's
 `local` extra), found with `find_spec` only when a docs page is asked for: a Lambda
@@ -12,13 +14,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 
 from roleplay.errors import ApiError
 
 ASSETS_PACKAGE = "fastapi_offline"
-ASSETS = {"swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png"}
+ASSETS = {"swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"}
 ASSET_PATH = "/docs/assets"
 
 
@@ -40,7 +42,7 @@ def assets_dir() -> Path:
 
 
 def add_offline_docs(app: FastAPI) -> None:
-    """Adds the pages to an app built with `docs_url=None, redoc_url=None`."""
+    """Adds the page to an app built with `docs_url=None, redoc_url=None`."""
 
     def page_urls(request: Request) -> tuple[str, str]:
         root = request.scope.get("root_path", "").rstrip("/")
@@ -55,15 +57,6 @@ def add_offline_docs(app: FastAPI) -> None:
             swagger_js_url=f"{assets}/swagger-ui-bundle.js",
             swagger_css_url=f"{assets}/swagger-ui.css",
             swagger_favicon_url=f"{assets}/favicon.png")
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc(request: Request) -> HTMLResponse:
-        assets_dir()
-        openapi_url, assets = page_urls(request)
-        return get_redoc_html(
-            openapi_url=openapi_url, title=f"{app.title} — API reference",
-            redoc_js_url=f"{assets}/redoc.standalone.js",
-            redoc_favicon_url=f"{assets}/favicon.png", with_google_fonts=False)
 
     @app.get(ASSET_PATH + "/{name}", include_in_schema=False)
     async def asset(name: str) -> FileResponse:
