@@ -46,9 +46,10 @@ def _start_embedded_services(stack: ExitStack, data_dir: Path) -> None:
         logger.info("embedded LLM (%s) at %s", llm.model_alias, llm.base_url)
 
 
-def _exit_on_sigterm(signum: int, _: FrameType | None) -> None:
-    """Unwinds like Ctrl-C, so the embedded services' context managers stop them. uvicorn
-    handles SIGTERM itself while serving, then raises it again once it has shut down."""
+def _exit_on_signal(signum: int, _: FrameType | None) -> None:
+    """Unwinds the stack, so the embedded services' context managers stop them. uvicorn
+    handles the signal itself while serving, then raises it again once it has shut down:
+    SIGTERM's default action would end the process there, leaving them running."""
     raise SystemExit(128 + signum)
 
 
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv:
         print("usage: python -m local_runner [token --sub USER]", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_on_signal)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     host = os.environ.get("HOST", "127.0.0.1")
     port_text = os.environ.get("PORT", "8000")
