@@ -72,9 +72,9 @@ def _send(browser: Any, text: str) -> dict[str, Any]:
                       " || !document.querySelector('#error').hidden")
     return browser.execute_script("""
         const item = [...document.querySelectorAll('.msg.assistant')].pop();
-        return {text: item.querySelector('.text').textContent, deltas: Number(item.dataset.deltas),
-                done: item.dataset.done === 'true', error: document.querySelector('#error').hidden
-                ? null : document.querySelector('#error').textContent};""")
+        const error = document.querySelector('#error');
+        return {text: item?.querySelector('.text').textContent, deltas: Number(item?.dataset.deltas),
+                done: item?.dataset.done === 'true', error: error.hidden ? null : error.textContent};""")
 
 
 def _set(browser: Any, element_id: str, value: str) -> None:
