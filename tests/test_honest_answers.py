@@ -86,3 +86,20 @@ def test_counts_the_upstream_did_not_give_are_marked_estimated(
     reply = sse_events(response.text)[-1][1] if stream else response.json()["data"]
     assert reply["usage"]["estimated"] is True
     assert reply["usage"]["prompt_tokens"] > 0 and reply["usage"]["completion_tokens"] > 0
+
+
+@pytest.mark.llm
+def test_llama_cpp_counts_a_whole_reply_but_not_a_streamed_one(real_llm: object,
+                                                                client: TestClient) -> None:
+    """llama-cpp-python's server (0.3.x) ignores `stream_options.include_usage`: streamed
+    usage is Server B's estimate, and says so."""
+    turn = {"tts_enabled": False, "max_tokens": 12, "temperature": 0,
+            "messages": [{"role": "user", "content": "Say hello."}]}
+    whole = client.post("/api/chat", json=turn).json()["data"]
+    assert whole["usage"]["estimated"] is False
+    events = sse_events(client.post("/api/chat", json={**turn, "stream": True}).text)
+    done = events[-1][1]
+    assert done["usage"]["estimated"] is True
+    assert done["content"] == "".join(d["content"] for name, d in events if name == "delta")
+    # It names the model with whatever name it was asked for; vLLM names its served model.
+    assert whole["model"] == done["model"] == real_llm.model_alias  # type: ignore[attr-defined]
