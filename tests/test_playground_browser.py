@@ -107,6 +107,7 @@ def test_korean_turn_streams_text_and_plays_wav_per_sentence(browser: Any, serve
     assert browser.execute_script(
         "return document.querySelector('#character').selectedOptions[0].text") == "민지"
     _set(browser, "max-tokens", "40")
+    _set(browser, "temperature", "0")
 
     reply = _send(browser, "안녕! 오늘 뭐 했어?")
 

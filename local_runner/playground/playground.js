@@ -71,7 +71,11 @@ async function runTurn(messages) {
   item.dataset.deltas = "0";
   const text = item.querySelector(".text");
   const player = ttsOptions().tts_mode === "on_click" ? null : new SentencePlayer();
-  const request = { messages, max_tokens: Number($("#max-tokens").value) || 200, ...ttsOptions() };
+  const request = {
+    messages, ...ttsOptions(),
+    max_tokens: Number($("#max-tokens").value) || 200,
+    temperature: Number($("#temperature").value),
+  };
   if (state.sessionId) request.session_id = state.sessionId;
   else if ($("#character").value) request.character_id = $("#character").value;
   try {

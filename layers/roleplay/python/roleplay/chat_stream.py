@@ -2,8 +2,7 @@
 
 Events: `delta` ({content}), `audio` (one per spoken sentence, with speech on), then
 `done` (the whole reply and its figures, once it is stored and every sentence is
-spoken), or
-`error` if the upstream fails mid-stream. A client that leaves stops the upstream
+spoken), or `error` if the upstream fails mid-stream. A client that leaves stops the upstream
 request, and what was generated is stored, marked `cut`.
 """
 
