@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from roleplay.settings import ConfigurationError, get_settings
+from tests.lambda_events import LAMBDA_CONTEXT, http_api_event
 
 APP = "http://localhost:3000"
 PREFLIGHT = {"Access-Control-Request-Method": "POST",
@@ -77,7 +78,21 @@ def test_origins_are_read_comma_separated_or_as_json(
     assert get_settings().cors_allow_origins == origins
 
 
-def test_an_unreadable_origin_list_names_the_variable(settings_env: Callable[..., None]) -> None:
-    settings_env(CORS_ALLOW_ORIGINS='["http://a.example"')
+@pytest.mark.parametrize("value", ['["http://a.example"', "localhost:3000", "http://a.example/app"])
+def test_an_unreadable_origin_list_names_the_variable(settings_env: Callable[..., None],
+                                                      value: str) -> None:
+    settings_env(CORS_ALLOW_ORIGINS=value)
     with pytest.raises(ConfigurationError, match="CORS_ALLOW_ORIGINS"):
         get_settings()
+
+
+def test_a_lambda_function_answers_the_preflight_too(allow_app_origin: None) -> None:
+    from functions.chat.app import handler
+
+    event = http_api_event("OPTIONS", "/api/chat", headers={"origin": APP, **{
+        name.lower(): value for name, value in PREFLIGHT.items()}})
+    result = handler(event, LAMBDA_CONTEXT)
+    headers = {name.lower(): value for name, value in result["headers"].items()}
+    assert result["statusCode"] == 204
+    assert headers["access-control-allow-origin"] == APP
+    assert headers["access-control-allow-credentials"] == "true"

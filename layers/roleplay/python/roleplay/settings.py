@@ -7,6 +7,7 @@ message naming the environment variable, instead of surfacing later as a 500.
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -119,9 +120,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             text = value.strip()
             value = json.loads(text) if text.startswith("[") else text.split(",")
-        if isinstance(value, list):
-            return [o.strip().rstrip("/") for o in value if isinstance(o, str) and o.strip()]
-        return value
+        if not isinstance(value, list):
+            return value
+        origins = [o.strip().rstrip("/") for o in value if isinstance(o, str) and o.strip()]
+        for origin in origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], or *)")
+        return origins
 
     @field_validator("llm_base_url", "tts_base_url", "redis_url", "characters_table", "voices_file",
                      "audio_bucket", "summary_model", "summarizer_function", "speech_function",
