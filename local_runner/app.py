@@ -11,6 +11,7 @@ import importlib
 
 from fastapi import APIRouter, FastAPI
 
+from local_runner.playground import add_playground
 from roleplay.function_app import create_function_app
 
 FUNCTIONS = ("health", "characters", "models", "chat", "tts", "voices")
@@ -25,8 +26,10 @@ def function_routers() -> dict[str, APIRouter]:
 def build_app() -> FastAPI:
     from local_runner.metrics_route import router as metrics_router
 
-    return create_function_app(
+    app = create_function_app(
         "Server B",
         [*function_routers().values(), metrics_router],
         description="Character role-play chat backend: every function handler in one app.",
     )
+    add_playground(app)
+    return app

@@ -44,7 +44,7 @@ def test_resent_whole_conversation_is_not_stored_twice(settings_env, client: Tes
     messages = _session(client, sid)["messages"]
     assert [(m["role"], m["content"]) for m in messages] == [
         ("user", "안녕"), ("assistant", "응, 안녕!"), ("user", "뭐 해?"), ("assistant", "응, 안녕!")]
-    assert first["usage"] == {"prompt_tokens": 42, "completion_tokens": 3}
+    assert first["usage"] == {"prompt_tokens": 42, "completion_tokens": 3, "estimated": False}
     assert seen[1]["messages"][0]["role"] == "system"
     assert "밝은 소녀" in seen[1]["messages"][0]["content"], "persona kept from the first turn"
 

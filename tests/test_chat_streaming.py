@@ -52,7 +52,7 @@ def test_ollama_reply_uses_its_counts_and_num_predict(settings_env, client: Test
         data = client.post("/api/chat", json={"messages": [{"role": "user", "content": "안녕"}],
                                               "max_tokens": 64}).json()["data"]
     assert data["content"] == "안녕! 반가워."
-    assert data["usage"] == {"prompt_tokens": 26, "completion_tokens": 7}
+    assert data["usage"] == {"prompt_tokens": 26, "completion_tokens": 7, "estimated": False}
     assert seen[0]["options"] == {"temperature": 0.7, "num_predict": 64}
     assert seen[0]["model"] == "gemma3:27b" and seen[0]["stream"] is False
 
@@ -66,7 +66,7 @@ def test_ollama_ndjson_stream_becomes_sse(settings_env, client: TestClient) -> N
     assert [e for e in events if e[0] == "delta"] == [("delta", {"content": "안녕"}),
                                                        ("delta", {"content": "! 반가워."})]
     assert events[-1][0] == "done"
-    assert events[-1][1]["usage"] == {"prompt_tokens": 26, "completion_tokens": 7}
+    assert events[-1][1]["usage"] == {"prompt_tokens": 26, "completion_tokens": 7, "estimated": False}
 
 
 def _slow_openai(state: dict) -> FastAPI:

@@ -39,6 +39,9 @@ class ChatRequest(BaseModel):
 class ChatUsage(BaseModel):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    estimated: bool = Field(
+        default=False, description="True when the upstream did not report a count and Server B "
+        "estimated it (prompt: its own plan; completion: the reply's cl100k tokens).")
 
 
 class TtsError(BaseModel):

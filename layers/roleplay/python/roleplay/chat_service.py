@@ -150,7 +150,7 @@ async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
 
 
 def _usage(turn: PreparedTurn, content: str, usage: Usage | None) -> ChatUsage:
-    """The upstream's counts when it gave them, else local estimates."""
+    """The upstream's counts when it gave them, else local estimates, marked `estimated`."""
     usage = usage or Usage()
     prompt = usage.prompt_tokens
     if prompt is None:
@@ -158,7 +158,8 @@ def _usage(turn: PreparedTurn, content: str, usage: Usage | None) -> ChatUsage:
     completion = usage.completion_tokens
     if completion is None:
         completion = count_tokens(content)
-    return ChatUsage(prompt_tokens=prompt, completion_tokens=completion)
+    estimated = usage.prompt_tokens is None or usage.completion_tokens is None
+    return ChatUsage(prompt_tokens=prompt, completion_tokens=completion, estimated=estimated)
 
 
 async def finish_turn(
@@ -219,11 +220,13 @@ async def _speech(turn: PreparedTurn, content: str, jobs: JobRunner | None) -> S
 
 
 def reply_for(turn: PreparedTurn, content: str, usage: Usage | None, finish_reason: str | None,
-              *, summary_scheduled: bool = False, speech: Speech | None = None) -> ChatReply:
+              *, summary_scheduled: bool = False, speech: Speech | None = None,
+              answered_by: str | None = None) -> ChatReply:
+    """`answered_by`: the model the upstream says answered, which may not be the one asked for."""
     speech = speech or Speech()
     return ChatReply(
         content=content, usage=_usage(turn, content, usage), session_id=turn.session_id,
-        model=turn.model, audio_url=speech.audio_url, tts_error=speech.error,
+        model=answered_by or turn.model, audio_url=speech.audio_url, tts_error=speech.error,
         context_summarized=turn.plan.context_summarized,
         dropped_messages=turn.plan.dropped_messages, summary_scheduled=summary_scheduled,
         finish_reason=finish_reason)
@@ -238,7 +241,7 @@ async def chat_turn(request: ChatRequest, user: User,
     scheduled = await finish_turn(turn, completion.content, completion.usage, jobs)
     speech = await _speech(turn, completion.content, jobs)
     reply = reply_for(turn, completion.content, completion.usage, completion.finish_reason,
-                      summary_scheduled=scheduled, speech=speech)
+                      summary_scheduled=scheduled, speech=speech, answered_by=completion.model)
     await turn_observer.turn_answered(request, reply, user)
     return reply
 

@@ -1,8 +1,8 @@
 """A role-play turn as Server-Sent Events: text as it is generated, speech as it is made.
 
 Events: `delta` ({content}), `audio` (one per spoken sentence, with speech on), then
-`done` (the reply's figures, once it is stored and every sentence is spoken), or
-`error` if the upstream fails mid-stream. A client that leaves stops the upstream
+`done` (the whole reply and its figures, once it is stored and every sentence is
+spoken), or `error` if the upstream fails mid-stream. A client that leaves stops the upstream
 request, and what was generated is stored, marked `cut`.
 """
 
@@ -55,7 +55,7 @@ async def _observe_speech(turn: PreparedTurn, spoken: SpokenSentence) -> None:
 
 async def _single_event_stream(reply: ChatReply) -> AsyncIterator[str]:
     yield _sse("delta", {"content": reply.content})
-    yield _sse("done", reply.model_dump(exclude={"content"}))
+    yield _sse("done", reply.model_dump())
 
 
 async def _relay(
@@ -98,9 +98,9 @@ async def _relay(
                 await _observe_speech(turn, spoken)
                 yield _sse("audio", spoken.event())
         reply = reply_for(turn, content, usage, closing.finish_reason if closing else None,
-                          summary_scheduled=scheduled)
+                          summary_scheduled=scheduled, answered_by=closing.model if closing else None)
         await turn_observer.turn_answered(turn.request, reply, turn.user or ANONYMOUS)
-        yield _sse("done", reply.model_dump(exclude={"content"}))
+        yield _sse("done", reply.model_dump())
     except ApiError as error:
         with anyio.CancelScope(shield=True):
             await finish_turn(turn, "".join(parts), None, None, cut=True)

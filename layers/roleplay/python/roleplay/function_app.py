@@ -18,8 +18,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from roleplay.cors import CrossOrigin
 from roleplay.envelope import error_body
 from roleplay.errors import ApiError
+from roleplay.offline_docs import add_offline_docs
 from roleplay.ops.access_log import RequestObservation
 from roleplay.settings import get_settings
 
@@ -174,8 +176,9 @@ class _BodyTooLarge(Exception):
 
 
 def create_function_app(title: str, routers: Iterable[APIRouter], **fastapi_kwargs: Any) -> FastAPI:
-    """A FastAPI app with the envelope error handlers and the given routes."""
-    app = FastAPI(title=title, **fastapi_kwargs)
+    """A FastAPI app with the envelope error handlers, the given routes, and offline docs."""
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, **fastapi_kwargs)
+    add_offline_docs(app)
     for router in routers:
         app.include_router(router)
     app.add_exception_handler(ApiError, _on_api_error)
@@ -184,5 +187,6 @@ def create_function_app(title: str, routers: Iterable[APIRouter], **fastapi_kwar
     app.add_exception_handler(Exception, _on_unexpected)
     app.add_middleware(RedisOutage)
     app.add_middleware(BodySizeLimit)
-    app.add_middleware(RequestObservation)  # outermost: it sees every answer, errors included
+    app.add_middleware(CrossOrigin)  # errors from the inner ones get CORS headers too
+    app.add_middleware(RequestObservation)  # outermost: it sees every answer, preflights included
     return app

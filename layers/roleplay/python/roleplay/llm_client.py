@@ -56,16 +56,18 @@ class Completion:
     content: str
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
+    model: str | None = None  # as the upstream named the model that answered
 
 
 @dataclass(frozen=True)
 class StreamChunk:
-    """A text delta, or (with `done`) the closing chunk carrying usage."""
+    """A text delta, or (with `done`) the closing chunk carrying usage and the model."""
 
     delta: str = ""
     done: bool = False
     usage: Usage | None = None
     finish_reason: str | None = None
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -223,12 +225,14 @@ class OpenAICompatibleClient:
             content=_text(choice["message"].get("content"), self.name, "message content"),
             usage=_usage_from(body.get("usage"), "prompt_tokens", "completion_tokens"),
             finish_reason=_str_or_none(choice.get("finish_reason")),
+            model=_str_or_none(body.get("model")),
         )
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
         http = await http_holder.get()
         usage: Usage | None = None
         finish_reason: str | None = None
+        model: str | None = None
         events = 0
         async with gpu_lease("llm"), upstream_call(self.name), http.stream(
             "POST", f"{self.base_url}/v1/chat/completions", json=self._payload(request, True)
@@ -250,6 +254,7 @@ class OpenAICompatibleClient:
                 if "error" in event:
                     raise UpstreamError(f"{self.name} failed mid-stream: "
                                         f"{upstream_message(data.encode(), 'unknown error')}")
+                model = _str_or_none(event.get("model")) or model
                 if event.get("usage"):
                     usage = _usage_from(event["usage"], "prompt_tokens", "completion_tokens")
                 choices = event.get("choices") or []
@@ -266,7 +271,7 @@ class OpenAICompatibleClient:
         # The GPU lease has ended: a switch to speech need not wait for the caller to close.
         if not events:
             raise UpstreamError(f"{self.name} answered the stream without any event")
-        yield StreamChunk(done=True, usage=usage, finish_reason=finish_reason)
+        yield StreamChunk(done=True, usage=usage, finish_reason=finish_reason, model=model)
 
 
 class OllamaClient:
@@ -319,7 +324,8 @@ class OllamaClient:
             raise UpstreamError(f"{self.name} answered without message.content")
         return Completion(content=_text(body["message"].get("content"), self.name, "message content"),
                           usage=self._usage(body),
-                          finish_reason=_str_or_none(body.get("done_reason")))
+                          finish_reason=_str_or_none(body.get("done_reason")),
+                          model=_str_or_none(body.get("model")))
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
         http = await http_holder.get()
@@ -345,7 +351,8 @@ class OllamaClient:
                     yield StreamChunk(delta=delta)
                 if event.get("done"):
                     closing = StreamChunk(done=True, usage=self._usage(event),
-                                          finish_reason=_str_or_none(event.get("done_reason")))
+                                          finish_reason=_str_or_none(event.get("done_reason")),
+                                          model=_str_or_none(event.get("model")))
                     break
         if closing is None:
             raise UpstreamError(f"{self.name} ended the stream without a done line")

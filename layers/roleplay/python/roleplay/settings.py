@@ -6,11 +6,13 @@ message naming the environment variable, instead of surfacing later as a 500.
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
@@ -140,6 +142,27 @@ class Settings(BaseSettings):
     breaker_failures: int = Field(
         default=5, ge=1, description="Failures in a row that open an upstream's circuit breaker.")
     breaker_cooloff_s: float = Field(default=30.0, gt=0, description="How long an open breaker stays open.")
+    # browsers (issue 15)
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins (`https://app.example.com`) whose pages may call the API, with "
+        "cookies; comma-separated or a JSON list. Empty: same origin only.",
+    )
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _origin_list(cls, value: object) -> object:
+        """A JSON list or comma-separated; an origin has no path, so a trailing `/` goes."""
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else text.split(",")
+        if not isinstance(value, list):
+            return value
+        origins = [o.strip().rstrip("/") for o in value if isinstance(o, str) and o.strip()]
+        for origin in origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], or *)")
+        return origins
 
     @field_validator("llm_base_url", "tts_base_url", "redis_url", "characters_table", "voices_file",
                      "audio_bucket", "summary_model", "summarizer_function", "speech_function",

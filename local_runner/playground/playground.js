@@ -1,0 +1,227 @@
+// The playground: one character, one conversation, streamed text and spoken sentences.
+// Open it with ?api=http://host:port to call a Server B on another origin (CORS).
+import { apiClient, describeError } from "./api.js";
+
+const api = apiClient(new URLSearchParams(location.search).get("api") || "");
+const $ = (selector) => document.querySelector(selector);
+const state = { sessionId: null, characters: new Map() };
+
+// ---- messages -------------------------------------------------------------------------
+
+function addMessage(role, text = "") {
+  const item = document.createElement("li");
+  item.className = `msg ${role}`;
+  item.innerHTML = `<div class="who"></div><div class="text"></div><div class="audio"></div>`;
+  item.querySelector(".who").textContent = role === "user" ? "나" : characterName();
+  item.querySelector(".text").textContent = text;
+  $("#messages").append(item);
+  item.scrollIntoView({ block: "end" });
+  return item;
+}
+
+function addNote(item, text) {
+  const note = document.createElement("div");
+  note.className = "note";
+  note.textContent = text;
+  item.append(note);
+}
+
+// Sentences are played one after another, in the order the server numbered them.
+class SentencePlayer {
+  constructor() { this.queue = []; this.playing = null; }
+
+  add(audio) {
+    this.queue.push(audio);
+    this.queue.sort((a, b) => a.dataset.index - b.dataset.index);
+    if (!this.playing) this.next();
+  }
+
+  next() {
+    this.playing = this.queue.shift() || null;
+    if (!this.playing) return;
+    this.playing.addEventListener("ended", () => this.next(), { once: true });
+    this.playing.play().catch(() => this.next());  // autoplay refused: the controls stay
+  }
+}
+
+function addAudio(item, { index, text, audio_url: url, error }, player) {
+  if (error) return addNote(item, `문장 ${index + 1} 음성 실패: ${error.message}`);
+  const audio = document.createElement("audio");
+  audio.controls = true;
+  audio.preload = "auto";
+  audio.title = text;
+  audio.dataset.index = index;
+  audio.src = api.resolve(url);
+  item.querySelector(".audio").append(audio);
+  player?.add(audio);
+}
+
+// ---- a turn -----------------------------------------------------------------------------
+
+function ttsOptions() {
+  const mode = $("#tts-mode").value;
+  return mode === "off" ? { tts_enabled: false } : { tts_enabled: true, tts_mode: mode };
+}
+
+// Runs one streamed turn into a new assistant message; `messages` may be empty (an
+// opening line). Regenerate and edit buttons would call this with other messages.
+async function runTurn(messages) {
+  const item = addMessage("assistant");
+  item.classList.add("streaming");
+  item.dataset.deltas = "0";
+  const text = item.querySelector(".text");
+  const player = ttsOptions().tts_mode === "on_click" ? null : new SentencePlayer();
+  const request = {
+    messages, ...ttsOptions(),
+    max_tokens: Number($("#max-tokens").value) || 200,
+    temperature: Number($("#temperature").value),
+  };
+  if (state.sessionId) request.session_id = state.sessionId;
+  else if ($("#character").value) request.character_id = $("#character").value;
+  try {
+    for await (const { event, data } of api.streamChat(request)) {
+      if (event === "delta") {
+        text.textContent += data.content;
+        item.dataset.deltas = Number(item.dataset.deltas) + 1;
+      } else if (event === "audio") {
+        addAudio(item, data, player);
+      } else if (event === "done") {
+        text.textContent = data.content;
+        finishTurn(item, data);
+      } else if (event === "error") {
+        addNote(item, `답변이 중간에 끊겼어요: ${data.message}`);
+      }
+    }
+  } catch (error) {
+    item.remove();
+    showError(error);
+  } finally {
+    item.classList.remove("streaming");
+  }
+}
+
+function finishTurn(item, reply) {
+  item.dataset.done = "true";
+  state.sessionId = reply.session_id;
+  $("#session-id").textContent = reply.session_id;
+  $("#model").textContent = reply.model;
+  const { prompt_tokens: prompt, completion_tokens: completion, estimated } = reply.usage;
+  $("#usage").textContent = `입력 ${prompt} · 출력 ${completion}${estimated ? " (추정치)" : ""}`;
+  if (reply.tts_error) addNote(item, `음성 실패: ${reply.tts_error.message}`);
+  // A stored opening line is spoken whole: its audio comes with `done`, not per sentence.
+  if (reply.audio_url && !item.querySelector("audio")) {
+    addAudio(item, { index: 0, text: reply.content, audio_url: reply.audio_url }, new SentencePlayer());
+  }
+  if ($("#tts-mode").value === "on_click" && reply.content) addSpeakButton(item, reply.content);
+  refreshSession();
+}
+
+function addSpeakButton(item, content) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = "🔊 듣기";
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const voice = state.characters.get($("#character").value)?.voice_id;
+      const spoken = await api.speak(content, voice);
+      addAudio(item, { index: 0, text: content, audio_url: spoken.audio_url }, new SentencePlayer());
+      button.remove();
+    } catch (error) {
+      showError(error);
+      button.disabled = false;
+    }
+  });
+  item.append(button);
+}
+
+async function refreshSession() {
+  if (!state.sessionId) return;
+  try {
+    const view = await api.getSession(state.sessionId);
+    const t = view.tokens;
+    $("#tokens").textContent = `전체 ${t.transcript} · 요약 ${t.summary} · 워터마크 이후 ${t.after_watermark}`
+      + ` / 최대 ${t.max_context} (모델 토큰 비율 ${t.ratio.toFixed(2)})`;
+    $("#watermark").textContent = view.summary_upto < 0
+      ? "없음" : `메시지 ${view.summary_upto + 1}개까지 요약됨`;
+    $("#summary").textContent = view.summary || (view.summary_error
+      ? `요약 실패: ${view.summary_error}` : "(아직 없음)");
+  } catch (error) {
+    showError(error);
+  }
+}
+
+// ---- characters, errors, wiring ---------------------------------------------------------
+
+function characterName() {
+  return state.characters.get($("#character").value)?.name || "캐릭터";
+}
+
+async function loadCharacters(selectId) {
+  const page = await api.listCharacters();
+  const select = $("#character");
+  select.length = 1;
+  for (const character of page.items) {
+    state.characters.set(character.id, character);
+    select.add(new Option(character.name, character.id));
+  }
+  if (selectId) select.value = selectId;
+}
+
+function newSession() {
+  state.sessionId = null;
+  $("#messages").replaceChildren();
+  for (const id of ["#session-id", "#model", "#usage", "#tokens", "#watermark", "#summary"]) {
+    $(id).textContent = "—";
+  }
+  if (state.characters.get($("#character").value)?.first_message) runTurn([]);
+}
+
+function showError(error) {
+  const box = $("#error");
+  box.textContent = describeError(error);
+  box.dataset.status = error.status ?? "";
+  box.hidden = false;
+}
+
+async function send(event) {
+  event.preventDefault();
+  const content = $("#input").value.trim();
+  if (!content) return;
+  $("#input").value = "";
+  $("#error").hidden = true;
+  $("#send").disabled = true;
+  addMessage("user", content);
+  await runTurn([{ role: "user", content }]);
+  $("#send").disabled = false;
+  $("#input").focus();
+}
+
+async function createCharacter(event) {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  try {
+    const character = await api.createCharacter({
+      name: form.get("name"), persona: form.get("persona"),
+      scenario: { situation: form.get("situation") || null },
+      first_message: form.get("first_message"),
+    });
+    event.target.reset();
+    $("#new-character").open = false;
+    await loadCharacters(character.id);
+    newSession();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+$("#docs-link").href = `${api.base}/docs`;
+$("#chat-form").addEventListener("submit", send);
+$("#input").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) $("#chat-form").requestSubmit();
+});
+$("#character-form").addEventListener("submit", createCharacter);
+$("#character").addEventListener("change", newSession);
+$("#new-session").addEventListener("click", newSession);
+loadCharacters().catch(showError);
+document.body.dataset.ready = "true";
