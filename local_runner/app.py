@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI
 
 from roleplay.function_app import create_function_app
 
-FUNCTIONS = ("health", "characters", "models", "chat", "tts", "voices")
+FUNCTIONS = ("health", "characters", "models", "chat", "tts", "voices", "users")
 
 
 def function_routers() -> dict[str, APIRouter]:

@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     audio_bucket: str | None = None
     audio_ttl_s: int = Field(default=86400, ge=1)
 
+    # character cards (issue 17)
+    card_max_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024,
+        description="Largest card file (PNG, JSON, CHARX) or lorebook that import accepts, and "
+        "the most a CHARX's card.json may inflate to.")
+
     @field_validator("llm_base_url", "tts_base_url", "redis_url", "characters_table", "voices_file",
                      "audio_bucket", "summary_model", "summarizer_function", "speech_function",
                      "jwt_audience", "jwt_issuer", "jwt_secret_arn", "tts_service", mode="before")

@@ -1,0 +1,146 @@
+"""Which lorebook entries fire on a turn, as the V2 spec asks frontends to do by default.
+
+An entry fires when one of its keys occurs in the last `scan_depth` messages (a plain
+substring, so a Korean key still matches with its particle: 사과 in 사과를), ignoring
+case unless the entry is `case_sensitive`; a `selective` entry also needs one of its
+secondary keys; `constant` entries always fire and disabled ones never do. V3's
+`use_regex` keys are regular expressions, run with a time limit so a card cannot stall
+a turn. When the fired entries exceed the budget, the lowest priority go first; the
+rest are placed by `insertion_order`, before or after the character's description.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from roleplay.lorebook.model import CharacterBook, LoreEntry
+from roleplay.macros import MacroNames, replace_macros
+from roleplay.token_counter import count_tokens
+
+DEFAULT_SCAN_DEPTH = 2
+"""SillyTavern's default when a book names none."""
+REGEX_TIMEOUT_S = 0.05
+"""Per key and turn: ample for any sane pattern, short enough that a catastrophic one
+costs a turn a few milliseconds, not seconds."""
+
+Position = Literal["before_char", "after_char"]
+
+
+@dataclass(frozen=True)
+class FiredEntry:
+    index: int
+    """The entry's place in the book's `entries`."""
+    id: int | str | None
+    name: str | None
+    position: Position
+    insertion_order: float
+    rank: float
+    reason: Literal["constant", "key"]
+    content: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class LoreSelection:
+    fired: tuple[FiredEntry, ...] = ()
+    """What goes into the prompt, in prompt order."""
+    over_budget: tuple[FiredEntry, ...] = ()
+    """Entries whose keys matched but that the budget left out."""
+
+    def texts(self, position: Position) -> list[str]:
+        return [entry.content for entry in self.fired if entry.position == position]
+
+    @property
+    def tokens(self) -> int:
+        return sum(entry.tokens for entry in self.fired)
+
+
+def _regex_matches(key: str, text: str, case_sensitive: bool) -> bool:
+    import regex
+
+    pattern, flags = key, 0 if case_sensitive else regex.IGNORECASE
+    if len(key) > 2 and key.startswith("/") and key.rfind("/") > 0:
+        # SillyTavern's /pattern/flags spelling
+        end = key.rfind("/")
+        pattern, letters = key[1:end], key[end + 1:]
+        if "i" in letters:
+            flags |= regex.IGNORECASE
+        flags |= regex.MULTILINE if "m" in letters else 0
+        flags |= regex.DOTALL if "s" in letters else 0
+    try:
+        return regex.search(pattern, text, flags, timeout=REGEX_TIMEOUT_S) is not None
+    except (regex.error, TimeoutError):
+        return False
+
+
+def _any_key(keys: Sequence[str], text: str, folded: str, entry: LoreEntry) -> bool:
+    sensitive = bool(entry.case_sensitive)
+    for key in keys:
+        if not key.strip():
+            continue
+        if entry.use_regex:
+            if _regex_matches(key, text, sensitive):
+                return True
+        elif (key in text) if sensitive else (key.casefold() in folded):
+            return True
+    return False
+
+
+def _fires(entry: LoreEntry, text: str, folded: str) -> Literal["constant", "key"] | None:
+    if not entry.enabled:
+        return None
+    if entry.constant:
+        return "constant"
+    if not _any_key(entry.keys, text, folded, entry):
+        return None
+    if entry.selective and entry.secondary_keys and not _any_key(
+            entry.secondary_keys, text, folded, entry):
+        return None
+    return "key"
+
+
+def _content(entry: LoreEntry, names: MacroNames) -> str:
+    """The entry's text with macros replaced; leading V3 `@@decorator` lines are ours to
+    read, not the model's, so they are left out."""
+    lines = entry.content.strip().splitlines()
+    while lines and lines[0].lstrip().startswith("@@"):
+        lines.pop(0)
+    return replace_macros("\n".join(lines).strip(), names)
+
+
+def select_entries(
+    book: CharacterBook | None, messages: Sequence[str], names: MacroNames, budget: int,
+) -> LoreSelection:
+    """The entries `messages` (oldest first) fire, within `budget` cl100k tokens."""
+    if book is None or not book.entries:
+        return LoreSelection()
+    depth = book.scan_depth if book.scan_depth is not None else DEFAULT_SCAN_DEPTH
+    scanned = "\n".join(messages[-depth:]) if depth else ""
+    folded = scanned.casefold()
+    candidates: list[FiredEntry] = []
+    for index, entry in enumerate(book.entries):
+        reason = _fires(entry, scanned, folded)
+        if reason is None:
+            continue
+        content = _content(entry, names)
+        if not content:
+            continue
+        candidates.append(FiredEntry(
+            index=index, id=entry.id, name=entry.name or entry.comment or None,
+            position="after_char" if entry.position == "after_char" else "before_char",
+            insertion_order=float(entry.insertion_order), rank=entry.rank, reason=reason,
+            content=content, tokens=count_tokens(content)))
+    limit = budget
+    kept: list[FiredEntry] = []
+    left_out: list[FiredEntry] = []
+    used = 0
+    for candidate in sorted(candidates, key=lambda e: (-e.rank, e.index)):
+        if left_out or used + candidate.tokens > limit:
+            left_out.append(candidate)
+            continue
+        kept.append(candidate)
+        used += candidate.tokens
+    kept.sort(key=lambda e: (e.insertion_order, e.index))
+    return LoreSelection(fired=tuple(kept), over_budget=tuple(left_out))
