@@ -2,7 +2,7 @@
 
 A character holds a whole Character Card V2/V3 without loss (`roleplay.cards` maps
 the formats). Texts that reach a prompt are capped in tokens, what the model pays
-for, with a character cap eight times higher only as a bound on memory; unknown
+for, with a character cap (four per token) only as a bound on memory; unknown
 fields are refused so a typo in a client is a 422, not silent loss.
 """
 
@@ -25,8 +25,10 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Persona = Annotated[str, StringConstraints(max_length=8000)]
 """A persona sent with a chat request (a character's own is `CardText`)."""
 
-CARD_TEXT_MAX_TOKENS = 8000
-"""Per prompt text of a character: long cards fit, one field cannot fill a large context."""
+CARD_TEXT_MAX_TOKENS = 16_000
+"""Per prompt text of a character, in cl100k tokens (Korean costs about one a syllable):
+long cards fit, and one field cannot fill a large context on its own. The prompt's own
+budget (`context_too_small`) still applies to the whole persona."""
 
 
 def _within(max_tokens: int) -> AfterValidator:
@@ -37,7 +39,7 @@ def _within(max_tokens: int) -> AfterValidator:
     return AfterValidator(check)
 
 
-CardText = Annotated[str, StringConstraints(max_length=8 * CARD_TEXT_MAX_TOKENS),
+CardText = Annotated[str, StringConstraints(max_length=64_000),
                      _within(CARD_TEXT_MAX_TOKENS)]
 Dialogue = CardText
 SceneText = Annotated[str, StringConstraints(max_length=32_000), _within(4000)]

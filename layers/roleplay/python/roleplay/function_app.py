@@ -178,7 +178,7 @@ FILE_UPLOAD_PATHS = re.compile(r".*/api/characters/(import|[^/]+/lorebook)$")
 def _body_limit(path: str) -> int:
     settings = get_settings()
     if FILE_UPLOAD_PATHS.match(path):
-        return max(settings.max_body_bytes, settings.card_max_bytes)
+        return settings.card_max_bytes
     return settings.max_body_bytes
 
 
