@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from roleplay.chat_prompt import is_gemma_valid
 from roleplay.llm_client import ChatMessage
-from tests.card_files import BOOK, v3_card
+from tests.card_files import BOOK, b64_json, png_card, v3_card
 
 
 def _import(client: TestClient, card: dict[str, Any]) -> str:
@@ -160,3 +161,20 @@ def test_a_session_without_a_lorebook_shows_none(fake_upstream: Any, client: Tes
     sid = _chat(client, messages=[{"role": "user", "content": "안녕"}], persona="밝은 소녀")[
         "session_id"]
     assert client.get(f"/api/chat/sessions/{sid}").json()["data"]["lorebook"] is None
+
+
+@pytest.mark.llm
+def test_an_imported_png_card_holds_a_conversation_on_the_real_llm(
+        real_llm: Any, client: TestClient) -> None:
+    """The card's prompt (lore, macros, persona) is one the real server's template takes."""
+    body = png_card(("ccv3", b64_json(v3_card(first_mes="", alternate_greetings=[]))))
+    character = client.post("/api/characters/import", content=body,
+                            headers={"content-type": "image/png"}).json()["data"]
+    client.put("/api/users/me/persona", json={"name": "Chulsoo"})
+    reply = client.post("/api/chat", json={
+        "character_id": character["id"], "max_tokens": 24, "tts_enabled": False,
+        "messages": [{"role": "user", "content": "사과 파이 있어요?"}]})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["data"]["usage"]["prompt_tokens"] > 0
+    sid = reply.json()["data"]["session_id"]
+    assert [e["id"] for e in _lore(client, sid)["fired"]] == [2, 1]

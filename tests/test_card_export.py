@@ -103,3 +103,19 @@ def test_deleting_a_character_removes_its_image(client: TestClient, sync_redis, 
     assert sync_redis.exists(key)
     client.delete(f"/api/characters/{created['id']}")
     assert not sync_redis.exists(key)
+
+
+def test_an_independent_png_reader_decodes_the_export(client: TestClient) -> None:
+    """Pillow (not our chunk code) reads the picture and both card texts."""
+    image_module = __import__("pytest").importorskip("PIL.Image")
+    import base64
+    import io
+
+    created = _import(client, json.dumps(v3_card()).encode(), "application/json")
+    exported = client.get(f"/api/characters/{created['id']}/export", params={"format": "png"})
+    with image_module.open(io.BytesIO(exported.content)) as picture:
+        picture.load()
+        assert picture.size == (256, 256)
+        texts = picture.text
+    assert json.loads(base64.b64decode(texts["ccv3"]))["data"]["nickname"] == "민짱"
+    assert json.loads(base64.b64decode(texts["chara"]))["spec"] == "chara_card_v2"
