@@ -16,7 +16,7 @@ from roleplay.characters import (
     CharacterPage,
     CharacterUpdate,
 )
-from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
+from roleplay.envelope import ERROR_RESPONSES, Envelope, ErrorEnvelope, ok
 from roleplay.function_app import create_function_app
 from roleplay.identity import User, current_user
 from roleplay.settings import get_settings
@@ -45,7 +45,10 @@ LOREBOOK_UPLOAD: dict[str, Any] = {"requestBody": {"required": True, "content": 
                                        "properties": {"file": _FILE}}}}}}
 
 
-@router.post("/import", status_code=201, openapi_extra=CARD_UPLOAD)
+UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {415: {"model": ErrorEnvelope}}
+
+
+@router.post("/import", status_code=201, openapi_extra=CARD_UPLOAD, responses=UPLOAD_ERRORS)
 async def import_card(request: Request, user: CurrentUser) -> Envelope[Character]:
     """A Character Card as the raw body (`image/png`, `application/json`, `application/zip`
     for CHARX) or as the multipart field `file`; answers the stored character."""
@@ -84,7 +87,7 @@ async def export_card(
         "Content-Disposition": f'attachment; filename="{card.filename}"'})
 
 
-@router.put("/{character_id}/lorebook", openapi_extra=LOREBOOK_UPLOAD)
+@router.put("/{character_id}/lorebook", openapi_extra=LOREBOOK_UPLOAD, responses=UPLOAD_ERRORS)
 async def attach_lorebook(
     character_id: CharacterIdPath, request: Request, user: CurrentUser
 ) -> Envelope[Character]:
