@@ -98,3 +98,4 @@ def test_entry_content_has_its_macros_replaced_and_decorators_removed() -> None:
 def test_macros_are_case_insensitive_and_original_stands_for_our_text() -> None:
     assert replace_macros("{{CHAR}}/<bot>/{{ user }}/<User>{{// a note}}", NAMES) == "민지/민지/철수/철수"
     assert with_original("before {{original}} after", "ours") == "before ours after"
+

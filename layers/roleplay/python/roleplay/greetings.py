@@ -14,14 +14,22 @@ def greetings_of(character: Character, names: MacroNames) -> list[str]:
     found = [replace_macros(line.strip(), names) for line in lines if line.strip()]
     if found:
         return found
-    for line in character.sample_dialogue.splitlines():
-        line = line.strip()
-        if line and line.upper() != "<START>":
-            speaker, sep, said = line.partition(":")
-            spoken = said.strip() if sep and speaker.strip() in (
-                character.name, "{{char}}", "<BOT>") else line
-            return [replace_macros(spoken, names)]
-    return []
+    sample = _sample_line(character)
+    return [replace_macros(sample, names)] if sample else []
+
+
+def _sample_line(character: Character) -> str | None:
+    """The character's first line in its sample dialogue, else the dialogue's first line."""
+    speakers = {character.name.casefold(), "{{char}}", "<bot>"}
+    if character.nickname:
+        speakers.add(character.nickname.casefold())
+    lines = [line.strip() for line in character.sample_dialogue.splitlines()
+             if line.strip() and line.strip().upper() != "<START>"]
+    for line in lines:
+        speaker, sep, said = line.partition(":")
+        if sep and speaker.strip().casefold() in speakers and said.strip():
+            return said.strip()
+    return lines[0] if lines else None
 
 
 def pick_greeting(greetings: list[str], index: int | None) -> str | None:
