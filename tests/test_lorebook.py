@@ -99,3 +99,10 @@ def test_macros_are_case_insensitive_and_original_stands_for_our_text() -> None:
     assert replace_macros("{{CHAR}}/<bot>/{{ user }}/<User>{{// a note}}", NAMES) == "민지/민지/철수/철수"
     assert with_original("before {{original}} after", "ours") == "before ours after"
 
+
+
+def test_recursive_scanning_lets_fired_entries_fire_others() -> None:
+    entries = ({"keys": ["용"], "content": "용은 보물을 지킨다."},
+               {"keys": ["보물"], "content": "보물은 산속 동굴에 있다."})
+    assert _fired(_book(*entries), "용이다!") == [0]
+    assert _fired(_book(*entries, recursive_scanning=True), "용이다!") == [0, 1]

@@ -5,7 +5,8 @@ substring, so a Korean key still matches with its particle: 사과 in 사과를)
 case unless the entry is `case_sensitive`; a `selective` entry also needs one of its
 secondary keys; `constant` entries always fire and disabled ones never do. V3's
 `use_regex` keys are regular expressions, run with a time limit so a card cannot stall
-a turn. When the fired entries exceed the budget, the lowest priority go first; the
+a turn. With `recursive_scanning`, fired entries' text is scanned too (a few passes).
+When the fired entries exceed the budget, the lowest priority go first; the
 rest are placed by `insertion_order`, before or after the character's description.
 """
 
@@ -24,6 +25,9 @@ DEFAULT_SCAN_DEPTH = 2
 REGEX_TIMEOUT_S = 0.05
 """Per key and turn: ample for any sane pattern, short enough that a catastrophic one
 costs a turn a few milliseconds, not seconds."""
+
+MAX_RECURSION = 4
+"""Passes over fired entries' text when a book asks for `recursive_scanning`."""
 
 Position = Literal["before_char", "after_char"]
 
@@ -110,6 +114,23 @@ def _content(entry: LoreEntry, names: MacroNames) -> str:
     return replace_macros("\n".join(lines).strip(), names)
 
 
+def _scan(book: CharacterBook, text: str, names: MacroNames, done: set[int]) -> list[FiredEntry]:
+    folded = text.casefold()
+    fired: list[FiredEntry] = []
+    for index, entry in enumerate(book.entries):
+        reason = None if index in done else _fires(entry, text, folded)
+        if reason is None:
+            continue
+        content = _content(entry, names)
+        if content:
+            fired.append(FiredEntry(
+                index=index, id=entry.id, name=entry.name or entry.comment or None,
+                position="after_char" if entry.position == "after_char" else "before_char",
+                insertion_order=float(entry.insertion_order), rank=entry.rank, reason=reason,
+                content=content, tokens=count_tokens(content)))
+    return fired
+
+
 def select_entries(
     book: CharacterBook | None, messages: Sequence[str], names: MacroNames, budget: int,
 ) -> LoreSelection:
@@ -118,20 +139,13 @@ def select_entries(
         return LoreSelection()
     depth = book.scan_depth if book.scan_depth is not None else DEFAULT_SCAN_DEPTH
     scanned = "\n".join(messages[-depth:]) if depth else ""
-    folded = scanned.casefold()
     candidates: list[FiredEntry] = []
-    for index, entry in enumerate(book.entries):
-        reason = _fires(entry, scanned, folded)
-        if reason is None:
-            continue
-        content = _content(entry, names)
-        if not content:
-            continue
-        candidates.append(FiredEntry(
-            index=index, id=entry.id, name=entry.name or entry.comment or None,
-            position="after_char" if entry.position == "after_char" else "before_char",
-            insertion_order=float(entry.insertion_order), rank=entry.rank, reason=reason,
-            content=content, tokens=count_tokens(content)))
+    for _ in range(MAX_RECURSION if book.recursive_scanning else 1):
+        fired = _scan(book, scanned, names, {c.index for c in candidates})
+        if not fired:
+            break
+        candidates += fired
+        scanned = "\n".join([scanned, *(entry.content for entry in fired)])
     limit = budget
     kept: list[FiredEntry] = []
     left_out: list[FiredEntry] = []
