@@ -12,6 +12,7 @@ rest are placed by `insertion_order`, before or after the character's descriptio
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -23,8 +24,9 @@ from roleplay.token_counter import count_tokens
 DEFAULT_SCAN_DEPTH = 2
 """SillyTavern's default when a book names none."""
 REGEX_TIMEOUT_S = 0.05
-"""Per key and turn: ample for any sane pattern, short enough that a catastrophic one
-costs a turn a few milliseconds, not seconds."""
+"""Per key: ample for any sane pattern; a catastrophic one gives up instead of stalling."""
+REGEX_TURN_BUDGET_S = 0.2
+"""All regex keys of one turn together: past it, the remaining regex keys do not fire."""
 
 MAX_RECURSION = 4
 """Passes over fired entries' text when a book asks for `recursive_scanning`."""
@@ -61,9 +63,12 @@ class LoreSelection:
         return sum(entry.tokens for entry in self.fired)
 
 
-def _regex_matches(key: str, text: str, case_sensitive: bool) -> bool:
+def _regex_matches(key: str, text: str, case_sensitive: bool, deadline: float) -> bool:
     import regex
 
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return False
     pattern, flags = key, 0 if case_sensitive else regex.IGNORECASE
     if len(key) > 2 and key.startswith("/") and key.rfind("/") > 0:
         # SillyTavern's /pattern/flags spelling
@@ -74,33 +79,35 @@ def _regex_matches(key: str, text: str, case_sensitive: bool) -> bool:
         flags |= regex.MULTILINE if "m" in letters else 0
         flags |= regex.DOTALL if "s" in letters else 0
     try:
-        return regex.search(pattern, text, flags, timeout=REGEX_TIMEOUT_S) is not None
+        return regex.search(pattern, text, flags, timeout=min(REGEX_TIMEOUT_S, left)) is not None
     except (regex.error, TimeoutError):
         return False
 
 
-def _any_key(keys: Sequence[str], text: str, folded: str, entry: LoreEntry) -> bool:
+def _any_key(keys: Sequence[str], text: str, folded: str, entry: LoreEntry,
+             deadline: float) -> bool:
     sensitive = bool(entry.case_sensitive)
     for key in keys:
         if not key.strip():
             continue
         if entry.use_regex:
-            if _regex_matches(key, text, sensitive):
+            if _regex_matches(key, text, sensitive, deadline):
                 return True
         elif (key in text) if sensitive else (key.casefold() in folded):
             return True
     return False
 
 
-def _fires(entry: LoreEntry, text: str, folded: str) -> Literal["constant", "key"] | None:
+def _fires(entry: LoreEntry, text: str, folded: str,
+           deadline: float) -> Literal["constant", "key"] | None:
     if not entry.enabled:
         return None
     if entry.constant:
         return "constant"
-    if not _any_key(entry.keys, text, folded, entry):
+    if not _any_key(entry.keys, text, folded, entry, deadline):
         return None
     if entry.selective and entry.secondary_keys and not _any_key(
-            entry.secondary_keys, text, folded, entry):
+            entry.secondary_keys, text, folded, entry, deadline):
         return None
     return "key"
 
@@ -114,11 +121,12 @@ def _content(entry: LoreEntry, names: MacroNames) -> str:
     return replace_macros("\n".join(lines).strip(), names)
 
 
-def _scan(book: CharacterBook, text: str, names: MacroNames, done: set[int]) -> list[FiredEntry]:
+def _scan(book: CharacterBook, text: str, names: MacroNames, done: set[int],
+          deadline: float) -> list[FiredEntry]:
     folded = text.casefold()
     fired: list[FiredEntry] = []
     for index, entry in enumerate(book.entries):
-        reason = None if index in done else _fires(entry, text, folded)
+        reason = None if index in done else _fires(entry, text, folded, deadline)
         if reason is None:
             continue
         content = _content(entry, names)
@@ -140,8 +148,9 @@ def select_entries(
     depth = book.scan_depth if book.scan_depth is not None else DEFAULT_SCAN_DEPTH
     scanned = "\n".join(messages[-depth:]) if depth else ""
     candidates: list[FiredEntry] = []
+    deadline = time.monotonic() + REGEX_TURN_BUDGET_S
     for _ in range(MAX_RECURSION if book.recursive_scanning else 1):
-        fired = _scan(book, scanned, names, {c.index for c in candidates})
+        fired = _scan(book, scanned, names, {c.index for c in candidates}, deadline)
         if not fired:
             break
         candidates += fired
