@@ -178,3 +178,15 @@ def test_an_imported_png_card_holds_a_conversation_on_the_real_llm(
     assert reply.json()["data"]["usage"]["prompt_tokens"] > 0
     sid = reply.json()["data"]["session_id"]
     assert [e["id"] for e in _lore(client, sid)["fired"]] == [2, 1]
+
+
+def test_each_signed_in_user_has_a_persona_of_their_own(settings_env: Any,
+                                                       client: TestClient) -> None:
+    from tests.test_users_api import SECRET, _bearer
+
+    settings_env(JWT_SECRET=SECRET)
+    assert client.get("/api/users/me/persona").status_code == 401
+    client.put("/api/users/me/persona", json={"name": "철수"}, headers=_bearer("u1"))
+    client.put("/api/users/me/persona", json={"name": "영희"}, headers=_bearer("u2"))
+    assert client.get("/api/users/me/persona", headers=_bearer("u1")).json()["data"]["name"] == "철수"
+    assert client.get("/api/users/me/persona", headers=_bearer("u2")).json()["data"]["name"] == "영희"
