@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from email.parser import BytesParser
-from email.policy import HTTP
 from typing import Any
 
 from roleplay.cards import card_json, charx, png
@@ -38,6 +36,9 @@ def uploaded_file(body: bytes, content_type: str | None) -> tuple[bytes, str]:
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media != "multipart/form-data":
         return body, media
+    from email.parser import BytesParser  # only multipart uploads pay for importing these
+    from email.policy import HTTP
+
     header = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
     message = BytesParser(policy=HTTP).parsebytes(header + body)
     if not message.is_multipart():

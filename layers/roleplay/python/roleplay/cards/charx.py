@@ -8,9 +8,6 @@ before it can fill memory.
 
 from __future__ import annotations
 
-import io
-import zipfile
-
 from roleplay.cards.errors import card_too_large, invalid_card
 
 MAX_MEMBERS = 10_000
@@ -23,6 +20,9 @@ def is_zip(data: bytes) -> bool:
 
 
 def card_json(data: bytes, limit: int) -> bytes:
+    import io  # imported on use: most imports are PNG or JSON, and cold starts count
+    import zipfile
+
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, ValueError):
