@@ -108,3 +108,18 @@ def test_recursive_scanning_lets_fired_entries_fire_others() -> None:
                {"keys": ["보물"], "content": "보물은 산속 동굴에 있다."})
     assert _fired(_book(*entries), "용이다!") == [0]
     assert _fired(_book(*entries, recursive_scanning=True), "용이다!") == [0, 1]
+
+
+def test_lore_never_takes_the_conversations_room() -> None:
+    from roleplay.lorebook.prompt import lore_budget
+    from roleplay.settings import Settings
+
+    settings = Settings(max_context_tokens=4096)
+    book = _book(token_budget=100_000)
+    assert lore_budget(book, 500, settings=settings, max_tokens=512, ratio=1.0) == 896, \
+        "a quarter of what the reply leaves"
+    assert lore_budget(_book(token_budget=100), 500, settings=settings, max_tokens=512,
+                       ratio=1.0) == 100
+    assert lore_budget(book, 3500, settings=settings, max_tokens=512, ratio=1.0) == 20, \
+        "what the persona and summary leave above the minimum history"
+    assert lore_budget(book, 500, settings=settings, max_tokens=512, ratio=2.0) == 448

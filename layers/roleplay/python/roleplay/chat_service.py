@@ -131,7 +131,7 @@ async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
     persona_text, lore = persona_with_lore(
         setup, character.character_book if character else None,
         [m.content for m in window.messages], language=language, settings=settings,
-        max_tokens=request.max_tokens, ratio=ratio)
+        max_tokens=request.max_tokens, ratio=ratio, summary=window.summary)
     if lore is not None:
         await save_fired(session_id, lore)
     context = ContextManager(settings)
