@@ -122,7 +122,8 @@ async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
                                 user_name=played.name if played else None,
                                 user_description=played.description if played else None)
     language = settings.persona_language
-    greetings = greetings_of(character, setup.macro_names(language)) if character else []
+    greetings = (greetings_of(character, setup.macro_names(language))
+                 if character and not request.messages else [])
     window, greeting = await _append_request(request, session_id, meta, character, settings,
                                              greetings)
 
@@ -132,7 +133,7 @@ async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
         setup, character.character_book if character else None,
         [m.content for m in window.messages], language=language, settings=settings,
         max_tokens=request.max_tokens, ratio=ratio, summary=window.summary)
-    if lore is not None:
+    if lore is not None and greeting is None:
         await save_fired(session_id, lore)
     context = ContextManager(settings)
     system = context.system_prompt(persona_text, window.summary, language)
@@ -246,5 +247,5 @@ async def chat_turn_from_greeting(turn: PreparedTurn, jobs: JobRunner | None) ->
     speech = await _speech(turn, turn.greeting, jobs)
     return ChatReply(content=turn.greeting, usage=ChatUsage(prompt_tokens=0, completion_tokens=0),
                      session_id=turn.session_id, model=turn.model, audio_url=speech.audio_url,
-                     tts_error=speech.error, finish_reason="stored", greetings=turn.greetings,
+                     tts_error=speech.error, finish_reason="stored", greetings=turn.greetings or None,
                      greeting_index=turn.request.greeting_index or 0)
