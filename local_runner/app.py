@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI
 from local_runner.playground import add_playground
 from roleplay.function_app import create_function_app
 
-FUNCTIONS = ("health", "characters", "models", "chat", "tts", "voices")
+FUNCTIONS = ("health", "characters", "models", "chat", "tts", "voices", "users")
 
 
 def function_routers() -> dict[str, APIRouter]:

@@ -88,3 +88,23 @@ def test_store_pages_through_every_character_once(store: CharacterStore) -> None
 def test_store_refuses_a_forged_cursor(store: CharacterStore) -> None:
     with pytest.raises(BadRequest):
         asyncio.run(store.list(3, "not-a-cursor!"))
+
+
+def test_store_holds_a_whole_card(store: CharacterStore) -> None:
+    """Every V2/V3 field, a lorebook, and extensions with floats (DynamoDB takes no floats)."""
+    from roleplay.cards.card_json import card_data, character_fields
+    from tests.card_files import v3_card
+
+    character = Character.new(character_fields(card_data(v3_card())), owner="anonymous")
+    assert character.extensions["depth_prompt"] == {"depth": 4, "weight": 0.25}
+
+    async def scenario() -> tuple[Character | None, list[Character]]:
+        await store.create(character)
+        return await store.get(character.id), (await store.list(10)).items
+
+    fetched, listed = asyncio.run(scenario())
+    assert fetched == character
+    assert listed == [character]
+    assert fetched is not None and fetched.character_book is not None
+    assert fetched.character_book.entries[0].keys == ["사과"]
+    assert fetched.extensions["other/tool"] == {"keep": [1, 2.5, None]}

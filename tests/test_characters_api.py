@@ -138,3 +138,43 @@ def test_wrong_method_lists_every_method_of_the_path_in_allow(client: TestClient
     assert client.put("/api/characters").headers["allow"] == "GET, HEAD, POST"
     assert client.post("/api/characters/abc").headers["allow"] == "DELETE, GET, HEAD, PATCH"
     assert client.put("/api/chat/sessions/abc").headers["allow"] == "DELETE, GET, HEAD"
+
+
+def test_list_and_get_answer_the_card_fields(client: TestClient) -> None:
+    created = client.post("/api/characters", json={
+        **MINJI, "alternate_greetings": ["또 왔네!"], "system_prompt": "{{original}}",
+        "post_history_instructions": "짧게", "creator_notes": "메모", "creator": "나",
+        "character_version": "2", "nickname": "민짱", "group_only_greetings": ["다들 안녕"],
+        "extensions": {"x/y": [1, 2.5]},
+        "character_book": {"entries": [{"keys": ["사과"], "content": "사과 파이"}]}})
+    assert created.status_code == 201, created.text
+    character = created.json()["data"]
+    listed = client.get("/api/characters").json()["data"]["items"]
+    fetched = client.get(f"/api/characters/{character['id']}").json()["data"]
+    for view in (listed[0], fetched):
+        assert view["alternate_greetings"] == ["또 왔네!"]
+        assert view["nickname"] == "민짱"
+        assert view["extensions"] == {"x/y": [1, 2.5]}
+        assert view["character_book"]["entries"][0]["content"] == "사과 파이"
+        assert view["has_image"] is False
+    patched = client.patch(f"/api/characters/{character['id']}",
+                           json={"alternate_greetings": [], "nickname": "민"}).json()["data"]
+    assert patched["alternate_greetings"] == []
+    assert patched["nickname"] == "민"
+
+
+def test_imported_cards_live_in_dynamodb_when_configured(characters_table: str,
+                                                        client: TestClient) -> None:
+    import json
+
+    from tests.card_files import b64_json, png_card, v3_card
+
+    response = client.post("/api/characters/import", content=png_card(("ccv3", b64_json(v3_card()))),
+                           headers={"content-type": "image/png"})
+    assert response.status_code == 201, response.text
+    character = response.json()["data"]
+    assert client.get(f"/api/characters/{character['id']}").json()["data"] == character
+    assert client.get("/api/characters").json()["data"]["items"] == [character]
+    exported = client.get(f"/api/characters/{character['id']}/export").json()
+    assert exported["data"]["character_book"]["extensions"] == {"st/x": 1}
+    assert json.loads(json.dumps(exported))["data"]["nickname"] == "민짱"

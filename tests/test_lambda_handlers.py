@@ -5,7 +5,7 @@ import importlib
 
 from fastapi.testclient import TestClient
 
-from tests.lambda_events import http_api_event, invoke
+from tests.lambda_events import LAMBDA_CONTEXT, http_api_event, invoke
 
 SAME_REQUEST_ID = {"X-Request-ID": "req-1"}
 """The API Gateway request id of tests/lambda_events.py, so error envelopes compare equal."""
@@ -111,3 +111,36 @@ def test_tts_handler_speaks_like_the_local_runner(client: TestClient) -> None:
     status, refused = invoke(_handler("tts"), http_api_event("POST", "/api/tts", body={"text": " "}))
     assert status == 400
     assert refused == client.post("/api/tts", json={"text": " "}, headers=SAME_REQUEST_ID).json()
+
+
+def test_a_png_card_goes_in_and_out_through_api_gateway_as_base64(client: TestClient) -> None:
+    """HTTP API hands Lambda a binary body base64-encoded; Mangum must decode it, and
+    base64-encode the PNG export on the way out."""
+    import base64
+
+    from tests.card_files import b64_json, png_card, png_texts, v3_card
+
+    card = png_card(("ccv3", b64_json(v3_card())))
+    event = http_api_event("POST", "/api/characters/import",
+                           headers={"content-type": "image/png",
+                                    "content-length": str(len(card))})
+    event["body"], event["isBase64Encoded"] = base64.b64encode(card).decode(), True
+    status, created = invoke(_handler("characters"), event)
+    assert status == 201, created
+    character_id = created["data"]["id"]
+
+    result = _handler("characters")(http_api_event(
+        "GET", f"/api/characters/{character_id}/export", query={"format": "png"},
+        route_key="GET /api/characters/{character_id}/export"), LAMBDA_CONTEXT)
+    assert result["statusCode"] == 200
+    assert result["isBase64Encoded"] is True
+    exported = base64.b64decode(result["body"])
+    assert png_texts(exported)["ccv3"]["data"]["nickname"] == "민짱"
+    assert client.get(f"/api/characters/{character_id}").json()["data"]["nickname"] == "민짱"
+
+
+def test_users_handler_keeps_the_persona_like_the_local_runner(client: TestClient) -> None:
+    event = http_api_event("PUT", "/api/users/me/persona", body={"name": "철수"})
+    status, body = invoke(_handler("users"), event)
+    assert status == 200, body
+    assert client.get("/api/users/me/persona").json() == body

@@ -23,6 +23,7 @@ CASES: dict[str, tuple[dict[str, object] | None, object]] = {
               "route_key": "GET /api/chat/sessions/{session_id}"}, 404),
     "tts": ({"method": "POST", "path": "/api/tts", "body": {"text": "안녕하세요."}}, 200),
     "voices": ({"method": "GET", "path": "/api/tts/voices"}, 200),
+    "users": ({"method": "GET", "path": "/api/users/me/persona"}, 200),
     "summarizer": (None, "gone"),
 }
 

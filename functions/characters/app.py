@@ -1,12 +1,14 @@
-"""Lambda function `characters`: create, page, read, change and delete characters."""
+"""Lambda function `characters`: create, page, read, change and delete characters; import
+and export Character Cards (PNG, JSON, CHARX) and attach lorebooks."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
 from mangum import Mangum
 from pydantic import BaseModel
 
-from roleplay import character_service
+from roleplay import card_service, character_service
 from roleplay.characters import (
     ID_PATTERN,
     Character,
@@ -14,7 +16,7 @@ from roleplay.characters import (
     CharacterPage,
     CharacterUpdate,
 )
-from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
+from roleplay.envelope import ERROR_RESPONSES, Envelope, ErrorEnvelope, ok
 from roleplay.function_app import create_function_app
 from roleplay.identity import User, current_user
 from roleplay.settings import get_settings
@@ -29,6 +31,29 @@ CurrentUser = Annotated[User, Depends(current_user)]
 class Deleted(BaseModel):
     id: str
     deleted: bool = True
+
+
+_FILE = {"schema": {"type": "string", "format": "binary"}}
+CARD_UPLOAD: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "image/png": _FILE, "application/json": {"schema": {"type": "object"}},
+    "application/zip": _FILE,
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                       "properties": {"file": _FILE}}}}}}
+LOREBOOK_UPLOAD: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "object"}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                       "properties": {"file": _FILE}}}}}}
+
+
+UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {415: {"model": ErrorEnvelope}}
+
+
+@router.post("/import", status_code=201, openapi_extra=CARD_UPLOAD, responses=UPLOAD_ERRORS)
+async def import_card(request: Request, user: CurrentUser) -> Envelope[Character]:
+    """A Character Card as the raw body (`image/png`, `application/json`, `application/zip`
+    for CHARX) or as the multipart field `file`; answers the stored character."""
+    body = await request.body()
+    return ok(await card_service.import_card(body, request.headers.get("content-type"), user))
 
 
 @router.post("", status_code=201)
@@ -47,6 +72,29 @@ async def list_characters(
 @router.get("/{character_id}")
 async def get_character(character_id: CharacterIdPath) -> Envelope[Character]:
     return ok(await character_service.get_character(character_id))
+
+
+@router.get("/{character_id}/export", response_class=Response,
+            responses={200: {"content": {"image/png": {}, "application/json": {}}}})
+async def export_card(
+    character_id: CharacterIdPath,
+    export_format: Annotated[card_service.ExportFormat, Query(alias="format")] = "json",
+) -> Response:
+    """The character as a V3 card (`json`), or embedded in its PNG (`png`: the imported
+    image, else a placeholder) with `chara` (V2) and `ccv3` (V3) chunks."""
+    card = await card_service.export_card(character_id, export_format)
+    return Response(card.body, media_type=card.media_type, headers={
+        "Content-Disposition": f'attachment; filename="{card.filename}"'})
+
+
+@router.put("/{character_id}/lorebook", openapi_extra=LOREBOOK_UPLOAD, responses=UPLOAD_ERRORS)
+async def attach_lorebook(
+    character_id: CharacterIdPath, request: Request, user: CurrentUser
+) -> Envelope[Character]:
+    """A `lorebook_v3` file becomes the character's `character_book`."""
+    body = await request.body()
+    return ok(await card_service.attach_lorebook(
+        character_id, body, request.headers.get("content-type"), user))
 
 
 @router.patch("/{character_id}")

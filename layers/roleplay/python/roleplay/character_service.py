@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from roleplay.cards.image_store import delete_image
 from roleplay.character_store import MAX_PAGE, get_character_store
 from roleplay.characters import Character, CharacterCreate, CharacterPage, CharacterUpdate
 from roleplay.errors import Forbidden, NotFound
@@ -42,3 +43,5 @@ async def delete_character(character_id: str, user: User) -> None:
     character = await get_character(character_id)
     _ensure_owner(character, user)
     await get_character_store().delete(character_id)
+    if character.has_image:
+        await delete_image(character_id)

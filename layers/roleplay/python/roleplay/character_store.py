@@ -11,11 +11,12 @@ import base64
 import binascii
 import json
 import re
+from decimal import Decimal
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from roleplay.characters import Character, CharacterPage
-from roleplay.errors import BadRequest
+from roleplay.errors import BadRequest, PayloadTooLarge
 from roleplay.redis_client import get_redis
 from roleplay.redis_keys import redis_keys
 from roleplay.settings import get_settings
@@ -93,6 +94,26 @@ class RedisCharacterStore:
         return CharacterPage(items=items, next_cursor=page[-1] if more else None)
 
 
+def _dynamo_item(character: Character) -> dict[str, Any]:
+    """DynamoDB takes no floats: a card's extensions may hold any JSON number, so numbers
+    travel as Decimal and come back as the int or float they were."""
+    return cast(dict[str, Any], json.loads(character.model_dump_json(), parse_float=Decimal))
+
+
+def _from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {key: _from_dynamo(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo(item) for item in value]
+    return value
+
+
+def _character(item: dict[str, Any]) -> Character:
+    return Character.model_validate(_from_dynamo(item))
+
+
 class DynamoCharacterStore:
     """One item per character, keyed by `id`, for the AWS deploy."""
 
@@ -101,20 +122,31 @@ class DynamoCharacterStore:
 
         self._table: Table = boto3.resource("dynamodb").Table(table_name)
 
+    async def _put(self, character: Character, *, new: bool = False) -> None:
+        from botocore.exceptions import ClientError
+
+        put: dict[str, Any] = {"Item": _dynamo_item(character)}
+        if new:
+            put["ConditionExpression"] = "attribute_not_exists(id)"
+        try:
+            await asyncio.to_thread(self._table.put_item, **put)
+        except ClientError as error:
+            if "size" in str(error).lower() and "exceed" in str(error).lower():
+                raise PayloadTooLarge("the character is larger than a DynamoDB item may be "
+                                      "(400 KB); shorten its lorebook or texts",
+                                      code="character_too_large") from None
+            raise
+
     async def create(self, character: Character) -> None:
-        item = character.model_dump(mode="json")
-        await asyncio.to_thread(
-            self._table.put_item, Item=item, ConditionExpression="attribute_not_exists(id)"
-        )
+        await self._put(character, new=True)
 
     async def get(self, character_id: str) -> Character | None:
         response = await asyncio.to_thread(self._table.get_item, Key={"id": character_id})
         item = response.get("Item")
-        return Character.model_validate(item) if item else None
+        return _character(item) if item else None
 
     async def replace(self, character: Character) -> None:
-        item = character.model_dump(mode="json")
-        await asyncio.to_thread(self._table.put_item, Item=item)
+        await self._put(character)
 
     async def delete(self, character_id: str) -> bool:
         response = await asyncio.to_thread(
@@ -127,7 +159,7 @@ class DynamoCharacterStore:
         if cursor:
             scan["ExclusiveStartKey"] = {"id": self._decode_cursor(cursor)}
         response = await asyncio.to_thread(self._table.scan, **scan)
-        items = [Character.model_validate(item) for item in response.get("Items", [])]
+        items = [_character(item) for item in response.get("Items", [])]
         last = response.get("LastEvaluatedKey")
         next_cursor = self._encode_cursor(str(last["id"])) if last else None
         return CharacterPage(items=items, next_cursor=next_cursor)

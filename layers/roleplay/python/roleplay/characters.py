@@ -1,16 +1,21 @@
 """Characters: who the user talks to, their persona, scenario and voice.
 
-Lengths are capped so one character can never blow the LLM's context or Redis
-memory; unknown fields are refused so a typo in a client is a 422, not silent loss.
+A character holds a whole Character Card V2/V3 without loss (`roleplay.cards` maps
+the formats). Texts that reach a prompt are capped in tokens, what the model pays
+for, with a character cap (four per token) only as a bound on memory; unknown
+fields are refused so a typo in a client is a 422, not silent loss.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from roleplay.lorebook.model import CharacterBook
+from roleplay.token_counter import count_tokens
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -18,10 +23,42 @@ CharacterId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 VoiceId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Persona = Annotated[str, StringConstraints(max_length=8000)]
-Dialogue = Annotated[str, StringConstraints(max_length=8000)]
-FirstMessage = Annotated[str, StringConstraints(max_length=2000)]
-Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
-Tags = Annotated[list[Tag], Field(max_length=20)]
+"""A persona sent with a chat request (a character's own is `CardText`)."""
+
+CARD_TEXT_MAX_TOKENS = 16_000
+"""Per prompt text of a character, in cl100k tokens (Korean costs about one a syllable):
+long cards fit, and one field cannot fill a large context on its own. The prompt's own
+budget (`context_too_small`) still applies to the whole persona."""
+
+
+def _within(max_tokens: int) -> AfterValidator:
+    def check(value: str) -> str:
+        if value and count_tokens(value) > max_tokens:
+            raise ValueError(f"longer than {max_tokens} tokens")
+        return value
+    return AfterValidator(check)
+
+
+CardText = Annotated[str, StringConstraints(max_length=64_000),
+                     _within(CARD_TEXT_MAX_TOKENS)]
+Dialogue = CardText
+SceneText = Annotated[str, StringConstraints(max_length=32_000), _within(4000)]
+FirstMessage = SceneText
+Greetings = Annotated[list[FirstMessage], Field(max_length=100)]
+ShortText = Annotated[str, StringConstraints(max_length=200)]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Tags = Annotated[list[Tag], Field(max_length=100)]
+
+
+class Asset(BaseModel):
+    """A V3 card asset; kept as listed, its bytes are not stored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Annotated[str, StringConstraints(max_length=100)]
+    uri: Annotated[str, StringConstraints(max_length=4096)]
+    name: Annotated[str, StringConstraints(max_length=200)] = ""
+    ext: Annotated[str, StringConstraints(max_length=20)] = ""
 
 
 class Scenario(BaseModel):
@@ -30,20 +67,40 @@ class Scenario(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     opponent: Annotated[str, StringConstraints(max_length=200)] | None = None
-    situation: Annotated[str, StringConstraints(max_length=2000)] | None = None
-    background: Annotated[str, StringConstraints(max_length=4000)] | None = None
+    situation: SceneText | None = None
+    background: SceneText | None = None
 
 
 class CharacterCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
-    persona: Persona = ""
+    persona: CardText = ""
     scenario: Scenario = Field(default_factory=Scenario)
     sample_dialogue: Dialogue = ""
     first_message: FirstMessage = ""
     voice_id: VoiceId = "default"
     tags: Tags = Field(default_factory=list)
+    # Character Card V2
+    alternate_greetings: Greetings = Field(default_factory=list)
+    system_prompt: CardText = Field(default="", description="Replaces our instructions; "
+                                    "`{{original}}` in it stands for them.")
+    post_history_instructions: CardText = ""
+    creator_notes: Annotated[str, StringConstraints(max_length=64_000)] = ""
+    creator: ShortText = ""
+    character_version: ShortText = ""
+    character_book: CharacterBook | None = None
+    extensions: dict[str, Any] = Field(
+        default_factory=dict, description="Other tools' card extensions, kept untouched.")
+    # Character Card V3
+    nickname: Annotated[str, StringConstraints(max_length=100)] | None = None
+    group_only_greetings: Greetings = Field(default_factory=list)
+    assets: Annotated[list[Asset], Field(max_length=1000)] | None = None
+    source: Annotated[list[Annotated[str, StringConstraints(max_length=4096)]],
+                      Field(max_length=100)] | None = None
+    creation_date: int | None = None
+    modification_date: int | None = None
+    creator_notes_multilingual: dict[str, str] | None = None
 
 
 class CharacterUpdate(BaseModel):
@@ -52,12 +109,22 @@ class CharacterUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name | None = None
-    persona: Persona | None = None
+    persona: CardText | None = None
     scenario: Scenario | None = None
     sample_dialogue: Dialogue | None = None
     first_message: FirstMessage | None = None
     voice_id: VoiceId | None = None
     tags: Tags | None = None
+    alternate_greetings: Greetings | None = None
+    system_prompt: CardText | None = None
+    post_history_instructions: CardText | None = None
+    creator_notes: Annotated[str, StringConstraints(max_length=64_000)] | None = None
+    creator: ShortText | None = None
+    character_version: ShortText | None = None
+    character_book: CharacterBook | None = None
+    extensions: dict[str, Any] | None = None
+    nickname: Annotated[str, StringConstraints(max_length=100)] | None = None
+    group_only_greetings: Greetings | None = None
 
 
 class Character(CharacterCreate):
@@ -65,6 +132,13 @@ class Character(CharacterCreate):
     owner: str
     created_at: datetime
     updated_at: datetime
+    has_image: bool = Field(default=False, description="An image came with the imported card; "
+                            "the PNG export embeds the card in it.")
+
+    @property
+    def display_name(self) -> str:
+        """Who `{{char}}` is: the V3 nickname when set, else the name."""
+        return self.nickname or self.name
 
     @classmethod
     def new(cls, fields: CharacterCreate, owner: str) -> Character:

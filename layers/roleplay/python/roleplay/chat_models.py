@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from roleplay.characters import ID_PATTERN, Persona, Scenario
+from roleplay.user_persona import UserPersona
 
 SessionId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 
@@ -34,6 +35,11 @@ class ChatRequest(BaseModel):
     tts_mode: Literal["realtime", "delayed", "on_click"] = "realtime"
     tts_delay_ms: Annotated[int, Field(ge=0, le=60000)] = 0
     tts_streaming_mode: Annotated[int, Field(ge=0, le=3)] = 0
+    greeting_index: Annotated[int, Field(ge=0, le=1000)] | None = Field(
+        default=None, description="The opening turn (no messages): which of the character's "
+        "greetings opens it (0 is `first_message`, then `alternate_greetings`).")
+    user_persona: UserPersona | None = Field(
+        default=None, description="Who the user plays this turn, instead of their stored persona.")
 
 
 class ChatUsage(BaseModel):
@@ -69,6 +75,10 @@ class ChatReply(BaseModel):
         "summary in the background; a later turn's prompt will use it.")
     finish_reason: str | None = None
     cut: bool = False
+    greetings: list[str] | None = Field(
+        default=None, description="The opening turn: every greeting the character has, so a "
+        "client can offer them as swipes (`greeting_index` picks one).")
+    greeting_index: int | None = None
 
 
 class SessionTokens(BaseModel):
@@ -94,6 +104,9 @@ class SessionView(BaseModel):
     summary_at: float | None = None
     summary_error: str | None = None
     tokens: SessionTokens
+    lorebook: dict[str, object] | None = Field(
+        default=None, description="The character's lorebook entries that fired on the last "
+        "turn (`fired`), and those the token budget left out (`over_budget`).")
 
 
 class SessionEnded(BaseModel):

@@ -27,10 +27,13 @@ from roleplay.chat_models import (
 from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
 from roleplay.context_manager import ContextManager, ContextPlan
 from roleplay.errors import ApiError, BadRequest, Conflict
+from roleplay.greetings import greetings_of, pick_greeting
 from roleplay.identity import ANONYMOUS, User
 from roleplay.llm_client import CompletionRequest, Usage, llm_client
+from roleplay.lorebook.fired_store import save_fired
+from roleplay.lorebook.prompt import persona_with_lore
 from roleplay.ops import quotas, turn_observer
-from roleplay.persona import RoleplaySetup, format_persona_for_roleplay
+from roleplay.persona import RoleplaySetup
 from roleplay.session_service import ensure_session_owner
 from roleplay.session_store import SessionMeta, SessionStore, StoredMessage, Window, now
 from roleplay.settings import Settings, get_settings
@@ -38,6 +41,7 @@ from roleplay.speech_text import spoken_text
 from roleplay.summarizer import Summarizer
 from roleplay.token_counter import count_tokens, message_tokens
 from roleplay.token_ratio import corrected, observe_prompt_tokens, token_ratio
+from roleplay.user_persona import persona_for_turn
 from roleplay.voice_catalog import voice_for_character
 
 sessions = SessionStore()
@@ -58,6 +62,7 @@ class PreparedTurn:
     greeting: str | None = None
     voice_id: str | None = None
     user: User | None = None
+    greetings: list[str] | None = None
 
     @property
     def speaks(self) -> bool:
@@ -70,17 +75,6 @@ class PreparedTurn:
                                  max_tokens=self.request.max_tokens)
 
 
-def _stored_greeting(character: Character) -> str | None:
-    if character.first_message.strip():
-        return character.first_message.strip()
-    for line in character.sample_dialogue.splitlines():
-        line = line.strip()
-        if line:
-            speaker, sep, said = line.partition(":")
-            return said.strip() if sep and speaker.strip() == character.name else line
-    return None
-
-
 def _stored(role: str, content: str, **flags: bool) -> StoredMessage:
     return StoredMessage.model_validate(
         {"role": role, "content": content, "at": now(), "tokens": message_tokens(content), **flags})
@@ -88,7 +82,7 @@ def _stored(role: str, content: str, **flags: bool) -> StoredMessage:
 
 async def _append_request(
     request: ChatRequest, session_id: str, meta: SessionMeta | None, character: Character | None,
-    settings: Settings,
+    settings: Settings, greetings: list[str],
 ) -> tuple[Window, str | None]:
     """Stores the request's turns; with none, finds the character's opening line instead."""
     if not request.messages:
@@ -99,7 +93,7 @@ async def _append_request(
         if window.length:
             raise BadRequest("messages is empty: this session has already begun",
                              code="empty_conversation")
-        return window, _stored_greeting(character)
+        return window, pick_greeting(greetings, request.greeting_index)
     new_user_turns = any(m.role == "user" for m in request.messages)
     if settings.max_turns and new_user_turns and meta and meta.user_turns >= settings.max_turns:
         raise Conflict(f"this conversation reached its limit of {settings.max_turns} turns; "
@@ -126,13 +120,24 @@ async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
             meta.character_id, meta.persona, meta.scenario):
         await sessions.save_setup(session_id, owner=user.id, character_id=character_id,
                                   persona=persona, scenario=scenario_fields)
-    window, greeting = await _append_request(request, session_id, meta, character, settings)
-
-    setup = RoleplaySetup.merge(character, persona, scenario)
+    played = await persona_for_turn(request.user_persona, user)
+    setup = RoleplaySetup.merge(character, persona, scenario,
+                                user_name=played.name if played else None,
+                                user_description=played.description if played else None)
     language = settings.persona_language
-    persona_text = format_persona_for_roleplay(setup, language)
+    greetings = (greetings_of(character, setup.macro_names(language))
+                 if character and not request.messages else [])
+    window, greeting = await _append_request(request, session_id, meta, character, settings,
+                                             greetings)
+
     model = request.model or settings.default_model
     ratio = await token_ratio(model)
+    persona_text, lore = persona_with_lore(
+        setup, character.character_book if character else None,
+        [m.content for m in window.messages], language=language, settings=settings,
+        max_tokens=request.max_tokens, ratio=ratio, summary=window.summary)
+    if lore is not None and greeting is None:
+        await save_fired(session_id, lore)
     context = ContextManager(settings)
     system = context.system_prompt(persona_text, window.summary, language)
     if greeting is None and context.summary_due_now(window, system, request.max_tokens, ratio):
@@ -146,7 +151,7 @@ async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
                         plan=plan, ratio=ratio,
                         summary_failed_at=meta.summary_failed_at if meta else None,
                         greeting=greeting, voice_id=character.voice_id if character else None,
-                        user=user)
+                        user=user, greetings=greetings)
 
 
 def _usage(turn: PreparedTurn, content: str, usage: Usage | None) -> ChatUsage:
@@ -253,4 +258,5 @@ async def chat_turn_from_greeting(turn: PreparedTurn, jobs: JobRunner | None) ->
     speech = await _speech(turn, turn.greeting, jobs)
     return ChatReply(content=turn.greeting, usage=ChatUsage(prompt_tokens=0, completion_tokens=0),
                      session_id=turn.session_id, model=turn.model, audio_url=speech.audio_url,
-                     tts_error=speech.error, finish_reason="stored")
+                     tts_error=speech.error, finish_reason="stored", greetings=turn.greetings or None,
+                     greeting_index=turn.request.greeting_index or 0)

@@ -144,7 +144,7 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = get_settings().max_body_bytes
+        limit = _body_limit(scope.get("path", ""))
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._refuse(limit, scope, receive, send)
@@ -173,6 +173,17 @@ class BodySizeLimit:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+FILE_UPLOAD_PATHS = re.compile(r".*/api/characters/(import|[^/]+/lorebook)$")
+"""Where a card or lorebook file is uploaded: CARD_MAX_BYTES, not MAX_BODY_BYTES, applies."""
+
+
+def _body_limit(path: str) -> int:
+    settings = get_settings()
+    if FILE_UPLOAD_PATHS.match(path):
+        return settings.card_max_bytes
+    return settings.max_body_bytes
 
 
 def create_function_app(title: str, routers: Iterable[APIRouter], **fastapi_kwargs: Any) -> FastAPI:

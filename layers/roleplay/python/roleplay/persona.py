@@ -1,14 +1,21 @@
 """The system prompt that keeps a character in persona, in the design document's format.
 
 A stored character supplies defaults; whatever the request says wins, field by field.
+The user's persona names the other side (`상대방`, and `{{user}}` in card texts) unless
+the request's scenario names someone; its description follows that line. A card's
+`system_prompt` replaces our instructions (`{{original}}` in it stands for them) and
+its `post_history_instructions` close the prompt. Fired lorebook entries sit before or
+after the character's description, as each entry's `position` says.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from roleplay.characters import Character, Scenario
+from roleplay.macros import MacroNames, replace_macros, with_original
 
 PersonaLanguage = Literal["ko", "en"]
 
@@ -18,6 +25,8 @@ _LABELS: dict[str, dict[str, str]] = {
         "situation": "현재 상황",
         "background": "배경",
         "opponent": "상대방",
+        "opponent_about": "상대방 소개",
+        "user": "사용자",
         "sample": "예시 대화",
         "rules": "중요 지침:\n"
         "- 캐릭터의 성격과 말투를 일관되게 유지하세요.\n"
@@ -33,6 +42,8 @@ _LABELS: dict[str, dict[str, str]] = {
         "situation": "Current situation",
         "background": "Background",
         "opponent": "Talking with",
+        "opponent_about": "About them",
+        "user": "User",
         "sample": "Example dialogue",
         "rules": "Important rules:\n"
         "- Keep the character's personality and way of speaking consistent.\n"
@@ -54,45 +65,75 @@ class RoleplaySetup:
     persona: str | None = None
     scenario: Scenario = field(default_factory=Scenario)
     sample_dialogue: str | None = None
+    user_name: str | None = None
+    """Who `{{user}}` is: the user persona's name, else the scenario's opponent."""
+    user_description: str | None = None
+    system_prompt: str | None = None
+    post_history_instructions: str | None = None
 
     @classmethod
     def merge(
-        cls, character: Character | None, persona: str | None, scenario: Scenario | None
+        cls, character: Character | None, persona: str | None, scenario: Scenario | None,
+        *, user_name: str | None = None, user_description: str | None = None,
     ) -> RoleplaySetup:
         base = character.scenario if character else Scenario()
         given = scenario or Scenario()
+        opponent = given.opponent or user_name or base.opponent
         return cls(
-            name=character.name if character else None,
+            name=character.display_name if character else None,
             persona=persona if persona else (character.persona if character else None),
             scenario=Scenario(
-                opponent=given.opponent or base.opponent,
+                opponent=opponent,
                 situation=given.situation or base.situation,
                 background=given.background or base.background,
             ),
             sample_dialogue=character.sample_dialogue if character else None,
+            user_name=user_name or opponent,
+            user_description=user_description,
+            system_prompt=character.system_prompt if character else None,
+            post_history_instructions=character.post_history_instructions if character else None,
         )
 
+    def macro_names(self, language: PersonaLanguage = "ko") -> MacroNames:
+        return MacroNames(char=self.name or ("캐릭터" if language == "ko" else "Character"),
+                          user=self.user_name or _LABELS[language]["user"])
 
-def format_persona_for_roleplay(setup: RoleplaySetup, language: PersonaLanguage = "ko") -> str:
+
+def format_persona_for_roleplay(
+    setup: RoleplaySetup, language: PersonaLanguage = "ko", *,
+    lore_before: Sequence[str] = (), lore_after: Sequence[str] = (),
+) -> str:
     labels = _LABELS[language]
+    names = setup.macro_names(language)
+
+    def text(value: str | None) -> str:
+        return replace_macros(value.strip(), names) if value and value.strip() else ""
+
     parts: list[str] = []
     if setup.name:
         parts.append(labels["intro"].format(name=setup.name))
-    if setup.persona and setup.persona.strip():
-        parts.append(setup.persona.strip())
+    parts += [entry for entry in lore_before if entry]
+    if text(setup.persona):
+        parts.append(text(setup.persona))
+    parts += [entry for entry in lore_after if entry]
     scene = [
-        f"{labels[field]}: {value.strip()}"
+        f"{labels[field]}: {text(value)}"
         for field, value in (("situation", setup.scenario.situation),
                              ("background", setup.scenario.background),
-                             ("opponent", setup.scenario.opponent))
-        if value and value.strip()
+                             ("opponent", setup.scenario.opponent),
+                             ("opponent_about", setup.user_description))
+        if text(value)
     ]
     if scene:
         parts.append("\n".join(scene))
-    if setup.sample_dialogue and setup.sample_dialogue.strip():
-        parts.append(f"{labels['sample']}:\n{setup.sample_dialogue.strip()}")
-    parts.append(labels["rules"])
-    return "\n\n".join(parts)
+    if text(setup.sample_dialogue):
+        parts.append(f"{labels['sample']}:\n{text(setup.sample_dialogue)}")
+    own = text(setup.system_prompt)
+    parts.append(with_original(own, labels["rules"]) if own else labels["rules"])
+    closing = text(setup.post_history_instructions)
+    if closing:
+        parts.append(with_original(closing, ""))
+    return "\n\n".join(part for part in parts if part.strip())
 
 
 def opening_note(

@@ -4,8 +4,11 @@
 |--------------------------------|------------|--------------------|-------------------------------------|
 | `{p}character:{id}`            | string     | none               | a character, JSON                   |
 | `{p}characters`                | sorted set | none               | `{created_ms}:{id}`, for paging     |
+| `{p}character:{id}:image`      | string     | none               | the PNG an imported card came in    |
+| `{p}user:{id}:persona`         | string     | none               | the user's persona, JSON            |
 | `{p}session:{id}`              | hash       | SESSION_TTL_S      | metadata, summary and its watermark |
 | `{p}session:{id}:messages`     | list       | SESSION_TTL_S      | the full transcript, JSON each      |
+| `{p}session:{id}:lorebook`     | string     | SESSION_TTL_S      | entries fired on the last turn      |
 | `{p}session:{id}:summary-lock` | string     | SUMMARY_LOCK_TTL_S | who is summarizing the session now  |
 | `{p}token-ratios`              | hash       | none               | model → upstream/local token ratio  |
 | `{p}active-users`              | sorted set | members expire     | user id → last seen (ms), the cap   |
@@ -31,6 +34,15 @@ class RedisKeys:
 
     def character(self, character_id: str) -> str:
         return f"{self.prefix}character:{character_id}"
+
+    def character_image(self, character_id: str) -> str:
+        return f"{self.prefix}character:{character_id}:image"
+
+    def user_persona(self, user_id: str) -> str:
+        return f"{self.prefix}user:{user_id}:persona"
+
+    def session_lorebook(self, session_id: str) -> str:
+        return f"{self.prefix}session:{session_id}:lorebook"
 
     @property
     def characters_index(self) -> str:

@@ -7,6 +7,7 @@ from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
 from roleplay.context_manager import ContextManager
 from roleplay.errors import BadRequest, NotFound
 from roleplay.identity import User
+from roleplay.lorebook.fired_store import load_fired
 from roleplay.session_store import SessionMeta, SessionStore
 from roleplay.settings import get_settings
 from roleplay.token_ratio import token_ratio
@@ -46,6 +47,7 @@ async def session_view(session_id: str, user: User) -> SessionView:
             after_watermark=context.window_tokens(after),
             ratio=await token_ratio(settings.default_model),
             max_context=settings.max_context_tokens),
+        lorebook=await load_fired(session_id),
     )
 
 

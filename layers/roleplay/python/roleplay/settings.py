@@ -163,6 +163,11 @@ class Settings(BaseSettings):
             if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], or *)")
         return origins
+    # character cards (issue 17)
+    card_max_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024,
+        description="Largest card file (PNG, JSON, CHARX) or lorebook that import accepts, and "
+        "the most a CHARX's card.json may inflate to.")
 
     @field_validator("llm_base_url", "tts_base_url", "redis_url", "characters_table", "voices_file",
                      "audio_bucket", "summary_model", "summarizer_function", "speech_function",

@@ -1,0 +1,34 @@
+"""Lambda function `users`: the caller's own persona (who they play in role-play)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from mangum import Mangum
+
+from roleplay import user_persona
+from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
+from roleplay.function_app import create_function_app
+from roleplay.identity import User, current_user
+from roleplay.settings import get_settings
+from roleplay.user_persona import UserPersona
+
+get_settings()
+
+router = APIRouter(prefix="/api/users", tags=["users"], responses=ERROR_RESPONSES)
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+@router.get("/me/persona")
+async def get_persona(user: CurrentUser) -> Envelope[UserPersona | None]:
+    """The caller's persona; null until they set one."""
+    return ok(await user_persona.load_user_persona(user))
+
+
+@router.put("/me/persona")
+async def put_persona(body: UserPersona, user: CurrentUser) -> Envelope[UserPersona]:
+    """Sets who the caller plays: `{{user}}` in cards, and the scenario's opponent by default."""
+    return ok(await user_persona.save_user_persona(user, body))
+
+
+app = create_function_app("users", [router])
+handler = Mangum(app, lifespan="off")

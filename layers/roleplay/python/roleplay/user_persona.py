@@ -1,0 +1,39 @@
+"""Who the user plays: a name and a description, one per user (`{{user}}` in cards).
+
+Keyed by the caller's user id, so it works the same for signed-in users and for
+anonymous clients (each has its own id once identities are per client). A chat request
+may bring its own (`user_persona`), which wins for that turn.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from roleplay.characters import SceneText
+from roleplay.identity import User
+from roleplay.redis_client import get_redis
+from roleplay.redis_keys import redis_keys
+
+
+class UserPersona(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    description: SceneText = ""
+
+
+async def load_user_persona(user: User) -> UserPersona | None:
+    raw = await (await get_redis()).get(redis_keys().user_persona(user.id))
+    return UserPersona.model_validate_json(raw) if raw else None
+
+
+async def save_user_persona(user: User, persona: UserPersona) -> UserPersona:
+    await (await get_redis()).set(redis_keys().user_persona(user.id), persona.model_dump_json())
+    return persona
+
+
+async def persona_for_turn(given: UserPersona | None, user: User) -> UserPersona | None:
+    """The request's persona when it has one, else the user's stored one."""
+    return given if given is not None else await load_user_persona(user)
