@@ -43,7 +43,7 @@ from roleplay.llm_client import upstream_call, upstream_message
 from roleplay.redis_client import get_redis
 from roleplay.redis_keys import redis_keys
 from roleplay.settings import get_settings
-from roleplay.speech import SynthesizedAudio, checked_text, pcm_to_wav, wav_audio
+from roleplay.speech_audio import SynthesizedAudio, checked_text, pcm_to_wav, wav_audio
 from roleplay.voice_catalog import Voice
 
 logger = logging.getLogger(__name__)

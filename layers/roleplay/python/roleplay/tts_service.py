@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from roleplay.audio_store import get_audio_store
-from roleplay.background_jobs import SpeechJob
 from roleplay.errors import ApiError, NotFound, UpstreamError
+from roleplay.job_models import SpeechJob
 from roleplay.settings import get_settings
 from roleplay.speech import SynthesizedAudio, joined_wav, speech_engine
 from roleplay.speech_text import SentenceSplitter
