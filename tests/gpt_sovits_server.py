@@ -238,11 +238,13 @@ class FakeGptSovits:
                     for part in packed(FAILURE_SAMPLE_RATE, bytes(2 * FAILURE_SAMPLE_RATE)):
                         yield part
                     raise RuntimeError("inference failed (the stand-in's fail_after_chunks)")
-                for part in packed(self.sample_rate, pcm):
+                # mode 1: audio_postprocess appends fragment_interval to the fragment itself
+                for part in packed(self.sample_rate, pcm + interval if mode == 1 else pcm):
                     yield part
                 sent += 1
-            for part in packed(self.sample_rate, interval):
-                yield part
+            if mode != 1:  # modes 2-3: TTS.run yields the interval's zeros after the piece
+                for part in packed(self.sample_rate, interval):
+                    yield part
         record.loaded_at_end = self.loaded
 
     async def _tts_post(self, request: TTSRequest) -> Response:

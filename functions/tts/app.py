@@ -7,7 +7,7 @@ Besides HTTP events it takes the speech jobs that chat hands off in `delayed` TT
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from mangum import Mangum
 
 from roleplay import tts_service
@@ -46,7 +46,9 @@ async def synthesize(body: TtsRequest, user: CurrentUser, request: Request) -> A
 
 @router.get(
     "/api/audio/{file_id}",
-    responses={200: {"content": {"audio/wav": {}}, "description": "the audio"},
+    responses={200: {"content": {"audio/wav": {}},
+                     "description": "the audio; while it is still being spoken (streaming_mode 1-3), "
+                                    "a WAV that grows: chunked, data size 0 in its header"},
                202: {"model": Envelope[AudioPending], "description": "not spoken yet"},
                307: {"description": "the audio is in S3: follow the presigned URL"}},
 )
@@ -57,6 +59,9 @@ async def audio(file_id: FileIdPath) -> Response:
                             headers={"Retry-After": "1"})
     if found.redirect_to:
         return RedirectResponse(found.redirect_to, status_code=307)
+    if found.stream is not None:  # still being spoken: chunked, data size 0 in the WAV header
+        return StreamingResponse(found.stream, media_type=found.media_type,
+                                 headers={"Cache-Control": "no-store"})
     return Response(found.data, media_type=found.media_type,
                     headers={"Cache-Control": "private, max-age=3600"})
 

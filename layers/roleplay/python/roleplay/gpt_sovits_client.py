@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -254,7 +254,7 @@ class GptSovitsEngine:
         speed: float = 1.0,
         language: str | None = None,
         streaming_mode: int = 2,
-    ) -> AsyncIterator[PcmChunk]:
+    ) -> AsyncGenerator[PcmChunk, None]:
         """Speech as upstream makes it, chunk by chunk, checked as it goes.
 
         A failed inference inside `TTS.run` yields one second of 16 kHz zeros before it

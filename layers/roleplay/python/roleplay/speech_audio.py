@@ -10,8 +10,9 @@ from __future__ import annotations
 import io
 import struct
 import wave
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from roleplay.errors import BadRequest, PayloadTooLarge
 from roleplay.settings import Settings, get_settings
@@ -40,6 +41,21 @@ class SpeechEngine(Protocol):
         language: str | None = None,
         streaming_mode: int = 0,
     ) -> SynthesizedAudio: ...
+
+
+@runtime_checkable
+class StreamingSpeechEngine(SpeechEngine, Protocol):
+    """An engine that can hand over speech while it is still making it."""
+
+    def stream_pcm(
+        self,
+        text: str,
+        voice: Voice,
+        *,
+        speed: float = 1.0,
+        language: str | None = None,
+        streaming_mode: int = 2,
+    ) -> AsyncGenerator[PcmChunk, None]: ...
 
 
 @dataclass(frozen=True)
