@@ -83,7 +83,8 @@ def test_silence_from_gpt_sovits_is_a_502_on_the_tts_api(sovits: FakeGptSovits, 
                                                          tmp_path: Path) -> None:
     sovits.fail_after_chunks = 0
     for body in ({"text": "안녕하세요"}, {"text": "안녕하세요", "streaming_mode": 3},
-                 {"text": "...?!"}, {"text": "안녕하세요", "return_binary": True}):
+                 {"text": "...?!"}, {"text": "안녕하세요", "return_binary": True},
+                 {"text": "안녕하세요", "return_binary": True, "streaming_mode": 2}):
         response = client.post("/api/tts", json=body)
         assert response.status_code == 502, (body, response.text)
         error = response.json()["error"]
@@ -198,3 +199,29 @@ def test_delayed_speech_in_a_streaming_mode_grows_at_its_url(fake_upstream: Any,
     assert status == 200
     final = api.get(reply["audio_url"])
     assert final.status_code == 200 and len(_pcm(final.content)) > 0
+
+
+def test_tts_api_streams_the_wav_as_it_is_made_with_return_binary(sovits: FakeGptSovits,
+                                                                  api: httpx.Client) -> None:
+    sovits.delay_per_char_s, sovits.chunk_decode_s = 0.06, 0.05
+    with api.stream("POST", "/api/tts", json={"text": ONE_SENTENCE, "streaming_mode": 3,
+                                              "return_binary": True}) as response:
+        assert response.status_code == 200
+        assert response.headers.get("transfer-encoding") == "chunked"
+        pieces = response.iter_bytes()
+        first = next(pieces)
+        assert sovits.syntheses[-1].loaded_at_end is None, "sent while GPT-SoVITS is still speaking"
+        body = first + b"".join(pieces)
+    assert body[:4] == b"RIFF" and body[40:44] == bytes(4)
+    assert sovits.requests[-1]["streaming_mode"] == 3
+    assert len(body) - 44 == 2 * int(32000 * (len(ONE_SENTENCE) * 0.05 + 0.3))
+
+
+def test_tts_api_stream_cut_by_gpt_sovits_is_cut_for_the_client(sovits: FakeGptSovits,
+                                                                api: httpx.Client) -> None:
+    sovits.fail_after_chunks = 1
+    with pytest.raises(httpx.RemoteProtocolError), api.stream(
+            "POST", "/api/tts", json={"text": ONE_SENTENCE, "streaming_mode": 2,
+                                      "return_binary": True}) as response:
+        assert response.status_code == 200
+        response.read()

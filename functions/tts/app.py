@@ -32,11 +32,15 @@ limiter = ConcurrentUserLimiter()
     "/api/tts",
     response_model=Envelope[TtsResult],
     responses={200: {"content": {"audio/wav": {}},
-                     "description": "`{audio_url, duration, file_id}`, or with `return_binary` the audio"}},
+                     "description": "`{audio_url, duration, file_id}`, or with `return_binary` the audio "
+                                    "(in streaming_mode 1-3 with GPT-SoVITS, a WAV sent as it is made: "
+                                    "chunked, data size 0 in its header)"}},
 )
 async def synthesize(body: TtsRequest, user: CurrentUser, request: Request) -> Any:
     client = request.client.host if request.client else "unknown"
     await limiter.ensure_admitted(occupant_id(user, body.session_id or f"client-{client}"))
+    if body.return_binary and (stream := await tts_service.synthesize_stream(body)) is not None:
+        return StreamingResponse(stream, media_type="audio/wav", headers={"Cache-Control": "no-store"})
     audio = await tts_service.synthesize(body)
     if body.return_binary:
         return Response(audio.audio, media_type=audio.media_type,

@@ -26,6 +26,7 @@ from roleplay.settings import get_settings
 from roleplay.speech import speech_engine
 from roleplay.speech_audio import (
     WAV_MEDIA_TYPE,
+    PcmChunk,
     PcmFormat,
     StreamingSpeechEngine,
     SynthesizedAudio,
@@ -46,6 +47,31 @@ async def synthesize(request: TtsRequest) -> SynthesizedAudio:
     return await speech_engine().synthesize(request.text, voice, speed=request.speed,
                                             language=request.language,
                                             streaming_mode=request.streaming_mode)
+
+
+async def synthesize_stream(request: TtsRequest) -> AsyncIterator[bytes] | None:
+    """`POST /api/tts` with `return_binary` in streaming mode 1-3: the WAV as the engine makes
+    it (a header whose data size is 0, then PCM, as api_v2 streams it). The first chunk is
+    awaited here, so failed or silent speech is a 502 before anything is sent; a failure
+    after that cuts the response, as api_v2 does. None: the engine does not stream."""
+    engine = speech_engine()
+    if not (request.streaming_mode and isinstance(engine, StreamingSpeechEngine)):
+        return None
+    chunks = engine.stream_pcm(request.text, voice_by_id(request.voice_id), speed=request.speed,
+                               language=request.language, streaming_mode=request.streaming_mode)
+    try:
+        first = await anext(chunks)
+    except BaseException:
+        await chunks.aclose()
+        raise
+    return _streamed_wav(first, chunks)
+
+
+async def _streamed_wav(first: PcmChunk, chunks: AsyncGenerator[PcmChunk, None]) -> AsyncIterator[bytes]:
+    async with contextlib.aclosing(chunks):
+        yield streaming_wav_header(first.format) + first.pcm
+        async for chunk in chunks:
+            yield chunk.pcm
 
 
 async def store(audio: SynthesizedAudio, voice: Voice) -> TtsResult:
