@@ -4,14 +4,14 @@ synthesize, and streamed speech (GPT-SoVITS `streaming_mode` 2-3) against both.
 Same upstreams for all, with realistic delays: an LLM that streams a ten-sentence
 Korean reply at `TOKEN_DELAY_S` per word (about Gemma 3 27B's pace on one GPU), and a
 GPT-SoVITS (api_v2 stand-in) that takes `SYNTH_BASE_S` plus `SYNTH_PER_CHAR_S` per
-character. Streaming, the stand-in spends that same compute chunk by chunk as
-`TTS.run` does (16 semantic tokens, 0.64 s of audio, per chunk) plus `CHUNK_DECODE_S`
-to decode each chunk. Pipelined: a streamed chat with TTS on (mode 0), until its first
+character, and speaks `SPEECH_S_PER_CHAR` seconds per character. Streaming, the
+stand-in spends that same compute chunk by chunk as `TTS.run` does (16 semantic
+tokens, 0.64 s of audio, per chunk) plus `CHUNK_DECODE_S` to decode each chunk. Pipelined: a streamed chat with TTS on (mode 0), until its first
 `audio` event. Streamed: the same in mode 2 or 3, until the first `audio` event (sent
 when the sentence's first chunk exists) and until the first bytes of its growing WAV.
 Whole: a plain chat in `realtime` mode, whose answer arrives with the whole reply spoken.
-The floor under any of them is the time to the first sentence's text (`first_sentence_
-text_median`): speech cannot start before the words it says exist.
+The floor under any of them is the time to the first sentence's text
+(`first_sentence_text_median`): speech cannot start before the words it says exist.
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ REPLY = ("*창밖을 보며* 오늘 비가 많이 오네. 우산은 챙겨 왔�
          "주인공이 비 오는 골목을 걷는 장면이 참 좋더라. 다 읽으면 같이 이야기하자.")
 LONG_FIRST = ("*창밖을 보며* 오늘은 아침부터 비가 정말 많이 와서 창가에 앉아 빗소리를 오래 들었어. "
               + REPLY.split("오네. ", 1)[1])
-"""The same reply, but its first sentence is long (40 characters, about 50 semantic tokens,
-so several GPT-SoVITS chunks) where REPLY's is short (12 characters, under one chunk)."""
+"""The same reply, but its first sentence is long (40 characters: 5.2 s of speech, 130
+semantic tokens, eight chunks) where REPLY's is short (12 characters: 1.6 s, 39 tokens)."""
 TOKEN_DELAY_S = 0.06
 SYNTH_BASE_S = 0.15
 SYNTH_PER_CHAR_S = 0.012
 CHUNK_DECODE_S = 0.02
+SPEECH_S_PER_CHAR = 0.13  # Korean read at about 5 syllables a second, spaces and punctuation included
 STREAMING_MODES = (2, 3)
 ROUNDS = 5
 
@@ -91,7 +92,7 @@ def _whole(http: httpx.Client, body: dict[str, Any]) -> float:
 def run(rounds: int = ROUNDS) -> dict[str, Any]:
     llm = FakeLLM(reply=REPLY, token_delay_s=TOKEN_DELAY_S)
     sovits = FakeGptSovits(delay_s=SYNTH_BASE_S, delay_per_char_s=SYNTH_PER_CHAR_S,
-                           chunk_decode_s=CHUNK_DECODE_S)
+                           chunk_decode_s=CHUNK_DECODE_S, seconds_per_char=SPEECH_S_PER_CHAR)
     with tempfile.TemporaryDirectory() as folder:
         voices = Path(folder) / "voices.json"
         voices.write_text(json.dumps({"voices": [{
@@ -140,6 +141,7 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
                   "tts_ms": f"{SYNTH_BASE_S * 1000:g} + {SYNTH_PER_CHAR_S * 1000:g} per char",
                   "tts_streaming": f"the same compute per 16-token chunk, + {CHUNK_DECODE_S * 1000:g} ms "
                                    "decode per chunk",
+                  "speech_s_per_char": SPEECH_S_PER_CHAR,
                   "rounds": rounds},
         "time_to_first_audio_ms": times,
         "streaming_first_audio_ms": streaming,

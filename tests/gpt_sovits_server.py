@@ -7,7 +7,8 @@ version the project targets): `api_v2.py` `check_params`, `tts_handle` and
 hop-640, 25 Hz-semantic geometry of `GPT_SoVITS/configs/s2.json`.
 
 - `POST /tts` is validated as `check_params` and `tts_handle` do, with the same 400 bodies,
-  and answers a real WAV (a sine wave, 50 ms per character, divided by `speed_factor`).
+  and answers a real WAV (a sine wave, `seconds_per_char` per character, divided by
+  `speed_factor`).
 - A failed inference (`fail_after_chunks`) is what `TTS.run`'s `except` does: it yields
   `16000, np.zeros(16000)` and re-raises. Without streaming api_v2 takes that one
   `next()` and answers 200 with one second of 16 kHz silence; streaming, it sends those
@@ -41,6 +42,7 @@ import struct
 import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from fastapi import FastAPI, Response
@@ -103,6 +105,9 @@ class FakeGptSovits:
     switch_delay_s: float = 0.0
     chunk_decode_s: float = 0.0
     """VITS decode time of one streamed chunk, on top of making its tokens."""
+    seconds_per_char: float = SECONDS_PER_CHAR
+    """Speech per character of text; short by default, for quick tests. Korean read aloud is
+    about 5 syllables a second, 0.13 s per character with spaces and punctuation."""
     fail_after_chunks: int | None = None
     """Inference fails after this many audio chunks (0: before any); None: never."""
     sample_rate: int = 32000
@@ -121,11 +126,10 @@ class FakeGptSovits:
         return self.gpt, self.sovits
 
     def pcm(self, text: str, speed: float) -> bytes:
-        frames = int(self.sample_rate * SECONDS_PER_CHAR * len(text) / speed)
-        return b"".join(
-            struct.pack("<h", int(12000 * math.sin(2 * math.pi * 440 * i / self.sample_rate)))
-            for i in range(frames)
-        )
+        frames = int(self.sample_rate * self.seconds_per_char * len(text) / speed)
+        second = _tone(self.sample_rate)  # 440 whole cycles: seconds tile seamlessly
+        whole, rest = divmod(2 * frames, len(second))
+        return second * whole + second[:rest]
 
     def build(self) -> FastAPI:
         app = FastAPI()
@@ -201,7 +205,8 @@ class FakeGptSovits:
             return [(pcm, per_char * len(piece))]
         token_bytes = 2 * round(self.sample_rate * TOKEN_S / speed)
         tokens = -(-len(pcm) // token_bytes)
-        spaces = {round(i * SECONDS_PER_CHAR / TOKEN_S) for i, ch in enumerate(piece) if ch == " "}
+        spaces = {round(i * self.seconds_per_char / speed / TOKEN_S) for i, ch in enumerate(piece)
+                  if ch == " "}
         parts: list[tuple[bytes, float]] = []
         start = 0
         while start < tokens:
@@ -289,6 +294,12 @@ class FakeGptSovits:
         if command == "restart":  # upstream re-executes itself and loads its config's weights
             self.gpt, self.sovits = DEFAULT_GPT, DEFAULT_SOVITS
         return None
+
+
+@lru_cache(maxsize=4)
+def _tone(sample_rate: int) -> bytes:
+    return b"".join(struct.pack("<h", int(12000 * math.sin(2 * math.pi * 440 * i / sample_rate)))
+                    for i in range(sample_rate))
 
 
 def segments(text: str) -> list[str]:
