@@ -6,9 +6,11 @@ Korean reply at `TOKEN_DELAY_S` per word (about Gemma 3 27B's pace on one GPU), 
 GPT-SoVITS (api_v2 stand-in) that takes `SYNTH_BASE_S` plus `SYNTH_PER_CHAR_S` per
 character, and speaks `SPEECH_S_PER_CHAR` seconds per character. Streaming, the
 stand-in spends that same compute chunk by chunk as `TTS.run` does (16 semantic
-tokens, 0.64 s of audio, per chunk) plus `CHUNK_DECODE_S` to decode each chunk. Pipelined: a streamed chat with TTS on (mode 0), until its first
-`audio` event. Streamed: the same in mode 2 or 3, until the first `audio` event (sent
-when the sentence's first chunk exists) and until the first bytes of its growing WAV.
+tokens, 0.64 s of audio, per chunk) plus `CHUNK_DECODE_S` to decode each chunk.
+Pipelined: a streamed chat with TTS on (mode 0), until its first `audio` event.
+Streamed: the same in mode 2 or 3, until the first `audio` event (sent when the
+sentence's first chunk exists) and until the first bytes of its growing WAV; the modes
+take turns, round by round.
 Whole: a plain chat in `realtime` mode, whose answer arrives with the whole reply spoken.
 The floor under any of them is the time to the first sentence's text
 (`first_sentence_text_median`): speech cannot start before the words it says exist.
@@ -78,6 +80,17 @@ def _first_streamed_audio(http: httpx.Client, body: dict[str, Any], mode: int) -
     raise RuntimeError("the stream carried no audio")
 
 
+def _alternating(http: httpx.Client, body: dict[str, Any], name: str, modes: tuple[int, ...],
+                 rounds: int) -> dict[int, list[dict[str, float]]]:
+    """Each mode once per round, in turn, so the machine's drift hits every mode alike."""
+    runs: dict[int, list[dict[str, float]]] = {mode: [] for mode in modes}
+    for n in range(rounds):
+        for mode in modes:
+            runs[mode].append(_first_streamed_audio(http, {**body, "session_id": f"{name}{mode}-{n}"},
+                                                    mode))
+    return runs
+
+
 def _ms(values: list[float]) -> float:
     return round(statistics.median(values) * 1000, 1)
 
@@ -105,13 +118,11 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
                     "AUDIO_DIR": str(Path(folder) / "audio"), "MAX_CONCURRENT_USERS": "1000"}) as (api, _), \
                 httpx.Client(base_url=api, timeout=120) as http:
             body = {"messages": [{"role": "user", "content": "비 오는 날 뭐 하고 싶어?"}]}
-            streamed = {mode: [_first_streamed_audio(http, {**body, "session_id": f"s{mode}-{n}"}, mode)
-                               for n in range(rounds)] for mode in (0, *STREAMING_MODES)}
+            streamed = _alternating(http, body, "s", (0, *STREAMING_MODES), rounds)
             pipelined = [run["event"] for run in streamed[0]]
             whole = [_whole(http, {**body, "session_id": f"w{n}"}) for n in range(rounds)]
             llm.reply = LONG_FIRST
-            long_first = {mode: [_first_streamed_audio(http, {**body, "session_id": f"l{mode}-{n}"}, mode)
-                                 for n in range(rounds)] for mode in (0, 3)}
+            long_first = _alternating(http, body, "l", (0, 3), rounds)
     words = len(REPLY.split(" "))
     sentences = sum(REPLY.count(mark) for mark in ".?!")
     times = {
