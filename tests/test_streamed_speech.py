@@ -225,3 +225,28 @@ def test_tts_api_stream_cut_by_gpt_sovits_is_cut_for_the_client(sovits: FakeGptS
                                       "return_binary": True}) as response:
         assert response.status_code == 200
         response.read()
+
+
+def test_another_instance_serves_the_growing_wav(fake_upstream: Any, sovits: FakeGptSovits) -> None:
+    """Two local runners sharing AUDIO_DIR and Redis: speech made on one grows on the other."""
+    from tests.test_multi_instance import _instances
+
+    sovits.delay_per_char_s, sovits.chunk_decode_s = 0.06, 0.05
+    fake_upstream.reply = ONE_SENTENCE
+    seen: list[bytes] = []
+    for speaker, listener in _instances({}):
+
+        def on_audio(event: dict[str, Any], listener: httpx.Client = listener) -> None:
+            synthesis = _synthesis_of(sovits, event["text"])
+            with listener.stream("GET", event["audio_url"]) as response:
+                assert response.status_code == 200
+                assert response.headers.get("transfer-encoding") == "chunked"
+                pieces = response.iter_bytes()
+                first = next(pieces)
+                assert synthesis.loaded_at_end is None, "the other instance streams it while spoken"
+                seen.append(first + b"".join(pieces))
+
+        events = _chat_events(speaker, mode=3, on_audio=on_audio)
+        assert events[-1][0] == "done" and seen
+        url = next(data["audio_url"] for name, data in events if name == "audio")
+        assert _pcm(listener.get(url).content) == seen[0][44:]
