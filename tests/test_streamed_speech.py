@@ -250,3 +250,29 @@ def test_another_instance_serves_the_growing_wav(fake_upstream: Any, sovits: Fak
         assert events[-1][0] == "done" and seen
         url = next(data["audio_url"] for name, data in events if name == "audio")
         assert _pcm(listener.get(url).content) == seen[0][44:]
+
+
+def test_with_s3_streamed_speech_is_stored_whole_once_spoken(
+        fake_upstream: Any, sovits: FakeGptSovits, aws: None, settings_env: Callable[..., None],
+        client: TestClient) -> None:
+    """S3 cannot append, so nothing grows: mode 2 is asked of GPT-SoVITS, gathered, checked
+    and stored whole, and the event comes with its duration, as in mode 0."""
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="audio-stream-test")
+    settings_env(AUDIO_BUCKET="audio-stream-test")
+    fake_upstream.reply = ONE_SENTENCE
+    response = client.post("/api/chat", json={"stream": True, "tts_streaming_mode": 2,
+                                              "messages": [{"role": "user", "content": "뭐 했어?"}]})
+    audio = [json.loads(block.split("data: ", 1)[1]) for block in response.text.split("\n\n")
+             if block.startswith("event: audio")]
+    assert len(audio) == 1 and "streaming" not in audio[0] and audio[0]["duration"] > 0
+    assert sovits.requests[-1]["streaming_mode"] == 2
+    assert "audio-stream-test" in audio[0]["audio_url"] and "X-Amz-Signature" in audio[0]["audio_url"]
+
+    sovits.fail_after_chunks = 0
+    response = client.post("/api/chat", json={"stream": True, "tts_streaming_mode": 2,
+                                              "messages": [{"role": "user", "content": "또?"}]})
+    assert '"code": "upstream_error"' in response.text
+    listing = boto3.client("s3").list_objects_v2(Bucket="audio-stream-test").get("Contents", [])
+    assert len(listing) == 1, "the failed sentence left nothing in the bucket"
