@@ -1,11 +1,35 @@
 """A stand-in for GPT-SoVITS's `api_v2.py`, following its contract, for tests without a GPU.
 
-It validates `POST /tts` the way upstream's `check_params` and `tts_handle` do, with the
-same 400 bodies, and answers a real WAV (a sine wave, 50 ms per character of text,
-divided by `speed_factor`). With `streaming_mode` 1-3 it streams like upstream: for wav,
-a header whose data size is 0, then raw 16-bit PCM. `/set_gpt_weights` and
-`/set_sovits_weights` change the loaded pair, and each synthesis records the pair that
-was loaded when it began and when it ended, so a test can see any interleaving.
+Mirrors RVC-Boss/GPT-SoVITS at 48b1a01 (api_v2.py is unchanged since 0235857, the
+version the project targets): `api_v2.py` `check_params`, `tts_handle` and
+`wave_header_chunk`; `GPT_SoVITS/TTS_infer_pack/TTS.py` `TTS.run`;
+`TextPreprocessor.pre_seg_text` and `text_segmentation_method.cut5`; the 32 kHz,
+hop-640, 25 Hz-semantic geometry of `GPT_SoVITS/configs/s2.json`.
+
+- `POST /tts` is validated as `check_params` and `tts_handle` do, with the same 400 bodies,
+  and answers a real WAV (a sine wave, `seconds_per_char` per character, divided by
+  `speed_factor`).
+- A failed inference (`fail_after_chunks`) is what `TTS.run`'s `except` does: it yields
+  `16000, np.zeros(16000)` and re-raises. Without streaming api_v2 takes that one
+  `next()` and answers 200 with one second of 16 kHz silence; streaming, it sends those
+  zeros (after a 16 kHz `wave_header_chunk` if nothing came before) and then the
+  generator's exception drops the connection. Text with nothing left after
+  `pre_seg_text` (only symbols) is the same silence without streaming (`len(data) == 0`)
+  and an empty 200 body when streaming (no segment, so nothing is yielded).
+- Streaming (`tts_handle`: 1 = `return_fragment`, 2 = `streaming_mode`, 3 = streaming
+  with `fixed_length_chunk`) sends a header whose data size is 0, then raw 16-bit PCM,
+  with the timing of `TTS.run`: the text is cut like `cut5` and short pieces merged like
+  `merge_short_text_in_array(_, 5)`; mode 1 sends each piece whole once it is
+  synthesized, followed by `fragment_interval` of silence; modes 2-3 send a piece in
+  chunks of `min_chunk_length` semantic tokens (40 ms of audio each) as the T2S model
+  makes them, mode 3 exactly that long, mode 2 up to the next pause (upstream cuts at a
+  token close to its mute token; here: at a space), then `fragment_interval` of silence
+  after the piece. Compute time is `delay_s` per request (reference audio and text
+  front end) plus `delay_per_char_s` per character, spread over the tokens as they are
+  made, plus `chunk_decode_s` per streamed chunk (the VITS `decode_streaming` of it).
+- `/set_gpt_weights` and `/set_sovits_weights` change the loaded pair, and each
+  synthesis records the pair that was loaded when it began and when it ended, so a test
+  can see any interleaving.
 """
 
 from __future__ import annotations
@@ -13,10 +37,12 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import re
 import struct
 import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from fastapi import FastAPI, Response
@@ -27,6 +53,9 @@ from pydantic import BaseModel
 V2_LANGUAGES = ["auto", "auto_yue", "en", "zh", "ja", "yue", "ko", "all_zh", "all_ja", "all_yue", "all_ko"]
 CUT_METHODS = ["cut0", "cut1", "cut2", "cut3", "cut4", "cut5"]
 SECONDS_PER_CHAR = 0.05
+TOKEN_S = 0.04  # one 25 Hz semantic token: hop 640 x 2 at 32 kHz (s2.json)
+FAILURE_SAMPLE_RATE = 16000  # TTS.run's `yield 16000, np.zeros(int(16000), dtype=np.int16)`
+CUT5_PUNCTUATION = set(",.;?!、，。？！;：…")
 DEFAULT_GPT = "GPT_SoVITS/pretrained_models/s1v3.ckpt"
 DEFAULT_SOVITS = "GPT_SoVITS/pretrained_models/v2Pro/s2Gv2ProPlus.pth"
 
@@ -74,6 +103,13 @@ class FakeGptSovits:
     delay_per_char_s: float = 0.0
     """Synthesis time grows with the text, as a real model's does."""
     switch_delay_s: float = 0.0
+    chunk_decode_s: float = 0.0
+    """VITS decode time of one streamed chunk, on top of making its tokens."""
+    seconds_per_char: float = SECONDS_PER_CHAR
+    """Speech per character of text; short by default, for quick tests. Korean read aloud is
+    about 5 syllables a second, 0.13 s per character with spaces and punctuation."""
+    fail_after_chunks: int | None = None
+    """Inference fails after this many audio chunks (0: before any); None: never."""
     sample_rate: int = 32000
     version: str = "v2"
     ref_audio_paths: set[str] | None = None  # None: every path exists
@@ -90,11 +126,10 @@ class FakeGptSovits:
         return self.gpt, self.sovits
 
     def pcm(self, text: str, speed: float) -> bytes:
-        frames = int(self.sample_rate * SECONDS_PER_CHAR * len(text) / speed)
-        return b"".join(
-            struct.pack("<h", int(12000 * math.sin(2 * math.pi * 440 * i / self.sample_rate)))
-            for i in range(frames)
-        )
+        frames = int(self.sample_rate * self.seconds_per_char * len(text) / speed)
+        second = _tone(self.sample_rate)  # 440 whole cycles: seconds tile seamlessly
+        whole, rest = divmod(2 * frames, len(second))
+        return second * whole + second[:rest]
 
     def build(self) -> FastAPI:
         app = FastAPI()
@@ -148,23 +183,73 @@ class FakeGptSovits:
                          "Exception": f"[Errno 2] No such file or directory: '{req['ref_audio_path']}'"})
         record = Synthesis(req["ref_audio_path"], req["text"], self.loaded)
         self.syntheses.append(record)
-        pcm = self.pcm(req["text"], float(req["speed_factor"]))
+        speed = float(req["speed_factor"])
+        pieces = segments(req["text"])
         if mode:
-            return StreamingResponse(self._stream(pcm, media_type, record),
+            return StreamingResponse(self._stream(pieces, speed, int(mode), req, media_type, record),
                                      media_type=f"audio/{media_type}")
         await asyncio.sleep(self.delay_s + self.delay_per_char_s * len(req["text"]))
         record.loaded_at_end = self.loaded
-        body = _wav(pcm, self.sample_rate) if media_type == "wav" else pcm
+        if not pieces or self.fail_after_chunks is not None:  # TTS.run's one second of 16 kHz zeros
+            rate, pcm = FAILURE_SAMPLE_RATE, bytes(2 * FAILURE_SAMPLE_RATE)
+        else:
+            rate, pcm = self.sample_rate, self.pcm(req["text"], speed)
+        body = _wav(pcm, rate) if media_type == "wav" else pcm
         return Response(body, media_type=f"audio/{media_type}")
 
-    async def _stream(self, pcm: bytes, media_type: str, record: Synthesis) -> AsyncIterator[bytes]:
-        if media_type == "wav":
-            yield _wav(b"", self.sample_rate)  # upstream's wave_header_chunk(sample_rate=sr)
-        fragments = 4
-        size = -(-len(pcm) // fragments // 2) * 2
-        for start in range(0, len(pcm), size):
-            await asyncio.sleep(self.delay_s / fragments)
-            yield pcm[start:start + size]
+    def _chunks(self, piece: str, speed: float, mode: int, min_tokens: int) -> list[tuple[bytes, float]]:
+        """A piece's audio as `TTS.run` yields it, each part with the compute it costs."""
+        pcm = self.pcm(piece, speed)
+        per_char = self.delay_per_char_s
+        if mode == 1:
+            return [(pcm, per_char * len(piece))]
+        token_bytes = 2 * round(self.sample_rate * TOKEN_S / speed)
+        tokens = -(-len(pcm) // token_bytes)
+        spaces = {round(i * self.seconds_per_char / speed / TOKEN_S) for i, ch in enumerate(piece)
+                  if ch == " "}
+        parts: list[tuple[bytes, float]] = []
+        start = 0
+        while start < tokens:
+            end = min(start + max(min_tokens, 1), tokens)
+            if mode == 2:
+                while end < tokens and end not in spaces:
+                    end += 1
+            share = (end - start) / tokens * per_char * len(piece)
+            parts.append((pcm[start * token_bytes:end * token_bytes], share + self.chunk_decode_s))
+            start = end
+        return parts
+
+    async def _stream(self, pieces: list[str], speed: float, mode: int, req: dict[str, Any],
+                      media_type: str, record: Synthesis) -> AsyncIterator[bytes]:
+        """`tts_handle`'s `streaming_generator` over `TTS.run`'s yields."""
+        first = True
+        sent = 0
+
+        def packed(rate: int, pcm: bytes) -> list[bytes]:
+            nonlocal first
+            out = []
+            if first and media_type == "wav":
+                out.append(_wav(b"", rate))  # wave_header_chunk(sample_rate=sr)
+            first = False
+            out.append(pcm)
+            return out
+
+        await asyncio.sleep(self.delay_s)
+        interval = bytes(2 * int(self.sample_rate * float(req["fragment_interval"])))
+        for piece in pieces:
+            for pcm, cost in self._chunks(piece, speed, mode, int(req["min_chunk_length"])):
+                await asyncio.sleep(cost)
+                if self.fail_after_chunks is not None and sent >= self.fail_after_chunks:
+                    for part in packed(FAILURE_SAMPLE_RATE, bytes(2 * FAILURE_SAMPLE_RATE)):
+                        yield part
+                    raise RuntimeError("inference failed (the stand-in's fail_after_chunks)")
+                # mode 1: audio_postprocess appends fragment_interval to the fragment itself
+                for part in packed(self.sample_rate, pcm + interval if mode == 1 else pcm):
+                    yield part
+                sent += 1
+            if mode != 1:  # modes 2-3: TTS.run yields the interval's zeros after the piece
+                for part in packed(self.sample_rate, interval):
+                    yield part
         record.loaded_at_end = self.loaded
 
     async def _tts_post(self, request: TTSRequest) -> Response:
@@ -209,6 +294,40 @@ class FakeGptSovits:
         if command == "restart":  # upstream re-executes itself and loads its config's weights
             self.gpt, self.sovits = DEFAULT_GPT, DEFAULT_SOVITS
         return None
+
+
+@lru_cache(maxsize=4)
+def _tone(sample_rate: int) -> bytes:
+    return b"".join(struct.pack("<h", int(12000 * math.sin(2 * math.pi * 440 * i / sample_rate)))
+                    for i in range(sample_rate))
+
+
+def segments(text: str) -> list[str]:
+    """The pieces `TTS.run` synthesizes one by one: `pre_seg_text` with `cut5`, pieces of
+    only symbols dropped, pieces under 5 characters merged into the next."""
+    pieces, current = [], ""
+    for index, char in enumerate(text.strip("\n")):
+        current += char
+        decimal = char == "." and 0 < index < len(text) - 1 and text[index - 1].isdigit() \
+            and text[index + 1].isdigit()
+        if char in CUT5_PUNCTUATION and not decimal:
+            pieces.append(current)
+            current = ""
+    pieces.append(current)
+    pieces = [p.strip() for p in pieces if p.strip() and re.sub(r"\W+", "", p)]
+    merged: list[str] = []
+    carry = ""
+    for piece in pieces:
+        carry += piece
+        if len(carry) >= 5:
+            merged.append(carry)
+            carry = ""
+    if carry:
+        if merged:
+            merged[-1] += carry
+        else:
+            merged.append(carry)
+    return merged
 
 
 def _bad(content: dict[str, str]) -> JSONResponse:

@@ -15,11 +15,13 @@ from roleplay.audio_store import (
     MAX_PENDING_S,
     SWEEP_EVERY_S,
     AudioStore,
+    GrowingAudioStore,
     LocalAudioStore,
     S3AudioStore,
     get_audio_store,
 )
 from roleplay.errors import BadRequest, ServiceUnavailable
+from roleplay.speech_audio import PcmFormat, streaming_wav_header
 
 TTL = 120
 WAV = b"RIFF$\x00\x00\x00WAVEfmt " + bytes(28)
@@ -204,3 +206,86 @@ def test_get_audio_store_follows_settings(settings_env: Callable[..., None], tmp
     assert run(s3.get(stored.file_id)) == (WAV, "audio/wav")
     settings_env(AUDIO_BUCKET="  ")
     assert isinstance(get_audio_store(), LocalAudioStore)
+
+
+HEADER = streaming_wav_header(PcmFormat(32000))
+
+
+def _follow_in_a_process(directory: str, file_id: str) -> tuple[bytes, str]:
+    """Another instance on the same AUDIO_DIR: what it reads, and the status at its first bytes."""
+
+    async def follow() -> tuple[bytes, str]:
+        store = LocalAudioStore(directory, TTL)
+        for _ in range(3000):  # until the writer starts the file
+            if (stream := await store.follow(file_id)) is not None:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the file never started growing")
+        (Path(directory) / "reader.ready").touch()
+        body, status_at_first = b"", ""
+        async for data in stream:
+            if not body:
+                status_at_first = await store.status(file_id)
+            body += data
+        return body, status_at_first
+
+    return asyncio.run(follow())
+
+
+def test_a_growing_local_file_is_followed_by_another_process_until_filled(tmp_path: Path) -> None:
+    import multiprocessing
+
+    store = LocalAudioStore(tmp_path / "audio", TTL)
+    file_id = run(store.reserve())
+    chunks = [bytes([n]) * 3200 for n in range(1, 6)]
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        run(store.grow(file_id, HEADER))
+        assert run(store.status(file_id)) == "growing"
+        reader = pool.apply_async(_follow_in_a_process, (str(store.directory), file_id))
+        deadline = time.monotonic() + 60
+        while not (store.directory / "reader.ready").exists():
+            assert time.monotonic() < deadline, "the reading process never started"
+            time.sleep(0.05)
+        for chunk in chunks:
+            run(store.append(file_id, chunk))
+            time.sleep(0.1)
+        whole = HEADER + b"".join(chunks)
+        run(store.fill(file_id, whole, "audio/wav"))
+        body, status_at_first = reader.get(timeout=60)
+    assert body == whole
+    assert status_at_first == "growing", "the reader had bytes while the file was still growing"
+    assert run(store.status(file_id)) == "ready"
+    assert _stored_names(store) == [f"{file_id}.wav", "reader.ready"]
+
+
+def test_a_discarded_growing_file_ends_its_followers_and_is_missing(tmp_path: Path) -> None:
+    store = LocalAudioStore(tmp_path / "audio", TTL)
+
+    async def scenario() -> bytes:
+        file_id = await store.reserve()
+        await store.grow(file_id, HEADER)
+        stream = await store.follow(file_id)
+        assert stream is not None
+        await store.append(file_id, b"\x01\x02")
+        await store.discard(file_id)
+        assert await store.status(file_id) == "missing"
+        assert await store.follow(file_id) is None
+        return b"".join([data async for data in stream])
+
+    assert run(scenario()) == HEADER + b"\x01\x02"
+    assert _stored_names(store) == []
+
+
+def test_only_the_local_store_grows(tmp_path: Path, bucket: str) -> None:
+    assert isinstance(LocalAudioStore(tmp_path, TTL), GrowingAudioStore)
+    assert not isinstance(S3AudioStore(bucket, TTL), GrowingAudioStore)
+
+
+def test_local_sweep_removes_an_abandoned_growing_file(tmp_path: Path, clock: Clock) -> None:
+    store = LocalAudioStore(tmp_path / "audio", TTL, now=clock)
+    file_id = run(store.reserve())
+    run(store.grow(file_id, HEADER))
+    clock.offset += MAX_PENDING_S + 1
+    assert run(store.sweep()) == 2
+    assert run(store.status(file_id)) == "missing"

@@ -33,9 +33,10 @@ from roleplay.gpt_sovits_client import (
     loaded_weights_key,
 )
 from roleplay.speech import SynthesizedAudio, speech_engine, wav_duration
+from roleplay.speech_audio import PcmChunk
 from roleplay.speech_failover import FailoverSpeechEngine
 from roleplay.voice_catalog import Voice
-from tests.gpt_sovits_server import SECONDS_PER_CHAR, FakeGptSovits
+from tests.gpt_sovits_server import SECONDS_PER_CHAR, FakeGptSovits, segments
 from tests.upstream_server import closed_port_url, serve, silent_socket
 
 ALICE = Voice(id="alice", name="Alice", language="ko", ref_audio_path="refs/alice.wav",
@@ -165,8 +166,14 @@ def test_slow_is_504(settings_env, sync_redis) -> None:
     assert sync_redis.get(loaded_weights_key()) is None, "after a timeout the loaded pair is unknown"
 
 
+def _streamed_seconds(text: str, interval_s: float = 0.3) -> float:
+    """What the stand-in says for `text` streamed: each cut5 piece, then `fragment_interval`."""
+    pieces = segments(text)
+    return sum(len(p) for p in pieces) * SECONDS_PER_CHAR + interval_s * len(pieces)
+
+
 def test_streaming_sends_a_wav_header_then_raw_pcm(upstream: FakeGptSovits) -> None:
-    upstream.delay_s = 0.2
+    upstream.delay_s, upstream.delay_per_char_s = 0.05, 0.02
     text = "스트리밍으로 말해 볼게요."
 
     async def collect() -> list[bytes]:
@@ -179,14 +186,14 @@ def test_streaming_sends_a_wav_header_then_raw_pcm(upstream: FakeGptSovits) -> N
     with wave.open(BytesIO(streamed[:44])) as header:
         assert (header.getframerate(), header.getnframes()) == (32000, 0)
     whole = complete_streamed_wav(streamed)
-    assert wav_duration(whole) == pytest.approx(len(text) * SECONDS_PER_CHAR, abs=1e-3)
+    assert wav_duration(whole) == pytest.approx(_streamed_seconds(text), abs=1e-3)
     assert whole[44:] == streamed[44:]
 
 
 def test_synthesize_in_a_streaming_mode_returns_a_whole_wav(upstream: FakeGptSovits) -> None:
     audio = _synthesize(_engine(upstream), "빠르게", ALICE, streaming_mode=3)
     assert upstream.requests[-1]["streaming_mode"] == 3
-    assert audio.duration_s == pytest.approx(3 * SECONDS_PER_CHAR, abs=1e-3)
+    assert audio.duration_s == pytest.approx(_streamed_seconds("빠르게"), abs=1e-3)
     assert wav_duration(audio.audio) == audio.duration_s
     with pytest.raises(BadRequest):
         _synthesize(_engine(upstream), "x", ALICE, streaming_mode=7)
@@ -321,3 +328,66 @@ def test_a_synthesis_longer_than_the_lease_keeps_the_lock(upstream: FakeGptSovit
         return seen
 
     assert asyncio.run(both()) == [True] * 4, "renewed while held, past its 0.3 s lease"
+
+
+LONG = "오늘은 비가 많이 와서 창밖을 오래 바라봤어요. 빗소리가 참 좋더라고요. 당신은 뭐 했어요?"
+
+
+def _stream(engine: GptSovitsEngine, text: str, mode: int,
+            seen: Callable[[PcmChunk], None] | None = None) -> list[PcmChunk]:
+    async def collect() -> list[PcmChunk]:
+        chunks = []
+        async for chunk in engine.stream_pcm(text, ALICE, streaming_mode=mode):
+            if seen:
+                seen(chunk)
+            chunks.append(chunk)
+        return chunks
+
+    return asyncio.run(collect())
+
+
+def test_failed_inference_is_an_error_not_one_second_of_silence(upstream: FakeGptSovits) -> None:
+    upstream.fail_after_chunks = 0
+    with pytest.raises(UpstreamError, match="one second of 16 kHz silence") as caught:
+        _synthesize(_engine(upstream), "안녕하세요", ALICE)
+    assert caught.value.status_code == 502
+    assert upstream.syntheses, "upstream was asked, and answered 200 with silence"
+
+
+def test_text_with_nothing_to_say_after_preprocessing_is_an_error(upstream: FakeGptSovits) -> None:
+    with pytest.raises(UpstreamError, match="16 kHz silence"):
+        _synthesize(_engine(upstream), "...!?", ALICE)
+    with pytest.raises(UpstreamError, match="streamed no audio"):
+        _stream(_engine(upstream), "...!?", 2)
+
+
+@pytest.mark.parametrize("mode", [1, 2, 3])
+def test_a_stream_that_fails_before_any_audio_is_an_error_with_nothing_relayed(
+        upstream: FakeGptSovits, mode: int) -> None:
+    upstream.fail_after_chunks = 0
+    relayed: list[PcmChunk] = []
+    with pytest.raises(UpstreamError, match=r"16 kHz silence|cut its audio stream"):
+        _stream(_engine(upstream), LONG, mode, relayed.append)
+    assert relayed == [], "the 16 kHz zeros are held back, never relayed as speech"
+
+
+@pytest.mark.parametrize("mode", [1, 2, 3])
+def test_a_stream_cut_mid_way_is_an_error_after_the_chunks_so_far(upstream: FakeGptSovits,
+                                                                  mode: int) -> None:
+    upstream.fail_after_chunks = 1
+    relayed: list[PcmChunk] = []
+    with pytest.raises(UpstreamError, match="cut its audio stream short"):
+        _stream(_engine(upstream), LONG, mode, relayed.append)
+    assert relayed and relayed[0].format.sample_rate == 32000
+
+
+@pytest.mark.parametrize(("mode", "min_chunks"), [(1, 3), (2, 4), (3, 6)])
+def test_streaming_modes_relay_each_chunk_before_synthesis_ends(upstream: FakeGptSovits, mode: int,
+                                                                min_chunks: int) -> None:
+    upstream.delay_per_char_s, upstream.chunk_decode_s = 0.004, 0.02
+    unfinished: list[bool] = []
+    chunks = _stream(_engine(upstream), LONG, mode,
+                     lambda _: unfinished.append(upstream.syntheses[-1].loaded_at_end is None))
+    assert len(chunks) >= min_chunks, [len(c.pcm) for c in chunks]
+    assert unfinished[0], "the first chunk is relayed while upstream is still synthesizing"
+    assert sum(len(c.pcm) for c in chunks) == pytest.approx(_streamed_seconds(LONG) * 64000, abs=64)

@@ -7,7 +7,7 @@ Besides HTTP events it takes the speech jobs that chat hands off in `delayed` TT
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from mangum import Mangum
 
 from roleplay import tts_service
@@ -33,12 +33,16 @@ limiter = ConcurrentUserLimiter()
     "/api/tts",
     response_model=Envelope[TtsResult],
     responses={200: {"content": {"audio/wav": {}},
-                     "description": "`{audio_url, duration, file_id}`, or with `return_binary` the audio"}},
+                     "description": "`{audio_url, duration, file_id}`, or with `return_binary` the audio "
+                                    "(in streaming_mode 1-3 with GPT-SoVITS, a WAV sent as it is made: "
+                                    "chunked, data size 0 in its header)"}},
 )
 async def synthesize(body: TtsRequest, user: CurrentUser, request: Request) -> Any:
     client = request.client.host if request.client else "unknown"
     await limiter.ensure_admitted(occupant_id(user, body.session_id or f"client-{client}"))
     await quotas.check(user, "tts")
+    if body.return_binary and (stream := await tts_service.synthesize_stream(body)) is not None:
+        return StreamingResponse(stream, media_type="audio/wav", headers={"Cache-Control": "no-store"})
     audio = await tts_service.synthesize(body)
     await turn_observer.spoken(user, audio.duration_s)
     if body.return_binary:
@@ -49,7 +53,9 @@ async def synthesize(body: TtsRequest, user: CurrentUser, request: Request) -> A
 
 @router.get(
     "/api/audio/{file_id}",
-    responses={200: {"content": {"audio/wav": {}}, "description": "the audio"},
+    responses={200: {"content": {"audio/wav": {}},
+                     "description": "the audio; while it is still being spoken (streaming_mode 1-3), "
+                                    "a WAV that grows: chunked, data size 0 in its header"},
                202: {"model": Envelope[AudioPending], "description": "not spoken yet"},
                307: {"description": "the audio is in S3: follow the presigned URL"}},
 )
@@ -60,6 +66,9 @@ async def audio(file_id: FileIdPath) -> Response:
                             headers={"Retry-After": "1"})
     if found.redirect_to:
         return RedirectResponse(found.redirect_to, status_code=307)
+    if found.stream is not None:  # still being spoken: chunked, data size 0 in the WAV header
+        return StreamingResponse(found.stream, media_type=found.media_type,
+                                 headers={"Cache-Control": "no-store"})
     return Response(found.data, media_type=found.media_type,
                     headers={"Cache-Control": "private, max-age=3600"})
 

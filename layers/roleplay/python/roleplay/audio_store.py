@@ -5,6 +5,13 @@ be reserved before its audio exists, so a "delayed" TTS answer can hand out the 
 once and the audio endpoint can say 202 until `fill` lands. Ids are server-made
 (uuid hex) and checked against one pattern, so no `../` ever reaches a path or key.
 Audio lives `AUDIO_TTL_S`; older files are treated as gone and deleted when met.
+
+Streamed speech grows: the local store keeps a reserved file's audio in `{id}.growing`
+(a WAV header whose data size is 0, then PCM appended as chunks arrive), which any
+process sharing `AUDIO_DIR` can follow until `fill` lands the whole file (the
+"complete" marker: the growing file is gone and the ready one is there) or `discard`
+drops it. S3 cannot append to an object, so the S3 store does not grow: streamed
+speech is stored there whole, once it is complete.
 """
 
 from __future__ import annotations
@@ -15,11 +22,11 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol, runtime_checkable
 
 from roleplay.errors import BadRequest, ServiceUnavailable
 from roleplay.settings import get_settings
@@ -32,8 +39,10 @@ LOCAL_URL_PREFIX = "/api/audio/"
 MAX_PENDING_S = 600  # a reservation nobody fills stops answering "pending" after this
 MAX_PRESIGN_S = 7 * 24 * 3600  # SigV4's limit
 SWEEP_EVERY_S = 300.0
+FOLLOW_POLL_S = 0.03  # how often a follower looks for more of a growing file
+FOLLOW_STALL_S = 60.0  # a growing file that gains nothing for this long is given up on
 
-AudioStatus = Literal["pending", "ready", "missing"]
+AudioStatus = Literal["pending", "growing", "ready", "missing"]
 
 # Stored media types and the file extensions the local store keeps them under.
 EXTENSIONS = {
@@ -75,6 +84,22 @@ class AudioStore(Protocol):
 
     async def discard(self, file_id: str) -> None:
         """Drops a reservation whose audio will never come, so its URL answers 404."""
+        ...
+
+
+@runtime_checkable
+class GrowingAudioStore(AudioStore, Protocol):
+    """A store whose reserved files can be read while they are still being written."""
+
+    async def grow(self, file_id: str, header: bytes) -> None:
+        """Starts the reserved `file_id` as a growing WAV: `header` (data size 0) first."""
+        ...
+
+    async def append(self, file_id: str, data: bytes) -> None: ...
+
+    async def follow(self, file_id: str) -> AsyncIterator[bytes] | None:
+        """The growing file from its first byte, then each byte as it lands, until it is
+        complete or dropped; None if it is not growing (any more)."""
         ...
 
 
@@ -130,7 +155,7 @@ class LocalAudioStore:
         checked_file_id(file_id)
         path = self.directory / f"{file_id}.{EXTENSIONS[checked_media_type(media_type)]}"
         await asyncio.to_thread(self._write, path, data)
-        await asyncio.to_thread((self.directory / f"{file_id}.pending").unlink, missing_ok=True)
+        await asyncio.to_thread(self._unlink_unready, file_id)
         await self._maybe_sweep()
         return StoredAudio(file_id, await self.url(file_id), media_type, len(data),
                            self._now() + self.ttl_s)
@@ -141,7 +166,57 @@ class LocalAudioStore:
 
     async def discard(self, file_id: str) -> None:
         checked_file_id(file_id)
-        await asyncio.to_thread((self.directory / f"{file_id}.pending").unlink, missing_ok=True)
+        await asyncio.to_thread(self._unlink_unready, file_id)
+
+    async def grow(self, file_id: str, header: bytes) -> None:
+        checked_file_id(file_id)
+        await asyncio.to_thread(self._write, self._growing(file_id), header)
+
+    async def append(self, file_id: str, data: bytes) -> None:
+        checked_file_id(file_id)
+        await asyncio.to_thread(self._append, self._growing(file_id), data)
+
+    async def follow(self, file_id: str) -> AsyncIterator[bytes] | None:
+        checked_file_id(file_id)
+        try:
+            handle = await asyncio.to_thread(self._growing(file_id).open, "rb")
+        except FileNotFoundError:
+            return None
+        return self._follow(file_id, handle)
+
+    async def _follow(self, file_id: str, handle: BinaryIO) -> AsyncIterator[bytes]:
+        """Reads on through an open handle: the writer only appends, then unlinks the name
+        after the last append, so once the name is gone one more read finds every byte."""
+        growing = self._growing(file_id)
+        idle_s = 0.0
+        try:
+            while True:
+                data = await asyncio.to_thread(handle.read, 1 << 16)
+                if data:
+                    idle_s = 0.0
+                    yield data
+                    continue
+                if not await asyncio.to_thread(growing.exists):
+                    while data := await asyncio.to_thread(handle.read, 1 << 16):
+                        yield data
+                    return
+                if idle_s >= FOLLOW_STALL_S:
+                    return
+                await asyncio.sleep(FOLLOW_POLL_S)
+                idle_s += FOLLOW_POLL_S
+        finally:
+            handle.close()
+
+    def _growing(self, file_id: str) -> Path:
+        return self.directory / f"{file_id}.growing"
+
+    def _append(self, path: Path, data: bytes) -> None:
+        with path.open("ab") as handle:
+            handle.write(data)
+
+    def _unlink_unready(self, file_id: str) -> None:
+        self._growing(file_id).unlink(missing_ok=True)
+        (self.directory / f"{file_id}.pending").unlink(missing_ok=True)
 
     async def sweep(self) -> int:
         """Deletes every expired file now; answers how many went."""
@@ -188,6 +263,9 @@ class LocalAudioStore:
     def _status(self, file_id: str) -> AudioStatus:
         if self._ready_path(file_id) is not None:
             return "ready"
+        if self._growing(file_id).exists() and not self._expired(self._growing(file_id),
+                                                                 min(self.ttl_s, MAX_PENDING_S)):
+            return "growing"
         pending = self.directory / f"{file_id}.pending"
         if pending.exists() and not self._expired(pending, min(self.ttl_s, MAX_PENDING_S)):
             return "pending"
@@ -201,7 +279,7 @@ class LocalAudioStore:
             name = path.name
             if name.startswith("."):  # a write in progress, or one a crash left behind
                 ttl = self.ttl_s
-            elif name.endswith(".pending"):
+            elif name.endswith((".pending", ".growing")):
                 ttl = min(self.ttl_s, MAX_PENDING_S)
             elif path.suffix[1:] in _MEDIA_TYPES:
                 ttl = self.ttl_s

@@ -15,10 +15,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, Field, TypeAdapter
-
+from roleplay.job_models import JOB, Job, SpeechJob, SummaryJob
 from roleplay.ops import metrics
 from roleplay.settings import get_settings
 
@@ -27,26 +26,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("roleplay.background_jobs")
 
+__all__ = ["JOB", "BackgroundJobRunner", "Defer", "Job", "JobRunner", "LambdaJobRunner", "SpeechJob",
+           "SummaryJob", "handle_job_event", "job_runner", "run_job"]
 
-class SummaryJob(BaseModel):
-    kind: Literal["summary"] = "summary"
-    session_id: str
-
-
-class SpeechJob(BaseModel):
-    """Speak `text` into the reserved audio file `file_id`."""
-
-    kind: Literal["speech"] = "speech"
-    file_id: str
-    text: str
-    voice_id: str
-    speed: float = 1.0
-    language: str | None = None
-    streaming_mode: int = 0
-
-
-Job = Annotated[SummaryJob | SpeechJob, Field(discriminator="kind")]
-JOB: TypeAdapter[SummaryJob | SpeechJob] = TypeAdapter(Job)
 
 Defer = Callable[[Callable[[Any], Awaitable[Any]], Any], None]
 """How a handler runs work after its response: FastAPI's `BackgroundTasks.add_task`."""

@@ -94,7 +94,10 @@ async def _relay(
         finished = True
         if speech is not None:
             speech.finish()
-            for spoken in [*speech.ready(), *await speech.rest()]:
+            for spoken in speech.ready():
+                await _observe_speech(turn, spoken)
+                yield _sse("audio", spoken.event())
+            async for spoken in speech.rest():
                 await _observe_speech(turn, spoken)
                 yield _sse("audio", spoken.event())
         reply = reply_for(turn, content, usage, closing.finish_reason if closing else None,

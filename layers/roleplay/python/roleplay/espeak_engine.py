@@ -13,7 +13,7 @@ import ctypes
 import threading
 
 from roleplay.errors import BadRequest, NotConfigured
-from roleplay.speech import SynthesizedAudio, checked_text, pcm_to_wav
+from roleplay.speech_audio import SynthesizedAudio, checked_text, pcm_to_wav
 from roleplay.voice_catalog import Voice
 
 # speak_lib.h

@@ -20,8 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -44,7 +43,18 @@ from roleplay.llm_client import upstream_call, upstream_message
 from roleplay.redis_client import get_redis
 from roleplay.redis_keys import redis_keys
 from roleplay.settings import get_settings
-from roleplay.speech import SynthesizedAudio, checked_text, pcm_to_wav, wav_audio
+from roleplay.speech_audio import (
+    FAILURE_SAMPLE_RATE,
+    PcmChunk,
+    PcmFormat,
+    SynthesizedAudio,
+    checked_text,
+    is_silent,
+    parse_wav_header,
+    pcm_wav,
+    silence_reason,
+    wav_audio,
+)
 from roleplay.voice_catalog import Voice
 
 logger = logging.getLogger(__name__)
@@ -110,24 +120,11 @@ def _lang(code: str) -> str:
 
 def complete_streamed_wav(data: bytes) -> bytes:
     """A whole WAV file from api_v2's stream: a header whose data size is 0, then raw PCM."""
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError("the stream does not start with a WAV header")
-    offset, fmt = 12, b""
-    while offset + 8 <= len(data):
-        chunk_id, size = data[offset:offset + 4], int.from_bytes(data[offset + 4:offset + 8], "little")
-        if chunk_id == b"data":
-            break
-        if chunk_id == b"fmt ":
-            fmt = data[offset + 8:offset + 8 + size]
-        offset += 8 + size + (size & 1)
-    else:
-        raise ValueError("the stream has no WAV data chunk")
-    if len(fmt) < 16:
-        raise ValueError("the stream has no WAV fmt chunk")
-    _, channels, sample_rate, _, block_align, bits = struct.unpack("<HHIIHH", fmt[:16])
-    pcm = data[offset + 8:]
-    pcm = pcm[:len(pcm) - len(pcm) % max(block_align, 1)]
-    return pcm_to_wav(pcm, sample_rate, channels=channels, sample_width=bits // 8)
+    parsed = parse_wav_header(data)
+    if parsed is None:
+        raise ValueError("the stream has no complete WAV header")
+    fmt, start = parsed
+    return pcm_wav(data[start:], fmt).audio
 
 
 async def _keep_lock(lock: Lock) -> None:
@@ -204,16 +201,24 @@ class GptSovitsEngine:
         language: str | None = None,
         streaming_mode: int = 0,
     ) -> SynthesizedAudio:
-        """A whole WAV; with `streaming_mode` 1-3 it is gathered from upstream's stream."""
+        """A whole WAV; with `streaming_mode` 1-3 it is gathered from upstream's stream.
+        Silence is an error (see `silence_reason`), never audio to store."""
         if streaming_mode:
-            chunks = [chunk async for chunk in self.synthesize_stream(
-                text, voice, speed=speed, language=language, streaming_mode=streaming_mode)]
-            return self._wav(b"".join(chunks), streamed=True)
+            if streaming_mode not in STREAMING_MODES:
+                raise BadRequest("streaming_mode must be 0, 1, 2 or 3", code="invalid_streaming_mode")
+            fmt: PcmFormat | None = None
+            pcm = bytearray()
+            async for chunk in self.stream_pcm(text, voice, speed=speed, language=language,
+                                               streaming_mode=streaming_mode):
+                fmt = chunk.format
+                pcm += chunk.pcm
+            assert fmt is not None  # stream_pcm yields at least one chunk or raises
+            return pcm_wav(bytes(pcm), fmt)
         payload = self.payload(checked_text(text), voice, speed=speed, language=language)
         async with self._engine(voice) as http, upstream_call(self.name):
             response = await http.post(f"{self.base_url}/tts", json=payload)
             await self._raise_for_status(response)
-        return self._wav(response.content, streamed=False)
+        return self._wav(response.content)
 
     async def synthesize_stream(
         self,
@@ -234,9 +239,62 @@ class GptSovitsEngine:
             "POST", f"{self.base_url}/tts", json=payload
         ) as response:
             await self._raise_for_status(response)
-            async for chunk in response.aiter_bytes():
-                if chunk:
-                    yield chunk
+            try:
+                async for chunk in response.aiter_bytes():
+                    if chunk:
+                        yield chunk
+            except httpx.RemoteProtocolError:
+                raise UpstreamError(f"{self.name} cut its audio stream short, as api_v2 does when "
+                                    "inference fails mid-stream") from None
+
+    async def stream_pcm(
+        self,
+        text: str,
+        voice: Voice,
+        *,
+        speed: float = 1.0,
+        language: str | None = None,
+        streaming_mode: int = 2,
+    ) -> AsyncGenerator[PcmChunk, None]:
+        """Speech as upstream makes it, chunk by chunk, checked as it goes.
+
+        A failed inference inside `TTS.run` yields one second of 16 kHz zeros before it
+        re-raises; in a stream api_v2 sends those zeros (after a 16 kHz header if they come
+        first) and then drops the connection. So leading silence is held back until a
+        sample is not zero: a failure is an error before anyone hears a thing, a stream cut
+        later is an error, and a stream that ends silent (or empty: api_v2 streams nothing
+        when no text is left after its preprocessing) is one too.
+        """
+        head = b""
+        fmt: PcmFormat | None = None
+        held: bytearray | None = bytearray()
+        async for data in self.synthesize_stream(text, voice, speed=speed, language=language,
+                                                 streaming_mode=streaming_mode):
+            if fmt is None:
+                head += data
+                try:
+                    parsed = parse_wav_header(head)
+                except ValueError as error:
+                    raise UpstreamError(f"{self.name} streamed audio that is not WAV: {error}") from None
+                if parsed is None:
+                    continue
+                fmt, start = parsed
+                data, head = head[start:], b""
+            if held is not None:
+                held += data
+                if is_silent(held):
+                    continue
+                data, held = bytes(held), None
+            if data:
+                yield PcmChunk(fmt, data)
+        if fmt is None:
+            raise UpstreamError(f"{self.name} streamed no audio: nothing was left to say after its "
+                                "text preprocessing")
+        if held is not None:
+            reason = ("one second of 16 kHz silence, which is what GPT-SoVITS answers when its "
+                      "inference fails" if fmt.sample_rate == FAILURE_SAMPLE_RATE
+                      else "only silence")
+            raise UpstreamError(f"{self.name} streamed {reason}")
 
     async def set_gpt_weights(self, weights_path: str) -> None:
         await self._get("/set_gpt_weights", {"weights_path": weights_path})
@@ -297,8 +355,12 @@ class GptSovitsEngine:
         raise UpstreamError(f"{self.name} answered {response.status_code}: {message}",
                             details={"upstream_status": response.status_code})
 
-    def _wav(self, body: bytes, *, streamed: bool) -> SynthesizedAudio:
+    def _wav(self, body: bytes) -> SynthesizedAudio:
         try:
-            return wav_audio(complete_streamed_wav(body) if streamed else body)
+            audio = wav_audio(body)
+            reason = silence_reason(body)
         except ValueError as error:
             raise UpstreamError(f"{self.name} answered with audio that is not WAV: {error}") from None
+        if reason:
+            raise UpstreamError(f"{self.name} answered {reason}")
+        return audio

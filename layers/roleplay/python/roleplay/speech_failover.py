@@ -1,15 +1,14 @@
 """GPT-SoVITS behind `ops.failover`: `TTS_BASE_URLS` tried in order, one retry before the
-first byte, a circuit breaker per server. A streamed synthesis fails over only until its
-first chunk has arrived."""
+first byte, a circuit breaker per server. Streamed speech fails over only until its first
+chunk has arrived; after that a failure is the stream's own error."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Literal
+from collections.abc import AsyncGenerator
 
 from roleplay.gpt_sovits_client import GptSovitsEngine
 from roleplay.ops.failover import with_failover
-from roleplay.speech import SynthesizedAudio
+from roleplay.speech_audio import PcmChunk, SynthesizedAudio
 from roleplay.voice_catalog import Voice
 
 
@@ -25,18 +24,16 @@ class FailoverSpeechEngine:
         return await with_failover(self.name, list(self.engines), lambda url: self.engines[url].synthesize(
             text, voice, speed=speed, language=language, streaming_mode=streaming_mode))
 
-    async def synthesize_stream(self, text: str, voice: Voice, *, speed: float = 1.0,
-                                language: str | None = None, streaming_mode: int = 2,
-                                media_type: Literal["wav", "raw", "ogg", "aac"] = "wav",
-                                ) -> AsyncIterator[bytes]:
-        async def opened(url: str) -> tuple[AsyncIterator[bytes], bytes]:
-            chunks = self.engines[url].synthesize_stream(text, voice, speed=speed, language=language,
-                                                         streaming_mode=streaming_mode,
-                                                         media_type=media_type)
+    async def stream_pcm(self, text: str, voice: Voice, *, speed: float = 1.0,
+                         language: str | None = None, streaming_mode: int = 2,
+                         ) -> AsyncGenerator[PcmChunk, None]:
+        async def opened(url: str) -> tuple[AsyncGenerator[PcmChunk, None], PcmChunk]:
+            chunks = self.engines[url].stream_pcm(text, voice, speed=speed, language=language,
+                                                  streaming_mode=streaming_mode)
             try:
                 return chunks, await anext(chunks)
             except BaseException:
-                await chunks.aclose()  # type: ignore[attr-defined]
+                await chunks.aclose()
                 raise
 
         chunks, first = await with_failover(self.name, list(self.engines), opened)
@@ -45,4 +42,4 @@ class FailoverSpeechEngine:
             async for chunk in chunks:
                 yield chunk
         finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
+            await chunks.aclose()

@@ -5,17 +5,24 @@ speaks them one at a time, in order (the engine holds one voice at a time anyway
 each finished audio file becomes an event. Time to first audio is then the time to
 the first sentence plus one short synthesis, not the whole reply plus all of it.
 A failed sentence is an event with an error, never a failed chat.
+
+With `streaming_mode` 1-3 (and an engine and store that can stream, see
+`tts_service.speak_live`), a sentence's event comes as soon as its first chunk of audio
+exists, with `streaming: true` and no duration yet: its URL serves a WAV that grows
+while the rest is spoken. If the synthesis then fails, a second event for the same
+index carries the error (the URL then stops growing and answers 404).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from roleplay.errors import ApiError
 from roleplay.speech_text import SentenceSplitter
-from roleplay.tts_service import speak
+from roleplay.tts_service import speak, speak_live
 from roleplay.voice_catalog import Voice
 
 
@@ -27,13 +34,17 @@ class SpokenSentence:
     duration: float | None = None
     error_code: str | None = None
     error: str | None = None
+    streaming: bool = False
 
     def event(self) -> dict[str, object]:
         if self.error_code:
             return {"index": self.index, "text": self.text,
                     "error": {"code": self.error_code, "message": self.error}}
-        return {"index": self.index, "text": self.text, "audio_url": self.audio_url,
-                "duration": self.duration}
+        event: dict[str, object] = {"index": self.index, "text": self.text,
+                                    "audio_url": self.audio_url, "duration": self.duration}
+        if self.streaming:
+            event["streaming"] = True
+        return event
 
 
 class SpeechPipeline:
@@ -66,12 +77,10 @@ class SpeechPipeline:
             taken.append(spoken)
         return taken
 
-    async def rest(self) -> list[SpokenSentence]:
-        """After `finish`: every sentence still to come, waiting for each in turn."""
-        taken: list[SpokenSentence] = []
+    async def rest(self) -> AsyncIterator[SpokenSentence]:
+        """After `finish`: every sentence still to come, each as soon as it is ready."""
         while (spoken := await self._spoken.get()) is not None:
-            taken.append(spoken)
-        return taken
+            yield spoken
 
     async def aclose(self) -> None:
         """Stops speaking (the client left); whatever is mid-synthesis is abandoned."""
@@ -82,12 +91,33 @@ class SpeechPipeline:
     async def _speak_in_order(self) -> None:
         index = 0
         while (sentence := await self._sentences.get()) is not None:
-            try:
-                result = await speak(sentence, self.voice, streaming_mode=self.streaming_mode)
-                spoken = SpokenSentence(index, sentence, result.audio_url, result.duration)
-            except ApiError as error:
-                spoken = SpokenSentence(index, sentence, error_code=error.error_code,
-                                        error=error.message)
-            self._spoken.put_nowait(spoken)
+            if self.streaming_mode:
+                await self._speak_live(index, sentence)
+            else:
+                try:
+                    result = await speak(sentence, self.voice, streaming_mode=self.streaming_mode)
+                    spoken = SpokenSentence(index, sentence, result.audio_url, result.duration)
+                except ApiError as error:
+                    spoken = SpokenSentence(index, sentence, error_code=error.error_code,
+                                            error=error.message)
+                self._spoken.put_nowait(spoken)
             index += 1
         self._spoken.put_nowait(None)
+
+    async def _speak_live(self, index: int, sentence: str) -> None:
+        """One sentence, announced at its first chunk; the next waits until it is whole."""
+        announced = False
+        try:
+            async with contextlib.aclosing(speak_live(sentence, self.voice,
+                                                      streaming_mode=self.streaming_mode)) as steps:
+                async for step in steps:
+                    if step.result is None:
+                        self._spoken.put_nowait(SpokenSentence(index, sentence, step.audio_url,
+                                                               streaming=True))
+                        announced = True
+                    elif not announced:
+                        self._spoken.put_nowait(SpokenSentence(index, sentence, step.result.audio_url,
+                                                               step.result.duration))
+        except ApiError as error:
+            self._spoken.put_nowait(SpokenSentence(index, sentence, error_code=error.error_code,
+                                                   error=error.message))
