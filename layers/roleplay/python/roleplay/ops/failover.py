@@ -7,7 +7,7 @@ after a short jitter: on the next base URL when several are configured
 streamed reply has begun, nor after a timeout (the upstream may have done the work).
 
 Each base URL has a breaker: BREAKER_FAILURES failures in a row (connect errors,
-timeouts, 5xx) open it for BREAKER_COOLOFF_S, during which no request is sent there;
+timeouts, 5xx answers; not answers that are merely unusable) open it for BREAKER_COOLOFF_S, during which no request is sent there;
 then one request may try it again. Its state is in Redis so every instance sees it,
 read through a one-second cache so a healthy upstream costs no round trip per call.
 """
@@ -96,7 +96,8 @@ def _counts_as_failure(error: ApiError) -> bool:
     if isinstance(error, UpstreamUnavailable | UpstreamTimeout):
         return True
     status = (error.details or {}).get("upstream_status") if isinstance(error.details, dict) else None
-    return isinstance(error, UpstreamError) and (status is None or int(status) >= 500)
+    # An answer we cannot use (not JSON, silent audio) is about that request, not the server.
+    return isinstance(error, UpstreamError) and status is not None and int(status) >= 500
 
 
 def _retryable(error: ApiError) -> bool:
