@@ -12,8 +12,9 @@ import importlib
 from fastapi import APIRouter, FastAPI
 
 from roleplay.function_app import create_function_app
+from roleplay.openai_compat.errors import OpenAIErrorShape
 
-FUNCTIONS = ("health", "characters", "models", "chat", "tts", "voices")
+FUNCTIONS = ("health", "characters", "models", "chat", "tts", "voices", "openai_api")
 
 
 def function_routers() -> dict[str, APIRouter]:
@@ -23,8 +24,10 @@ def function_routers() -> dict[str, APIRouter]:
 
 
 def build_app() -> FastAPI:
-    return create_function_app(
+    app = create_function_app(
         "Server B",
         function_routers().values(),
         description="Character role-play chat backend: every function handler in one app.",
     )
+    app.add_middleware(OpenAIErrorShape)  # errors under /v1 in OpenAI's shape
+    return app

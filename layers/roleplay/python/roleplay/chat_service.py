@@ -107,7 +107,10 @@ async def _append_request(
     return window, None
 
 
-async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
+async def prepare_turn(request: ChatRequest, user: User, *,
+                       extra_system: str | None = None) -> PreparedTurn:
+    """`extra_system`: the caller's own instructions (the OpenAI API's system messages),
+    told after the persona and never stored in the transcript."""
     settings = get_settings()
     session_id = request.session_id or uuid.uuid4().hex
     meta = await sessions.load_meta(session_id)
@@ -128,6 +131,8 @@ async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
     setup = RoleplaySetup.merge(character, persona, scenario)
     language = settings.persona_language
     persona_text = format_persona_for_roleplay(setup, language)
+    if extra_system:
+        persona_text = f"{persona_text}\n\n{extra_system}"
     model = request.model or settings.default_model
     ratio = await token_ratio(model)
     context = ContextManager(settings)

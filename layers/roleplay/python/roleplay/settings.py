@@ -104,9 +104,20 @@ class Settings(BaseSettings):
     audio_bucket: str | None = None
     audio_ttl_s: int = Field(default=86400, ge=1)
 
+    # OpenAI-compatible API under /v1 (issue 19)
+    api_keys_file: str | None = Field(
+        default=None, description="JSON or YAML object mapping the SHA-256 hex digest of each "
+        "static API key to the user id it signs in as (for tools that cannot hold a JWT)."
+    )
+    api_keys_arn: str | None = Field(
+        default=None, description="The same mapping as a Secrets Manager secret or SSM "
+        "SecureString (the deployed stack); read on first use."
+    )
+
     @field_validator("llm_base_url", "tts_base_url", "redis_url", "characters_table", "voices_file",
                      "audio_bucket", "summary_model", "summarizer_function", "speech_function",
-                     "jwt_audience", "jwt_issuer", "jwt_secret_arn", "tts_service", mode="before")
+                     "jwt_audience", "jwt_issuer", "jwt_secret_arn", "tts_service", "api_keys_file",
+                     "api_keys_arn", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """`NAME=` (as templates and .env files write an unset value) means unset."""
