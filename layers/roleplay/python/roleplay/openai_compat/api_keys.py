@@ -58,11 +58,11 @@ def parse(text: str, source: str, *, yaml_allowed: bool) -> dict[str, str]:
     if not isinstance(raw, dict):
         raise NotConfigured(f"{source} must be an object of sha256 hex digest to user id")
     mapping: dict[str, str] = {}
-    for key, user in raw.items():
+    for position, (key, user) in enumerate(raw.items(), start=1):
         hexdigest = str(key).lower().removeprefix("sha256:")
         if not _DIGEST.match(hexdigest) or not isinstance(user, str) or not user.strip():
             raise NotConfigured(f"{source}: each entry must be \"<sha256 hex of the key>\": "
-                                f"\"<user id>\" (bad entry {str(key)[:12]}...)")
+                                f"\"<user id>\" (entry {position} is not; not echoed: it may be a key)")
         mapping[hexdigest] = user.strip()
     return mapping
 
