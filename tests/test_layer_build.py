@@ -24,6 +24,8 @@ CASES: dict[str, tuple[dict[str, object] | None, object]] = {
     "tts": ({"method": "POST", "path": "/api/tts", "body": {"text": "안녕하세요."}}, 200),
     "voices": ({"method": "GET", "path": "/api/tts/voices"}, 200),
     "summarizer": (None, "gone"),
+    "openai_api": ({"method": "POST", "path": "/v1/chat/completions",
+                    "body": {"model": "m", "messages": [], "n": 2}}, 400),
 }
 
 # Runs in `python -I -S`: no site-packages, no environment paths; only the function's
