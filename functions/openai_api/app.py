@@ -19,6 +19,7 @@ from roleplay.openai_compat import chat_completions, model_list, speech
 from roleplay.openai_compat.caller import openai_caller
 from roleplay.openai_compat.errors import OpenAIErrorShape
 from roleplay.openai_compat.models import (
+    ERROR_RESPONSES,
     ChatCompletion,
     ChatCompletionRequest,
     ModelCardList,
@@ -28,7 +29,7 @@ from roleplay.settings import get_settings
 
 get_settings()
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], responses=ERROR_RESPONSES)
 Caller = Annotated[User, Depends(openai_caller)]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 

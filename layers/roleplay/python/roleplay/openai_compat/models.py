@@ -145,3 +145,20 @@ class SpeechRequest(BaseModel):
         default=None, description="wav (also when omitted: it is what our engines make) or "
         "pcm (16-bit little-endian mono, the engine's sample rate in X-Sample-Rate).")
     speed: Annotated[float, Field(ge=0.25, le=4.0)] = 1.0
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIErrorBody(BaseModel):
+    error: OpenAIErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": OpenAIErrorBody}
+    for status in (400, 401, 403, 404, 409, 413, 502, 503, 504)
+}
