@@ -12,6 +12,7 @@ from pathlib import Path
 import jwt
 import pytest
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from roleplay.identity import User
@@ -131,6 +132,20 @@ def test_streamed_turn_is_openai_chunks_and_is_stored(fake_upstream: FakeLLM,
                    if c["choices"]) == "one two three"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
     assert _stored(client, "s-stream")[-1] == ("assistant", "one two three")
+
+
+def test_an_upstream_refusing_a_plain_model_is_the_callers_404(settings_env,
+                                                              client: TestClient) -> None:
+    app = FastAPI()
+    app.post("/v1/chat/completions")(lambda: JSONResponse(
+        {"object": "error", "message": "The model `nope` does not exist.", "code": 404}, 404))
+    with serve(app) as url:
+        settings_env(LLM_BASE_URL=url)
+        response = client.post("/v1/chat/completions", json={
+            "model": "nope", "messages": [{"role": "user", "content": "x"}]})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "model_not_found"
+    assert "does not exist" in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(("body", "param"), [

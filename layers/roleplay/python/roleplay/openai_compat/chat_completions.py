@@ -16,7 +16,8 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import anyio
@@ -27,7 +28,7 @@ from roleplay.background_jobs import JobRunner
 from roleplay.characters import ID_PATTERN
 from roleplay.chat_models import ChatRequest, MessageIn
 from roleplay.concurrent_user_limiter import occupant_id
-from roleplay.errors import ApiError, BadRequest, NotFound
+from roleplay.errors import ApiError, BadRequest, NotFound, UpstreamError
 from roleplay.identity import User
 from roleplay.llm_client import ChatMessage, CompletionRequest, StreamChunk, Usage, llm_client
 from roleplay.openai_compat.models import (
@@ -165,14 +166,31 @@ async def _pass_through(body: ChatCompletionRequest, user: User, client: str) ->
                                  max_tokens=body.reply_tokens or 512, top_p=body.top_p,
                                  stop=body.stops)
     end = _PassThroughEnd(sum(message_tokens(m.content) for m in messages))
-    if body.stream:
-        chunks = llm_client().stream(upstream)
-        first = await anext(chunks)
-        return CompletionAnswer(None, events=_relay(_format(body), first, chunks, end))
-    completion = await llm_client().complete(upstream)
+    with _callers_fault():
+        if body.stream:
+            chunks = llm_client().stream(upstream)
+            first = await anext(chunks)
+            return CompletionAnswer(None, events=_relay(_format(body), first, chunks, end))
+        completion = await llm_client().complete(upstream)
     return CompletionAnswer(None, _completion(body, completion.content,
                                               end.usage(completion.content, completion.usage),
                                               completion.finish_reason))
+
+
+@contextmanager
+def _callers_fault() -> Iterator[None]:
+    """On a pass-through the caller chose the model and the messages, so an upstream that
+    refuses them (an unknown model, roles it will not take) is the caller's 404 or 400,
+    as OpenAI would answer, not our 502."""
+    try:
+        yield
+    except UpstreamError as error:
+        status = error.details.get("upstream_status") if isinstance(error.details, dict) else None
+        if status == 404:
+            raise NotFound(error.message, code="model_not_found") from None
+        if status in (400, 422):
+            raise BadRequest(error.message, code="upstream_rejected") from None
+        raise
 
 
 class _PassThroughEnd:
