@@ -247,3 +247,19 @@ def test_regenerating_the_last_reply_rewinds_instead_of_duplicating(
     _turn(client, history, model="m", headers=headers)
     assert [m[1] for m in _stored(client, "s-regen")] == [
         "Hello", history[1]["content"], "Tell me more", "another take"]
+
+
+def test_a_sillytavern_style_request_is_taken_as_it_comes(settings_env, client: TestClient) -> None:
+    """Knobs we do not use are ignored, empty and extra stop strings do not refuse the
+    turn, and a `user` object (as some UIs send) still names the session."""
+    seen: list[dict] = []
+    with serve(_recording_upstream(seen)) as url:
+        settings_env(LLM_BASE_URL=url)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi", "name": "Ann"}],
+                "stop": ["", *[f"\n{n}:" for n in range(6)]], "presence_penalty": 0.7,
+                "frequency_penalty": 0.2, "logit_bias": {}, "seed": -1, "n": 1,
+                "user": {"id": "owui-42", "name": "Ann"}, "stream": False}
+        response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    assert seen[0]["stop"] == [f"\n{n}:" for n in range(6)]
+    assert "presence_penalty" not in seen[0]

@@ -69,8 +69,8 @@ def session_for(user: User, body: ChatCompletionRequest, character_id: str | Non
     else the conversation's first user message with the character (so each conversation
     a client starts is its own session, and its re-sends find it again); always within
     the caller's own id, so callers never share one."""
-    if body.user:
-        basis = ["user", body.user]
+    if body.end_user:
+        basis = ["user", body.end_user]
     else:
         first = next((m.text for m in body.messages if m.plain_role == "user"), "")
         basis = ["first", first]
@@ -159,7 +159,7 @@ async def _session_turn(body: ChatCompletionRequest, user: User, session_id: str
 
 
 async def _pass_through(body: ChatCompletionRequest, user: User, client: str) -> CompletionAnswer:
-    await chat_service.limiter.ensure_admitted(occupant_id(user, f"openai-{body.user or client}"))
+    await chat_service.limiter.ensure_admitted(occupant_id(user, f"openai-{body.end_user or client}"))
     messages = [ChatMessage(m.plain_role, m.text) for m in body.messages]
     upstream = CompletionRequest(model=body.model, messages=messages,
                                  temperature=0.7 if body.temperature is None else body.temperature,

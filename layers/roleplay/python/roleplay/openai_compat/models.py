@@ -57,11 +57,12 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: Annotated[int, Field(ge=1, le=8192)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    stop: (Annotated[str, StringConstraints(min_length=1, max_length=200)]
-           | Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=200)]],
-                       Field(max_length=4)] | None) = None
+    stop: (Annotated[str, StringConstraints(max_length=200)]
+           | Annotated[list[Annotated[str, StringConstraints(max_length=200)]],
+                       Field(max_length=16)] | None) = None
     n: int | None = None
-    user: Annotated[str, StringConstraints(max_length=256)] | None = None
+    user: Annotated[str, StringConstraints(max_length=256)] | dict[str, Any] | None = None
+    """OpenAI's end-user id; some UIs send an object here, whose `id` is used."""
 
     @field_validator("n")
     @classmethod
@@ -71,15 +72,22 @@ class ChatCompletionRequest(BaseModel):
         return value
 
     @property
+    def end_user(self) -> str | None:
+        if isinstance(self.user, dict):
+            found = self.user.get("id") or self.user.get("email") or self.user.get("name")
+            return str(found)[:256] if found else None
+        return self.user or None
+
+    @property
     def reply_tokens(self) -> int | None:
         """`max_completion_tokens` (OpenAI's current name) wins over `max_tokens`."""
         return self.max_completion_tokens or self.max_tokens
 
     @property
     def stops(self) -> tuple[str, ...]:
-        if self.stop is None:
-            return ()
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        """The stop strings, empty ones left out (OpenAI allows four; SillyTavern sends more)."""
+        given = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        return tuple(stop for stop in given if stop)
 
     @property
     def wants_usage_chunk(self) -> bool:
