@@ -7,6 +7,7 @@ import io
 import json
 import time
 import wave
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import jwt
@@ -263,3 +264,32 @@ def test_a_sillytavern_style_request_is_taken_as_it_comes(settings_env, client: 
     assert response.status_code == 200, response.text
     assert seen[0]["stop"] == [f"\n{n}:" for n in range(6)]
     assert "presence_penalty" not in seen[0]
+
+
+def test_an_upstream_failing_mid_stream_is_an_error_event_the_sdk_raises(
+        settings_env, client: TestClient) -> None:
+    import openai
+    from fastapi.responses import StreamingResponse
+
+    from local_runner.app import build_app
+
+    upstream = FastAPI()
+
+    async def events() -> AsyncIterator[str]:
+        yield 'data: {"choices": [{"delta": {"content": "Hel"}}]}\n\n'
+        yield 'data: {"error": {"message": "CUDA out of memory"}}\n\n'
+
+    upstream.post("/v1/chat/completions")(
+        lambda: StreamingResponse(events(), media_type="text/event-stream"))
+    with serve(upstream) as llm_url:
+        settings_env(LLM_BASE_URL=llm_url)
+        with serve(build_app()) as url:
+            sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0)
+            stream = sdk.chat.completions.create(
+                model="m", stream=True, messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"X-Session-Id": "s-broken"})
+            with pytest.raises(openai.APIError, match="CUDA out of memory"):
+                for _ in stream:
+                    pass
+    stored = client.get("/api/chat/sessions/s-broken").json()["data"]["messages"]
+    assert (stored[-1]["content"], stored[-1]["cut"]) == ("Hel", True)
