@@ -13,8 +13,9 @@ from fastapi import APIRouter, FastAPI
 
 from local_runner.playground import add_playground
 from roleplay.function_app import create_function_app
+from roleplay.openai_compat.errors import OpenAIErrorShape
 
-FUNCTIONS = ("health", "characters", "models", "chat", "tts", "voices", "users")
+FUNCTIONS = ("health", "characters", "models", "chat", "tts", "voices", "users", "openai_api")
 
 
 def function_routers() -> dict[str, APIRouter]:
@@ -32,4 +33,5 @@ def build_app() -> FastAPI:
         description="Character role-play chat backend: every function handler in one app.",
     )
     add_playground(app)
+    app.add_middleware(OpenAIErrorShape)  # errors under /v1 in OpenAI's shape
     return app

@@ -25,6 +25,8 @@ CASES: dict[str, tuple[dict[str, object] | None, object]] = {
     "voices": ({"method": "GET", "path": "/api/tts/voices"}, 200),
     "users": ({"method": "GET", "path": "/api/users/me/persona"}, 200),
     "summarizer": (None, "gone"),
+    "openai_api": ({"method": "POST", "path": "/v1/chat/completions",
+                    "body": {"model": "m", "messages": [], "n": 2}}, 400),
 }
 
 # Runs in `python -I -S`: no site-packages, no environment paths; only the function's

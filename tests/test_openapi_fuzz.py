@@ -160,7 +160,8 @@ def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrat
 
 def envelope_errors(ctx: schemathesis.CheckContext, response: schemathesis.Response,
                     case: schemathesis.Case) -> bool | None:
-    """Every 4xx and 5xx answers `{"success": false, "error": {"code", "message"}}`."""
+    """Every 4xx and 5xx answers `{"success": false, "error": {"code", "message"}}`, or
+    under `/v1` OpenAI's `{"error": {"message", "type", "param", "code"}}`."""
     if response.status_code < 400:
         return None
     try:
@@ -168,6 +169,10 @@ def envelope_errors(ctx: schemathesis.CheckContext, response: schemathesis.Respo
     except ValueError:
         raise AssertionError(f"{response.status_code} is not JSON: {response.content[:200]!r}") from None
     error = body.get("error") if isinstance(body, dict) else None
+    if case.path.startswith("/v1/"):
+        assert isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}, \
+            f"{response.status_code} is not OpenAI's error shape: {body!r}"
+        return None
     assert isinstance(body, dict) and body.get("success") is False and isinstance(error, dict) \
         and isinstance(error.get("code"), str) and isinstance(error.get("message"), str), \
         f"{response.status_code} is not the error envelope: {body!r}"

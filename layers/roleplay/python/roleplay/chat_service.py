@@ -103,7 +103,10 @@ async def _append_request(
     return window, None
 
 
-async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
+async def prepare_turn(request: ChatRequest, user: User, *,
+                       extra_system: str | None = None) -> PreparedTurn:
+    """`extra_system`: the caller's own instructions (the OpenAI API's system messages),
+    told after the persona and never stored in the transcript."""
     settings = get_settings()
     await quotas.check(user, "chat")
     session_id = request.session_id or uuid.uuid4().hex
@@ -129,13 +132,14 @@ async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
                  if character and not request.messages else [])
     window, greeting = await _append_request(request, session_id, meta, character, settings,
                                              greetings)
-
     model = request.model or settings.default_model
     ratio = await token_ratio(model)
     persona_text, lore = persona_with_lore(
         setup, character.character_book if character else None,
         [m.content for m in window.messages], language=language, settings=settings,
         max_tokens=request.max_tokens, ratio=ratio, summary=window.summary)
+    if extra_system:
+        persona_text = f"{persona_text}\n\n{extra_system}"
     if lore is not None and greeting is None:
         await save_fired(session_id, lore)
     context = ContextManager(settings)

@@ -43,6 +43,8 @@ class CompletionRequest:
     messages: list[ChatMessage]
     temperature: float = 0.7
     max_tokens: int = 512
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,10 @@ class OpenAICompatibleClient:
             "max_tokens": request.max_tokens,
             "stream": stream,
         }
+        if request.top_p is not None:
+            payload["top_p"] = request.top_p
+        if request.stop:
+            payload["stop"] = list(request.stop)
         if stream:
             payload["stream_options"] = {"include_usage": True}
         return payload
@@ -284,11 +290,17 @@ class OllamaClient:
         self.base_url = base_url.rstrip("/")
 
     def _payload(self, request: CompletionRequest, stream: bool) -> dict[str, Any]:
+        options: dict[str, Any] = {"temperature": request.temperature,
+                                   "num_predict": request.max_tokens}
+        if request.top_p is not None:
+            options["top_p"] = request.top_p
+        if request.stop:
+            options["stop"] = list(request.stop)
         return {
             "model": request.model,
             "messages": [m.as_dict() for m in request.messages],
             "stream": stream,
-            "options": {"temperature": request.temperature, "num_predict": request.max_tokens},
+            "options": options,
         }
 
     @staticmethod

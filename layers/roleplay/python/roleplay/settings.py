@@ -142,6 +142,7 @@ class Settings(BaseSettings):
     breaker_failures: int = Field(
         default=5, ge=1, description="Failures in a row that open an upstream's circuit breaker.")
     breaker_cooloff_s: float = Field(default=30.0, gt=0, description="How long an open breaker stays open.")
+
     # browsers (issue 15)
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -163,16 +164,28 @@ class Settings(BaseSettings):
             if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], or *)")
         return origins
+
     # character cards (issue 17)
     card_max_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024,
         description="Largest card file (PNG, JSON, CHARX) or lorebook that import accepts, and "
         "the most a CHARX's card.json may inflate to.")
 
+    # OpenAI-compatible API under /v1 (issue 19)
+    api_keys_file: str | None = Field(
+        default=None, description="JSON or YAML object mapping the SHA-256 hex digest of each "
+        "static API key to the user id it signs in as (for tools that cannot hold a JWT)."
+    )
+    api_keys_arn: str | None = Field(
+        default=None, description="The same mapping as a Secrets Manager secret or SSM "
+        "SecureString (the deployed stack); read on first use."
+    )
+
     @field_validator("llm_base_url", "tts_base_url", "redis_url", "characters_table", "voices_file",
                      "audio_bucket", "summary_model", "summarizer_function", "speech_function",
-                     "jwt_audience", "jwt_issuer", "jwt_secret_arn", "tts_service", "llm_base_urls",
-                     "tts_base_urls", "metrics_token", "gpu_modes", mode="before")
+                     "jwt_audience", "jwt_issuer", "jwt_secret_arn", "tts_service", "api_keys_file",
+                     "api_keys_arn", "llm_base_urls", "tts_base_urls", "metrics_token", "gpu_modes",
+                     mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """`NAME=` (as templates and .env files write an unset value) means unset."""

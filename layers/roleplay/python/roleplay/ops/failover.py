@@ -7,8 +7,9 @@ after a short jitter: on the next base URL when several are configured
 streamed reply has begun, nor after a timeout (the upstream may have done the work).
 
 Each base URL has a breaker: BREAKER_FAILURES failures in a row (connect errors,
-timeouts, 5xx answers; not answers that are merely unusable) open it for BREAKER_COOLOFF_S, during which no request is sent there;
-then one request may try it again. Its state is in Redis so every instance sees it,
+timeouts, 5xx answers; not answers that are merely unusable) open it for
+BREAKER_COOLOFF_S, during which no request is sent there; then one request may try it
+again. Its state is in Redis so every instance sees it,
 read through a one-second cache so a healthy upstream costs no round trip per call.
 """
 
