@@ -7,6 +7,7 @@ from mangum import Mangum
 from pydantic import BaseModel
 
 from roleplay import character_service
+from roleplay.auth import current_user
 from roleplay.characters import (
     ID_PATTERN,
     Character,
@@ -16,7 +17,7 @@ from roleplay.characters import (
 )
 from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
 from roleplay.function_app import create_function_app
-from roleplay.identity import User, current_user
+from roleplay.identity import User
 from roleplay.settings import get_settings
 
 get_settings()

@@ -6,16 +6,17 @@ Besides HTTP events it takes the speech jobs that chat hands off in `delayed` TT
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from mangum import Mangum
 
 from roleplay import tts_service
+from roleplay.auth import current_user
 from roleplay.characters import ID_PATTERN
-from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
+from roleplay.concurrent_user_limiter import ConcurrentUserLimiter
 from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
 from roleplay.function_app import create_function_app
-from roleplay.identity import User, current_user
+from roleplay.identity import User
 from roleplay.settings import get_settings
 from roleplay.tts_models import AudioPending, TtsRequest, TtsResult
 from roleplay.voice_catalog import voice_by_id
@@ -34,10 +35,9 @@ limiter = ConcurrentUserLimiter()
     responses={200: {"content": {"audio/wav": {}},
                      "description": "`{audio_url, duration, file_id}`, or with `return_binary` the audio"}},
 )
-async def synthesize(body: TtsRequest, user: CurrentUser, request: Request) -> Any:
-    client = request.client.host if request.client else "unknown"
-    await limiter.ensure_admitted(occupant_id(user, body.session_id or f"client-{client}"))
-    audio = await tts_service.synthesize(body)
+async def synthesize(body: TtsRequest, user: CurrentUser) -> Any:
+    await limiter.ensure_admitted(user)
+    audio = await tts_service.synthesize(body, user)
     if body.return_binary:
         return Response(audio.audio, media_type=audio.media_type,
                         headers={"X-Audio-Duration": f"{audio.duration_s:.3f}"})

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from dataclasses import dataclass
 
 from roleplay import character_service, tts_service
@@ -24,12 +23,13 @@ from roleplay.chat_models import (
     ChatUsage,
     TtsError,
 )
-from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
+from roleplay.concurrent_user_limiter import ConcurrentUserLimiter
 from roleplay.context_manager import ContextManager, ContextPlan
 from roleplay.errors import ApiError, BadRequest, Conflict
 from roleplay.identity import User
 from roleplay.llm_client import CompletionRequest, Usage, llm_client
 from roleplay.persona import RoleplaySetup, format_persona_for_roleplay
+from roleplay.session_scope import scoped_session
 from roleplay.session_service import ensure_session_owner
 from roleplay.session_store import SessionMeta, SessionStore, StoredMessage, Window, now
 from roleplay.settings import Settings, get_settings
@@ -48,6 +48,9 @@ class PreparedTurn:
     """A turn whose user messages are stored and whose prompt is ready to send."""
 
     session_id: str
+    """The session store's id (`session_scope`): what every stored read and write uses."""
+    client_session_id: str
+    """The id the client names the session by: what answers carry."""
     model: str
     request: ChatRequest
     window: Window
@@ -109,10 +112,11 @@ async def _append_request(
 
 async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
     settings = get_settings()
-    session_id = request.session_id or uuid.uuid4().hex
+    scoped = await scoped_session(user, request.session_id)
+    session_id = scoped.key
     meta = await sessions.load_meta(session_id)
     ensure_session_owner(meta, user)
-    await limiter.ensure_admitted(occupant_id(user, session_id))
+    await limiter.ensure_admitted(user)
     character_id = request.character_id or (meta.character_id if meta else None)
     character = await character_service.get_character(character_id) if character_id else None
     persona = request.persona or (meta.persona if meta else None)
@@ -139,8 +143,8 @@ async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
     plan = context.plan(window, persona=persona_text, summary=window.summary,
                         max_tokens=request.max_tokens, ratio=ratio, character_name=setup.name,
                         language=language)
-    return PreparedTurn(session_id=session_id, model=model, request=request, window=window,
-                        plan=plan, ratio=ratio,
+    return PreparedTurn(session_id=session_id, client_session_id=scoped.session_id, model=model,
+                        request=request, window=window, plan=plan, ratio=ratio,
                         summary_failed_at=meta.summary_failed_at if meta else None,
                         greeting=greeting, voice_id=character.voice_id if character else None)
 
@@ -215,7 +219,7 @@ def reply_for(turn: PreparedTurn, content: str, usage: Usage | None, finish_reas
               *, summary_scheduled: bool = False, speech: Speech | None = None) -> ChatReply:
     speech = speech or Speech()
     return ChatReply(
-        content=content, usage=_usage(turn, content, usage), session_id=turn.session_id,
+        content=content, usage=_usage(turn, content, usage), session_id=turn.client_session_id,
         model=turn.model, audio_url=speech.audio_url, tts_error=speech.error,
         context_summarized=turn.plan.context_summarized,
         dropped_messages=turn.plan.dropped_messages, summary_scheduled=summary_scheduled,
@@ -240,5 +244,5 @@ async def chat_turn_from_greeting(turn: PreparedTurn, jobs: JobRunner | None) ->
     await finish_turn(turn, turn.greeting, None, None)
     speech = await _speech(turn, turn.greeting, jobs)
     return ChatReply(content=turn.greeting, usage=ChatUsage(prompt_tokens=0, completion_tokens=0),
-                     session_id=turn.session_id, model=turn.model, audio_url=speech.audio_url,
+                     session_id=turn.client_session_id, model=turn.model, audio_url=speech.audio_url,
                      tts_error=speech.error, finish_reason="stored")

@@ -9,6 +9,8 @@
 | `{p}session:{id}:summary-lock` | string     | SUMMARY_LOCK_TTL_S | who is summarizing the session now  |
 | `{p}token-ratios`              | hash       | none               | model → upstream/local token ratio  |
 | `{p}active-users`              | sorted set | members expire     | user id → last seen (ms), the cap   |
+| `{p}anon-cookie-key`           | string     | none               | the anonymous cookie's HMAC key     |
+| `{p}tts-busy:{user id}`        | sorted set | TTS_READ_TIMEOUT_S | a user's syntheses running now      |
 
 Characters are content, not session state, so they never expire. Session keys have
 their TTL refreshed on every use; a lock expires on its own if its holder dies.
@@ -48,6 +50,13 @@ class RedisKeys:
     @property
     def active_users(self) -> str:
         return f"{self.prefix}active-users"
+
+    @property
+    def anon_cookie_key(self) -> str:
+        return f"{self.prefix}anon-cookie-key"
+
+    def tts_busy(self, user_id: str) -> str:
+        return f"{self.prefix}tts-busy:{user_id}"
 
 
 def redis_keys() -> RedisKeys:
