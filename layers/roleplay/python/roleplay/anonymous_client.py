@@ -152,10 +152,21 @@ class AnonymousCookie:
                 cookie = scope.get("state", {}).get(_STATE_KEY)
                 if cookie:
                     message.setdefault("headers", []).append(
-                        (b"set-cookie", _set_cookie(cookie, secure=scope.get("scheme") == "https")))
+                        (b"set-cookie", _set_cookie(cookie, secure=_over_https(scope))))
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
+
+
+def _over_https(scope: Scope) -> bool:
+    """HTTPS to us, or to a trusted proxy that says so (`X-Forwarded-Proto`)."""
+    if scope.get("scheme") == "https":
+        return True
+    client = scope.get("client")
+    proxies = get_settings().trusted_proxy_networks
+    return bool(proxies and client and _trusted(str(client[0]), proxies)) and any(
+        name == b"x-forwarded-proto" and value.split(b",")[0].strip() == b"https"
+        for name, value in scope.get("headers", ()))
 
 
 def _set_cookie(value: str, *, secure: bool) -> bytes:
