@@ -29,6 +29,7 @@ from roleplay.errors import ApiError, BadRequest, Conflict
 from roleplay.identity import User
 from roleplay.llm_client import CompletionRequest, Usage, llm_client
 from roleplay.persona import RoleplaySetup, format_persona_for_roleplay
+from roleplay.served_models import checked_model
 from roleplay.session_scope import scoped_session
 from roleplay.session_service import ensure_session_owner
 from roleplay.session_store import SessionMeta, SessionStore, StoredMessage, Window, now
@@ -112,6 +113,7 @@ async def _append_request(
 
 async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
     settings = get_settings()
+    model = await checked_model(request.model)
     scoped = await scoped_session(user, request.session_id)
     session_id = scoped.key
     meta = await sessions.load_meta(session_id)
@@ -132,7 +134,6 @@ async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
     setup = RoleplaySetup.merge(character, persona, scenario)
     language = settings.persona_language
     persona_text = format_persona_for_roleplay(setup, language)
-    model = request.model or settings.default_model
     ratio = await token_ratio(model)
     context = ContextManager(settings)
     system = context.system_prompt(persona_text, window.summary, language)
