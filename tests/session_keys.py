@@ -10,7 +10,8 @@ from fastapi.testclient import TestClient
 from starlette.requests import Request
 
 from roleplay.anonymous_client import anonymous_user
-from roleplay.session_scope import scoped_session
+from roleplay.session_scope import owned_session
+from roleplay.session_store import SessionStore
 
 
 def session_key(client: TestClient, session_id: str) -> str:
@@ -22,6 +23,6 @@ def session_key(client: TestClient, session_id: str) -> str:
 
     async def resolve() -> str:
         user = await anonymous_user(Request(scope))
-        return (await scoped_session(user, session_id)).key
+        return (await owned_session(user, session_id, SessionStore()))[0].key
 
     return asyncio.run(resolve())

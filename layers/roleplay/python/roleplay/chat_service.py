@@ -30,7 +30,7 @@ from roleplay.identity import User
 from roleplay.llm_client import CompletionRequest, Usage, llm_client
 from roleplay.persona import RoleplaySetup, format_persona_for_roleplay
 from roleplay.served_models import checked_model
-from roleplay.session_scope import scoped_session
+from roleplay.session_scope import owned_session
 from roleplay.session_service import ensure_session_owner
 from roleplay.session_store import SessionMeta, SessionStore, StoredMessage, Window, now
 from roleplay.settings import Settings, get_settings
@@ -114,9 +114,8 @@ async def _append_request(
 async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
     settings = get_settings()
     model = await checked_model(request.model)
-    scoped = await scoped_session(user, request.session_id)
+    scoped, meta = await owned_session(user, request.session_id, sessions)
     session_id = scoped.key
-    meta = await sessions.load_meta(session_id)
     ensure_session_owner(meta, user)
     await limiter.ensure_admitted(user)
     character_id = request.character_id or (meta.character_id if meta else None)

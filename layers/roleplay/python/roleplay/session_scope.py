@@ -13,8 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 from roleplay.identity import User
-from roleplay.redis_client import get_redis
-from roleplay.redis_keys import redis_keys
+from roleplay.session_store import SessionMeta, SessionStore
 
 
 @dataclass(frozen=True)
@@ -31,20 +30,19 @@ def storage_id(owner: str, session_id: str) -> str:
     return f"s{digest[:40]}"
 
 
-async def scoped_session(user: User, session_id: str | None) -> ScopedSession:
-    """`user`'s session `session_id` (a new id when None). An anonymous browser's session
-    begun before it held its cookie is filed under its address: it is found there, at the
-    cost of one round trip, only when the user has such a fallback and names an id."""
+async def owned_session(user: User, session_id: str | None,
+                        store: SessionStore) -> tuple[ScopedSession, SessionMeta | None]:
+    """`user`'s session `session_id` (a new id when None) and its metadata (None: not yet
+    stored). The metadata read is the one a turn makes anyway, so scoping costs no round
+    trip; only an anonymous browser's session begun before it held its cookie (filed under
+    its address) is looked up a second time, and only when the first read finds nothing."""
     if session_id is None:
         new_id = uuid.uuid4().hex
-        return ScopedSession(new_id, storage_id(user.id, new_id))
-    own = storage_id(user.id, session_id)
-    if user.fallback_owner is None:
-        return ScopedSession(session_id, own)
-    fallback = storage_id(user.fallback_owner, session_id)
-    keys = redis_keys()
-    async with (await get_redis()).pipeline(transaction=False) as pipe:
-        pipe.exists(keys.session(own))
-        pipe.exists(keys.session(fallback))
-        own_exists, fallback_exists = await pipe.execute()
-    return ScopedSession(session_id, fallback if fallback_exists and not own_exists else own)
+        return ScopedSession(new_id, storage_id(user.id, new_id)), None
+    own = ScopedSession(session_id, storage_id(user.id, session_id))
+    meta = await store.load_meta(own.key)
+    if meta is not None or user.fallback_owner is None:
+        return own, meta
+    fallback = ScopedSession(session_id, storage_id(user.fallback_owner, session_id))
+    fallback_meta = await store.load_meta(fallback.key)
+    return (fallback, fallback_meta) if fallback_meta is not None else (own, None)

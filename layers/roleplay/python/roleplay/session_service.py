@@ -7,7 +7,7 @@ from roleplay.concurrent_user_limiter import ConcurrentUserLimiter
 from roleplay.context_manager import ContextManager
 from roleplay.errors import NotFound
 from roleplay.identity import User
-from roleplay.session_scope import scoped_session
+from roleplay.session_scope import owned_session
 from roleplay.session_store import SessionMeta, SessionStore
 from roleplay.settings import get_settings
 from roleplay.token_ratio import token_ratio
@@ -24,12 +24,11 @@ def ensure_session_owner(meta: SessionMeta | None, user: User) -> None:
 
 async def _own_session(session_id: str, user: User) -> tuple[str, SessionMeta]:
     """The session store's id of the caller's session `session_id`, and its metadata."""
-    key = (await scoped_session(user, session_id)).key
-    meta = await sessions.load_meta(key)
+    scoped, meta = await owned_session(user, session_id, sessions)
     if meta is None:
         raise NotFound("no such session", code="session_not_found")
     ensure_session_owner(meta, user)
-    return key, meta
+    return scoped.key, meta
 
 
 async def session_view(session_id: str, user: User) -> SessionView:
