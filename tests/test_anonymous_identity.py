@@ -186,3 +186,30 @@ def test_make_run_restarts_with_an_empty_cap(tmp_path: Path, monkeypatch: pytest
         _start_embedded_services(stack, tmp_path)
         with redis.Redis.from_url(os.environ["REDIS_URL"]) as restarted:
             assert restarted.zcard(redis_keys().active_users) == 0
+
+
+def test_on_lambda_the_client_is_api_gateways_source_ip(fake_upstream: FakeLLM,
+                                                       settings_env: Callable[..., None]) -> None:
+    """Mangum puts requestContext.http.sourceIp in scope["client"]; a header cannot change it."""
+    from functions.chat.app import handler
+    from tests.lambda_events import http_api_event, invoke
+
+    def event(method: str, path: str, source_ip: str, **extra: object) -> dict[str, object]:
+        built = http_api_event(method, path, **extra)  # type: ignore[arg-type]
+        built["requestContext"]["http"]["sourceIp"] = source_ip  # type: ignore[index]
+        return built
+
+    settings_env(MAX_CONCURRENT_USERS="1")
+    status, first = invoke(handler, event("POST", "/api/chat", "203.0.113.7", body=turn("s-1", "one")))
+    assert status == 200, first
+    status, again = invoke(handler, event("POST", "/api/chat", "203.0.113.7", body=turn("s-1", "two"),
+                                          headers={"x-forwarded-for": "198.51.100.9"}))
+    assert status == 200, again
+    status, other = invoke(handler, event("POST", "/api/chat", "198.51.100.9", body=turn("s-1")))
+    assert status == 503 and other["error"]["code"] == "too_many_users", "another address, a new user"
+    route = "GET /api/chat/sessions/{session_id}"
+    status, view = invoke(handler, event("GET", "/api/chat/sessions/s-1", "203.0.113.7",
+                                         route_key=route))
+    assert [m["content"] for m in view["data"]["messages"] if m["role"] == "user"] == ["one", "two"]
+    status, _ = invoke(handler, event("GET", "/api/chat/sessions/s-1", "198.51.100.9", route_key=route))
+    assert status == 404

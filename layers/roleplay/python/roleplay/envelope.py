@@ -38,5 +38,5 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope}
-    for status in (400, 401, 403, 404, 409, 413, 422, 502, 503, 504)
+    for status in (400, 401, 403, 404, 409, 413, 422, 429, 502, 503, 504)
 }
