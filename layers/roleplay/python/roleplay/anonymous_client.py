@@ -29,7 +29,7 @@ import secrets
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from roleplay.identity import ANONYMOUS_PREFIX, User
+from roleplay.identity import ADDRESS_PREFIX, ANONYMOUS_PREFIX, User
 from roleplay.redis_keys import redis_keys
 from roleplay.settings import Settings, get_settings
 
@@ -116,7 +116,7 @@ def client_address(scope: Scope, proxies: tuple[_Network, ...]) -> str:
 
 
 def address_user_id(key: bytes, address: str) -> str:
-    return f"{ANONYMOUS_PREFIX}a:{_mac(key, b'address:', address, 22)}"
+    return f"{ADDRESS_PREFIX}{_mac(key, b'address:', address, 22)}"
 
 
 async def anonymous_user(request: Request) -> User:

@@ -26,6 +26,8 @@ class User:
 
 
 ANONYMOUS = User(id=ANONYMOUS_ID, authenticated=False)
+ADDRESS_PREFIX = f"{ANONYMOUS_PREFIX}a:"
+"""An anonymous client known only by its address (it sent no cookie)."""
 
 
 def reserved_subject(subject: str) -> bool:

@@ -12,7 +12,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 
-from roleplay.identity import User
+from roleplay.identity import ADDRESS_PREFIX, User
 from roleplay.session_store import SessionMeta, SessionStore
 
 
@@ -30,19 +30,32 @@ def storage_id(owner: str, session_id: str) -> str:
     return f"s{digest[:40]}"
 
 
+ADDRESS_FILED = "a-"
+"""Starts the ids the server makes for a client known only by its address: a browser's
+first session, begun before it had its cookie. Its later turns (with the cookie) look
+there first, so they cost one metadata read, not two."""
+
+
+def _new_id(user: User) -> str:
+    return (ADDRESS_FILED if user.id.startswith(ADDRESS_PREFIX) else "") + uuid.uuid4().hex
+
+
 async def owned_session(user: User, session_id: str | None,
                         store: SessionStore) -> tuple[ScopedSession, SessionMeta | None]:
     """`user`'s session `session_id` (a new id when None) and its metadata (None: not yet
     stored). The metadata read is the one a turn makes anyway, so scoping costs no round
-    trip; only an anonymous browser's session begun before it held its cookie (filed under
-    its address) is looked up a second time, and only when the first read finds nothing."""
+    trip. An anonymous browser's session begun before it held its cookie is filed under its
+    address (`fallback_owner`): that is read too, first for ids the server made there."""
     if session_id is None:
-        new_id = uuid.uuid4().hex
+        new_id = _new_id(user)
         return ScopedSession(new_id, storage_id(user.id, new_id)), None
     own = ScopedSession(session_id, storage_id(user.id, session_id))
-    meta = await store.load_meta(own.key)
-    if meta is not None or user.fallback_owner is None:
-        return own, meta
-    fallback = ScopedSession(session_id, storage_id(user.fallback_owner, session_id))
-    fallback_meta = await store.load_meta(fallback.key)
-    return (fallback, fallback_meta) if fallback_meta is not None else (own, None)
+    candidates = [own]
+    if user.fallback_owner is not None:
+        fallback = ScopedSession(session_id, storage_id(user.fallback_owner, session_id))
+        candidates = [fallback, own] if session_id.startswith(ADDRESS_FILED) else [own, fallback]
+    for candidate in candidates:
+        meta = await store.load_meta(candidate.key)
+        if meta is not None:
+            return candidate, meta
+    return own, None
