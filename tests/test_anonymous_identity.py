@@ -213,3 +213,36 @@ def test_on_lambda_the_client_is_api_gateways_source_ip(fake_upstream: FakeLLM,
     assert [m["content"] for m in view["data"]["messages"] if m["role"] == "user"] == ["one", "two"]
     status, _ = invoke(handler, event("GET", "/api/chat/sessions/s-1", "198.51.100.9", route_key=route))
     assert status == 404
+
+
+@pytest.mark.parametrize(("peer", "forwarded", "trusted", "client"), [
+    ("203.0.113.7", None, "", "203.0.113.7"),
+    ("203.0.113.7", "198.51.100.1", "", "203.0.113.7"),
+    ("10.0.0.2", "198.51.100.1", "10.0.0.0/8", "198.51.100.1"),
+    ("10.0.0.2", "198.51.100.66, 198.51.100.1, 10.0.0.5", "10.0.0.0/8", "198.51.100.1"),
+    ("10.0.0.2", "10.0.0.9, 10.0.0.5", "10.0.0.0/8", "10.0.0.9"),
+    ("10.0.0.2", "not-an-address, 10.0.0.5", "10.0.0.0/8", "10.0.0.5"),
+    ("10.0.0.2", None, "10.0.0.0/8", "10.0.0.2"),
+    ("2001:db8:1:2:aaaa::1", None, "", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:bbbb::9", None, "", "2001:db8:1:2::/64"),
+    ("::ffff:203.0.113.7", None, "", "203.0.113.7"),
+    ("::1", "[2001:db8::5]", "::1", "2001:db8::/64"),
+    ("testclient", "198.51.100.1", "10.0.0.0/8", "testclient"),
+])
+def test_the_client_address(settings_env: Callable[..., None], peer: str, forwarded: str | None,
+                            trusted: str, client: str) -> None:
+    from roleplay.anonymous_client import client_address
+    from roleplay.settings import get_settings
+
+    settings_env(TRUSTED_PROXIES=trusted)
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+    scope = {"type": "http", "client": (peer, 1234), "headers": headers}
+    assert client_address(scope, get_settings().trusted_proxy_networks) == client
+
+
+def test_a_bad_trusted_proxies_value_stops_the_process(settings_env: Callable[..., None]) -> None:
+    from roleplay.settings import ConfigurationError, get_settings
+
+    settings_env(TRUSTED_PROXIES="10.0.0.0/8, proxy.internal")
+    with pytest.raises(ConfigurationError, match="TRUSTED_PROXIES"):
+        get_settings()
