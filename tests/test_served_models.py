@@ -151,3 +151,13 @@ def test_a_model_the_upstream_adds_is_found_within_seconds(
         monkeypatch.setattr(served_models, "MISS_REFRESH_S", 0.0)
         assert client.post("/api/chat", json=_turn("new-model")).status_code == 200
     assert len(calls) == 2
+
+
+def test_a_hanging_upstream_is_not_waited_on_for_the_list(
+        settings_env: Callable[..., None], monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.upstream_server import silent_socket
+
+    monkeypatch.setattr(served_models, "CHECK_TIMEOUT_S", 0.2)
+    with silent_socket() as url:
+        settings_env(LLM_BASE_URL=url, LLM_READ_TIMEOUT_S="30")
+        assert asyncio.run(served_models.checked_model("any-name")) == "any-name"

@@ -16,6 +16,7 @@ upstream's figures (context length where it tells), for whoever needs them.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -25,6 +26,9 @@ from roleplay.settings import Settings, get_settings
 
 TTL_S = 300.0
 MISS_REFRESH_S = 5.0
+CHECK_TIMEOUT_S = 5.0
+"""A turn waits at most this long for the list; past it the name passes (as when down),
+so a hanging upstream does not make the turn wait for it twice."""
 _NAMES_IN_ERROR = 20
 
 
@@ -100,8 +104,8 @@ async def is_served(name: str) -> bool | None:
         answered = entry.fetched_at is not None and entry.fetched_at >= entry.tried_at
         return (cached_model(name) is not None) if answered else None
     try:
-        await served_models(refresh=True)
-    except ApiError:
+        await asyncio.wait_for(served_models(refresh=True), CHECK_TIMEOUT_S)
+    except (ApiError, TimeoutError):
         return None
     return cached_model(name) is not None
 
