@@ -17,10 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.gpt_sovits_server import FakeGptSovits
 from tests.test_tts_api import VOICES
-from tests.upstream_server import serve
+from tests.upstream_server import closed_port_url, serve
 
 
 @pytest.fixture
@@ -76,12 +77,7 @@ def test_another_user_is_not_queued_behind_a_busy_one(instances: list[str]) -> N
 
 
 def test_a_place_is_given_back_when_a_synthesis_fails(settings_env: Callable[..., None],
-                                                     voices_file: Path, client: object) -> None:
-    from fastapi.testclient import TestClient
-
-    from tests.upstream_server import closed_port_url
-
-    assert isinstance(client, TestClient)
+                                                     voices_file: Path, client: TestClient) -> None:
     settings_env(TTS_BASE_URL=closed_port_url(), VOICES_FILE=str(voices_file),
                  TTS_MAX_CONCURRENT_PER_USER="1",
                  TTS_BUSY_WAIT_S="0")
@@ -92,20 +88,14 @@ def test_a_place_is_given_back_when_a_synthesis_fails(settings_env: Callable[...
 
 @pytest.mark.parametrize("text", ["\x00", "\x00\x00\x00\x00", "\x00 \x01\x1b\x7f", "\u200b\u200b",
                                   "\t\x00\n", "...!?"])
-def test_text_with_nothing_to_say_is_400_empty_text(client: object, text: str) -> None:
+def test_text_with_nothing_to_say_is_400_empty_text(client: TestClient, text: str) -> None:
     """On main NUL-only text synthesized 0.06 s of audio."""
-    from fastapi.testclient import TestClient
-
-    assert isinstance(client, TestClient)
     answer = client.post("/api/tts", json={"text": text})
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["code"] == "empty_text"
 
 
-def test_control_characters_inside_text_are_not_spoken_and_do_not_cut_it(client: object) -> None:
-    from fastapi.testclient import TestClient
-
-    assert isinstance(client, TestClient)
+def test_control_characters_inside_text_are_not_spoken_and_do_not_cut_it(client: TestClient) -> None:
     whole = client.post("/api/tts", json={"text": "안녕하세요 반가워요"}).json()["data"]["duration"]
     with_nul = client.post("/api/tts", json={"text": "안녕하세요\x00 반가워요"}).json()["data"]["duration"]
     assert with_nul > whole * 0.8, "a NUL no longer ends the text for the C engine"
