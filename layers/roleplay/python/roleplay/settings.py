@@ -7,7 +7,7 @@ message naming the environment variable, instead of surfacing later as a 500.
 from __future__ import annotations
 
 import ipaddress
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -143,12 +143,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
         return value
 
-    @property
+    @cached_property
     def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(item, strict=False)
                      for item in _comma_list(self.trusted_proxies))
 
-    @property
+    @cached_property
     def allowed_model_names(self) -> frozenset[str]:
         return frozenset(_comma_list(self.allowed_models))
 
