@@ -24,12 +24,25 @@ from roleplay.settings import ConfigurationError, get_settings
 logger = logging.getLogger("local_runner")
 
 
+def _forget_active_users(redis_url: str) -> None:
+    """Empties the concurrent-user cap of the embedded Redis, which this runner alone uses:
+    the places of a previous run (persisted under DATA_DIR) belong to clients it no longer
+    serves, and would otherwise keep a developer out until SESSION_TTL_S passed."""
+    import redis
+
+    from roleplay.redis_keys import redis_keys
+
+    with redis.Redis.from_url(redis_url) as client:
+        client.delete(redis_keys().active_users)
+
+
 def _start_embedded_services(stack: ExitStack, data_dir: Path) -> None:
     if not os.environ.get("REDIS_URL"):
         from local_runner.embedded_redis import EmbeddedRedis
 
         os.environ["REDIS_URL"] = stack.enter_context(EmbeddedRedis(data_dir))
         logger.info("embedded Redis at %s", os.environ["REDIS_URL"])
+        _forget_active_users(os.environ["REDIS_URL"])
     if not os.environ.get("LLM_BASE_URL") and os.environ.get("EMBEDDED_LLM", "1") != "0":
         from local_runner.embedded_llm import EmbeddedLLM
 
@@ -91,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
 
         from local_runner.app import build_app
 
-        # Each request writes one JSON line (roleplay.ops.access_log) instead of uvicorn's.
-        uvicorn.run(build_app(), host=host, port=int(port_text), log_level="info", access_log=False)
+        # Each request writes one JSON line (roleplay.ops.access_log) instead of uvicorn's;
+        # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1 on its
+        # own; TRUSTED_PROXIES decides that (roleplay.anonymous_client).
+        uvicorn.run(build_app(), host=host, port=int(port_text), log_level="info",
+                    access_log=False, proxy_headers=False)
     return 0
 
 

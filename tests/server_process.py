@@ -42,7 +42,8 @@ def uvicorn_process(app: str, env: dict[str, str], *, factory: bool = False,
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", app, *(["--factory"] if factory else []),
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+             "--no-proxy-headers"],
             cwd=ROOT, env=child_env, stdout=subprocess.DEVNULL, stderr=stderr)
         served = ServedApp(f"http://127.0.0.1:{port}", process.pid)
         try:

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from roleplay.auth import user_from_request
 from roleplay.errors import Unauthorized
 from roleplay.function_app import create_function_app
-from roleplay.identity import ANONYMOUS, User
+from roleplay.identity import ANONYMOUS_PREFIX, User
 from roleplay.settings import get_settings
 
 SECRET = "test-secret-long-enough-even-for-hs512-" + "0123456789abcdef" * 2  # 64 bytes
@@ -60,6 +60,10 @@ def refused(req: Request) -> Unauthorized:
     return failure.value
 
 
+def anonymous(user: User) -> bool:
+    return not user.authenticated and not user.is_admin and user.id.startswith(ANONYMOUS_PREFIX)
+
+
 def b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
@@ -72,14 +76,14 @@ def test_without_a_secret_everyone_is_anonymous(
 ) -> None:
     monkeypatch.delenv("JWT_SECRET", raising=False)
     get_settings.cache_clear()
-    assert who(request()) == ANONYMOUS
-    assert who(request({"Authorization": f"Bearer {mint()}"})) == ANONYMOUS
+    assert anonymous(who(request()))
+    assert anonymous(who(request({"Authorization": f"Bearer {mint()}"})))
 
 
 def test_a_blank_secret_means_unset(settings_env: Callable[..., None]) -> None:
     settings_env(JWT_SECRET="   ")
     assert get_settings().jwt_secret is None
-    assert who(request()) == ANONYMOUS
+    assert anonymous(who(request()))
 
 
 def test_the_secret_never_prints(auth_on: Callable[..., None]) -> None:
@@ -235,3 +239,39 @@ def test_pyjwt_is_not_imported_until_needed() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(["layers/roleplay/python", "."])}
     subprocess.run([sys.executable, "-c", code], check=True, env=env,
                    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+# --- reserved subjects and the admin claim (issue 13) -------------------------------
+
+
+@pytest.mark.parametrize("subject", ["anonymous", "anon:a:x", "anon:c:abc"])
+def test_a_subject_that_would_pass_for_an_anonymous_client_is_401(
+        auth_on: Callable[..., None], subject: str) -> None:
+    failure = refused(request({"Authorization": f"Bearer {mint({'sub': subject})}"}))
+    assert failure.error_code == "invalid_token" and "reserved" in failure.message
+
+
+@pytest.mark.parametrize(("claims", "admin"), [
+    ({}, False),
+    ({"admin": True}, True),
+    ({"admin": "true"}, False),
+    ({"admin": 1}, False),
+    ({"roles": ["editor", "admin"]}, True),
+    ({"roles": ["editor"]}, False),
+    ({"roles": "admin"}, False),
+])
+def test_the_admin_claim_makes_an_admin(auth_on: Callable[..., None], claims: dict[str, Any],
+                                        admin: bool) -> None:
+    user = who(request({"Authorization": f"Bearer {mint(claims)}"}))
+    assert user.authenticated and user.is_admin is admin
+
+
+def test_identity_imports_nothing_of_sign_in() -> None:
+    """The lower module never imports the higher one: no auth <-> identity circle."""
+    code = ("import sys, roleplay.identity; "
+            "print(sorted(m for m in sys.modules if m.startswith('roleplay.')))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(["layers/roleplay/python", "."])}
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, env=env,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+    assert loaded.strip() == "['roleplay.identity']"

@@ -29,7 +29,7 @@ from roleplay.concurrent_user_limiter import (
     too_many_users_message,
 )
 from roleplay.function_app import create_function_app
-from roleplay.identity import ANONYMOUS, User
+from roleplay.identity import User
 from roleplay.redis_client import get_redis
 from roleplay.redis_keys import redis_keys
 
@@ -190,13 +190,27 @@ def test_release_frees_a_slot_at_once(settings_env: Callable[..., None]) -> None
     run(go())
 
 
-def test_without_auth_each_session_counts_as_one_user() -> None:
-    limiter = ConcurrentUserLimiter(max_users=2)
-    slots = [occupant_id(ANONYMOUS, session) for session in ("s1", "s2", "s3")]
-    assert len(set(slots)) == 3
-    assert [a.admitted for a in admit_all(limiter, slots)] == [True, True, False]
+def test_a_slot_is_the_users_never_a_sessions() -> None:
+    anonymous_client = User(id="anon:c:abc", authenticated=False)
+    assert {occupant_id(anonymous_client, s) for s in ("s1", "s2", "s3")} == {"anon:c:abc"}
     signed_in = User(id="alice", authenticated=True)
     assert occupant_id(signed_in, "s1") == occupant_id(signed_in, "s2") == "alice"
+
+
+def test_a_user_takes_over_its_fallbacks_slot_instead_of_a_new_one(sync_redis: redis.Redis) -> None:
+    """An anonymous browser's first request was filed under its address; once it holds its
+    cookie it moves into that slot, even when the cap is full, and cannot multiply it."""
+    limiter = ConcurrentUserLimiter(max_users=2)
+    browser = User(id="anon:c:one", authenticated=False, fallback_owner="anon:a:home")
+    second_cookie = User(id="anon:c:two", authenticated=False, fallback_owner="anon:a:home")
+
+    async def go() -> list[bool]:
+        assert (await limiter.admit("anon:a:home")).admitted
+        assert (await limiter.admit("someone-else")).admitted
+        return [(await limiter.admit(browser)).admitted, (await limiter.admit(second_cookie)).admitted]
+
+    assert run(go()) == [True, False]
+    assert set(sync_redis.zrange(redis_keys().active_users, 0, -1)) == {"anon:c:one", "someone-else"}
 
 
 def test_limits_are_validated() -> None:

@@ -18,6 +18,7 @@ from roleplay.chat_prompt import is_gemma_valid
 from roleplay.llm_client import ChatMessage
 from roleplay.summarizer import Summarizer
 from tests.fake_llm import FakeLLM
+from tests.session_keys import session_key
 from tests.upstream_server import serve
 
 MAX_TOKENS = 64
@@ -126,7 +127,8 @@ def test_a_summary_landing_after_new_turns_loses_none_of_them(fake_llm: FakeLLM,
     assert before["summary"] is None
     fake_llm.gate = threading.Event()
     with ThreadPoolExecutor(1) as pool:
-        summary = pool.submit(asyncio.run, Summarizer().summarize("s-race", max_passes=1))
+        summary = pool.submit(asyncio.run, Summarizer().summarize(session_key(client, "s-race"),
+                                                                  max_passes=1))
         assert fake_llm.summary_started.wait(10)
         for n in range(6, 10):
             _turn(client, "s-race", _line(n))
@@ -149,10 +151,12 @@ def test_only_one_summary_runs_per_session(fake_llm: FakeLLM, settings_env,
         _turn(client, "s-lock", _line(n))
     fake_llm.gate = threading.Event()
 
+    key = session_key(client, "s-lock")
+
     async def both() -> list[str]:
-        first = asyncio.create_task(Summarizer().summarize("s-lock"))
+        first = asyncio.create_task(Summarizer().summarize(key))
         await asyncio.to_thread(fake_llm.summary_started.wait, 10)
-        second = await Summarizer().summarize("s-lock")
+        second = await Summarizer().summarize(key)
         fake_llm.gate.set()
         return [(await first).outcome, second.outcome]
 
@@ -293,7 +297,8 @@ def test_the_deployed_stack_invokes_the_summarizer_function_asynchronously(
         _lambda_client.cache_clear()
     assert calls, "a turn past the threshold invoked the summarizer"
     assert calls[0]["InvocationType"] == "Event" and calls[0]["FunctionName"] == "summarizer"
-    assert json.loads(calls[0]["Payload"]) == {"kind": "summary", "session_id": "s-lambda"}
+    assert json.loads(calls[0]["Payload"]) == {"kind": "summary",
+                                               "session_id": session_key(client, "s-lambda")}
     assert answers[0]["StatusCode"] == 202
     assert _session(client, "s-lambda")["summary"] is None, "nothing ran in-process"
     result = handler(json.loads(calls[0]["Payload"]), None)

@@ -83,8 +83,10 @@ def test_chat_handler_holds_a_conversation_like_the_local_runner(settings_env,
             "messages": [{"role": "user", "content": "안녕"}], "persona": "밝은 소녀"}))
         assert status == 200, first
         sid = first["data"]["session_id"]
-        via_runner = client.post("/api/chat", json={
-            "session_id": sid, "messages": [{"role": "user", "content": "뭐 해?"}]})
+        # the same anonymous client: Lambda's sourceIp is its address (no cookies here)
+        with TestClient(client.app, client=("203.0.113.7", 50000)) as same_address:
+            via_runner = same_address.post("/api/chat", json={
+                "session_id": sid, "messages": [{"role": "user", "content": "뭐 해?"}]})
     assert first["data"]["content"] == "반가워!"
     assert via_runner.status_code == 200
     status, session = invoke(_handler("chat"), http_api_event(
@@ -92,7 +94,9 @@ def test_chat_handler_holds_a_conversation_like_the_local_runner(settings_env,
     assert status == 200
     assert [m["content"] for m in session["data"]["messages"]] == ["안녕", "반가워!", "뭐 해?",
                                                                   "반가워!"]
-    assert session == client.get(f"/api/chat/sessions/{sid}").json()
+    with TestClient(client.app, client=("203.0.113.7", 50000)) as same_address:
+        assert session == same_address.get(f"/api/chat/sessions/{sid}").json()
+    assert client.get(f"/api/chat/sessions/{sid}").status_code == 404, "another client's"
 
 
 def test_chat_handler_refuses_bad_input_in_the_envelope(client: TestClient) -> None:

@@ -125,7 +125,11 @@ def test_tts_is_capped_like_chat(fake_upstream, settings_env, client: TestClient
                                           "messages": [{"role": "user", "content": "hi"}]}
                        ).status_code == 200
     assert client.post("/api/tts", json={"text": "hi", "session_id": "s-holder"}).status_code == 200
-    refused = client.post("/api/tts", json={"text": "hi", "session_id": "s-other"})
+    assert client.post("/api/tts", json={"text": "hi", "session_id": "s-other"}).status_code == 200, \
+        "anonymous speech counts as its client, whatever session it names"
+    with TestClient(client.app) as other_client:
+        other_client.get("/api/chat/sessions/first-contact")  # its own anonymous cookie
+        refused = other_client.post("/api/tts", json={"text": "hi"})
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "too_many_users"
 
 

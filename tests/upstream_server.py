@@ -26,8 +26,9 @@ def free_port() -> int:
 def serve(app: Any) -> Iterator[str]:
     """Serves `app` until the block ends; yields its base URL."""
     port = free_port()
+    # proxy_headers off, as in the local runner: TRUSTED_PROXIES decides whom to believe
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                          lifespan="off"))
+                                          lifespan="off", proxy_headers=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

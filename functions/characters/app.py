@@ -9,6 +9,7 @@ from mangum import Mangum
 from pydantic import BaseModel
 
 from roleplay import card_service, character_service
+from roleplay.auth import current_user
 from roleplay.characters import (
     ID_PATTERN,
     Character,
@@ -18,7 +19,7 @@ from roleplay.characters import (
 )
 from roleplay.envelope import ERROR_RESPONSES, Envelope, ErrorEnvelope, ok
 from roleplay.function_app import create_function_app
-from roleplay.identity import User, current_user
+from roleplay.identity import User
 from roleplay.settings import get_settings
 
 get_settings()

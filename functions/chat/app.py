@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from mangum import Mangum
 
 from roleplay import chat_service, chat_stream, session_service
+from roleplay.auth import current_user
 from roleplay.background_jobs import job_runner
 from roleplay.characters import ID_PATTERN
 from roleplay.chat_models import (
@@ -23,7 +24,7 @@ from roleplay.chat_models import (
 )
 from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
 from roleplay.function_app import create_function_app
-from roleplay.identity import User, current_user
+from roleplay.identity import User
 from roleplay.settings import get_settings
 
 get_settings()

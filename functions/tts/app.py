@@ -6,16 +6,17 @@ Besides HTTP events it takes the speech jobs that chat hands off in `delayed` TT
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from mangum import Mangum
 
 from roleplay import tts_service
+from roleplay.auth import current_user
 from roleplay.characters import ID_PATTERN
-from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
+from roleplay.concurrent_user_limiter import ConcurrentUserLimiter
 from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
 from roleplay.function_app import create_function_app
-from roleplay.identity import User, current_user
+from roleplay.identity import User
 from roleplay.ops import quotas, turn_observer
 from roleplay.settings import get_settings
 from roleplay.tts_models import AudioPending, TtsRequest, TtsResult
@@ -37,13 +38,12 @@ limiter = ConcurrentUserLimiter()
                                     "(in streaming_mode 1-3 with GPT-SoVITS, a WAV sent as it is made: "
                                     "chunked, data size 0 in its header)"}},
 )
-async def synthesize(body: TtsRequest, user: CurrentUser, request: Request) -> Any:
-    client = request.client.host if request.client else "unknown"
-    await limiter.ensure_admitted(occupant_id(user, body.session_id or f"client-{client}"))
+async def synthesize(body: TtsRequest, user: CurrentUser) -> Any:
+    await limiter.ensure_admitted(user)
     await quotas.check(user, "tts")
     if body.return_binary and (stream := await tts_service.synthesize_stream(body)) is not None:
         return StreamingResponse(stream, media_type="audio/wav", headers={"Cache-Control": "no-store"})
-    audio = await tts_service.synthesize(body)
+    audio = await tts_service.synthesize(body, user)
     await turn_observer.spoken(user, audio.duration_s)
     if body.return_binary:
         return Response(audio.audio, media_type=audio.media_type,

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Depends
 from mangum import Mangum
 
 from roleplay import user_persona
+from roleplay.auth import current_user
 from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
 from roleplay.function_app import create_function_app
-from roleplay.identity import User, current_user
+from roleplay.identity import User
 from roleplay.settings import get_settings
 from roleplay.user_persona import UserPersona
 

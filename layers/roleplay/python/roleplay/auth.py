@@ -6,7 +6,9 @@ must carry `exp`. Only HS256 is accepted: a token cannot choose `none` or anothe
 algorithm to get past the check. JWT_AUDIENCE / JWT_ISSUER are checked when set.
 
 Without JWT_SECRET or JWT_SECRET_ARN (development) there is no sign-in and every
-caller is anonymous.
+caller is an anonymous client (`roleplay.anonymous_client`). A token's subject can never
+pass for one: `anonymous` and `anon:...` subjects are 401. `admin: true`, or `admin` in
+a `roles` list, makes the user an admin.
 PyJWT is imported on first use, so a cold start without auth never loads it.
 """
 
@@ -16,9 +18,11 @@ from typing import Any
 
 from starlette.requests import Request
 
+from roleplay.anonymous_client import anonymous_user
 from roleplay.errors import Unauthorized
-from roleplay.identity import ANONYMOUS, User
+from roleplay.identity import User, reserved_subject
 from roleplay.jwt_key import auth_enabled, jwt_key
+from roleplay.ops import request_context
 from roleplay.settings import Settings, get_settings
 
 ALGORITHM = "HS256"
@@ -64,7 +68,7 @@ async def user_from_request(request: Request) -> User:
     token is missing or not good. Anonymous when auth is not configured."""
     settings = get_settings()
     if not auth_enabled(settings):
-        return ANONYMOUS
+        return await anonymous_user(request)
     token = _token_from(request, settings.jwt_cookie_name)
     if token is None:
         raise Unauthorized("sign in first", headers=_CHALLENGE)
@@ -73,6 +77,20 @@ async def user_from_request(request: Request) -> User:
     if not isinstance(subject, str) or not subject.strip():
         raise Unauthorized("invalid token: sub must be a non-empty string", code="invalid_token",
                            headers=_INVALID_CHALLENGE)
+    if reserved_subject(subject):
+        raise Unauthorized(f"invalid token: sub {subject!r} is reserved for anonymous clients",
+                           code="invalid_token", headers=_INVALID_CHALLENGE)
+    return User(id=subject, authenticated=True, is_admin=_is_admin(claims))
+
+
+def _is_admin(claims: dict[str, Any]) -> bool:
     roles = claims.get("roles")
-    admin = claims.get("admin") is True or (isinstance(roles, list) and "admin" in roles)
-    return User(id=subject, authenticated=True, is_admin=admin)
+    return claims.get("admin") is True or (isinstance(roles, list) and "admin" in roles)
+
+
+async def current_user(request: Request) -> User:
+    """FastAPI dependency: 401 unless the request carries a good token (when sign-in is
+    on); the anonymous client when it is off."""
+    user = await user_from_request(request)
+    request_context.note(user=request_context.hashed(user.id))
+    return user

@@ -6,7 +6,7 @@ from roleplay.cards.image_store import delete_image
 from roleplay.character_store import MAX_PAGE, get_character_store
 from roleplay.characters import Character, CharacterCreate, CharacterPage, CharacterUpdate
 from roleplay.errors import Forbidden, NotFound
-from roleplay.identity import User
+from roleplay.identity import ANONYMOUS_ID, User
 
 
 def _ensure_owner(character: Character, user: User) -> None:
@@ -15,7 +15,8 @@ def _ensure_owner(character: Character, user: User) -> None:
 
 
 async def create_character(fields: CharacterCreate, user: User) -> Character:
-    character = Character.new(fields, owner=user.id)
+    # Characters are public: an anonymous client's id (its cookie's) is not shown to everyone.
+    character = Character.new(fields, owner=user.id if user.authenticated else ANONYMOUS_ID)
     await get_character_store().create(character)
     return character
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from dataclasses import dataclass
 
 from roleplay import character_service, tts_service
@@ -24,7 +23,7 @@ from roleplay.chat_models import (
     ChatUsage,
     TtsError,
 )
-from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
+from roleplay.concurrent_user_limiter import ConcurrentUserLimiter
 from roleplay.context_manager import ContextManager, ContextPlan
 from roleplay.errors import ApiError, BadRequest, Conflict
 from roleplay.greetings import greetings_of, pick_greeting
@@ -34,6 +33,8 @@ from roleplay.lorebook.fired_store import save_fired
 from roleplay.lorebook.prompt import persona_with_lore
 from roleplay.ops import quotas, turn_observer
 from roleplay.persona import RoleplaySetup
+from roleplay.served_models import checked_model
+from roleplay.session_scope import owned_session
 from roleplay.session_service import ensure_session_owner
 from roleplay.session_store import SessionMeta, SessionStore, StoredMessage, Window, now
 from roleplay.settings import Settings, get_settings
@@ -53,6 +54,9 @@ class PreparedTurn:
     """A turn whose user messages are stored and whose prompt is ready to send."""
 
     session_id: str
+    """The session store's id (`session_scope`): what every stored read and write uses."""
+    client_session_id: str
+    """The id the client names the session by: what answers carry."""
     model: str
     request: ChatRequest
     window: Window
@@ -109,10 +113,11 @@ async def prepare_turn(request: ChatRequest, user: User, *,
     told after the persona and never stored in the transcript."""
     settings = get_settings()
     await quotas.check(user, "chat")
-    session_id = request.session_id or uuid.uuid4().hex
-    meta = await sessions.load_meta(session_id)
+    model = await checked_model(request.model)
+    scoped, meta = await owned_session(user, request.session_id, sessions)
+    session_id = scoped.key
     ensure_session_owner(meta, user)
-    await limiter.ensure_admitted(occupant_id(user, session_id))
+    await limiter.ensure_admitted(user)
     character_id = request.character_id or (meta.character_id if meta else None)
     character = await character_service.get_character(character_id) if character_id else None
     persona = request.persona or (meta.persona if meta else None)
@@ -132,7 +137,6 @@ async def prepare_turn(request: ChatRequest, user: User, *,
                  if character and not request.messages else [])
     window, greeting = await _append_request(request, session_id, meta, character, settings,
                                              greetings)
-    model = request.model or settings.default_model
     ratio = await token_ratio(model)
     persona_text, lore = persona_with_lore(
         setup, character.character_book if character else None,
@@ -151,8 +155,8 @@ async def prepare_turn(request: ChatRequest, user: User, *,
     plan = context.plan(window, persona=persona_text, summary=window.summary,
                         max_tokens=request.max_tokens, ratio=ratio, character_name=setup.name,
                         language=language)
-    return PreparedTurn(session_id=session_id, model=model, request=request, window=window,
-                        plan=plan, ratio=ratio,
+    return PreparedTurn(session_id=session_id, client_session_id=scoped.session_id, model=model,
+                        request=request, window=window, plan=plan, ratio=ratio,
                         summary_failed_at=meta.summary_failed_at if meta else None,
                         greeting=greeting, voice_id=character.voice_id if character else None,
                         user=user, greetings=greetings)
@@ -234,7 +238,7 @@ def reply_for(turn: PreparedTurn, content: str, usage: Usage | None, finish_reas
     """`answered_by`: the model the upstream says answered, which may not be the one asked for."""
     speech = speech or Speech()
     return ChatReply(
-        content=content, usage=_usage(turn, content, usage), session_id=turn.session_id,
+        content=content, usage=_usage(turn, content, usage), session_id=turn.client_session_id,
         model=answered_by or turn.model, audio_url=speech.audio_url, tts_error=speech.error,
         context_summarized=turn.plan.context_summarized,
         dropped_messages=turn.plan.dropped_messages, summary_scheduled=summary_scheduled,
@@ -261,6 +265,6 @@ async def chat_turn_from_greeting(turn: PreparedTurn, jobs: JobRunner | None) ->
     await finish_turn(turn, turn.greeting, None, None)
     speech = await _speech(turn, turn.greeting, jobs)
     return ChatReply(content=turn.greeting, usage=ChatUsage(prompt_tokens=0, completion_tokens=0),
-                     session_id=turn.session_id, model=turn.model, audio_url=speech.audio_url,
+                     session_id=turn.client_session_id, model=turn.model, audio_url=speech.audio_url,
                      tts_error=speech.error, finish_reason="stored", greetings=turn.greetings or None,
                      greeting_index=turn.request.greeting_index or 0)

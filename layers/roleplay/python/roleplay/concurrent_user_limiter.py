@@ -36,16 +36,22 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 """
 
-# KEYS: the active-users sorted set. ARGV: user id, ttl ms, cap.
+# KEYS: the active-users sorted set. ARGV: user id, ttl ms, cap, fallback id ('' for none).
 # Drops users idle for ttl or longer; admits (and refreshes) a user already present,
-# or a new one while fewer than cap are active. The key expires with its newest member,
-# so an idle deployment leaves nothing behind. Answers {admitted 0/1, active count,
-# ms until the oldest active user expires (0 when admitted)}.
+# or a new one while fewer than cap are active. A user whose fallback holds a slot
+# takes that slot over (an anonymous browser's first request was filed under its
+# address): the slot moves, so minting cookies at one address never adds places.
+# The key expires with its newest member, so an idle deployment leaves nothing behind.
+# Answers {admitted 0/1, active count, ms until the oldest active user expires (0 when
+# admitted)}.
 _ADMIT_SCRIPT = LuaScript(_NOW + """
 local ttl = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
 local admitted = redis.call('ZSCORE', KEYS[1], ARGV[1]) ~= false
-  or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3])
+if not admitted and ARGV[4] ~= '' and redis.call('ZREM', KEYS[1], ARGV[4]) == 1 then
+  admitted = true
+end
+admitted = admitted or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3])
 if admitted then
   redis.call('ZADD', KEYS[1], now, ARGV[1])
   redis.call('PEXPIRE', KEYS[1], ttl)
@@ -91,10 +97,11 @@ class Admission:
     """Seconds until the oldest active user's slot expires, at least 1; 0 when admitted."""
 
 
-def occupant_id(user: User, session_id: str) -> str:
-    """Whom a slot belongs to: the signed-in user, or (no auth configured) the session,
-    so that in development each session counts as one user."""
-    return user.id if user.authenticated else f"anonymous-session:{session_id}"
+def occupant_id(user: User, session_id: str | None = None) -> str:
+    """Whom a slot belongs to: the user, signed in or an anonymous client (its cookie or
+    its address), never a session: however many sessions a client opens, it holds one
+    place. `session_id` is accepted and ignored (older callers pass it)."""
+    return user.id
 
 
 class ConcurrentUserLimiter:
@@ -118,26 +125,30 @@ class ConcurrentUserLimiter:
         ttl_s = self._ttl_s if self._ttl_s is not None else get_settings().session_ttl_s
         return max(1, round(ttl_s * 1000))
 
-    async def admit(self, user_id: str) -> Admission:
-        """Takes or refreshes `user_id`'s slot if it may have one; one round trip."""
+    async def admit(self, user: str | User) -> Admission:
+        """Takes or refreshes the user's slot if it may have one (taking over the slot of
+        its `fallback_owner`, if that holds one); one round trip."""
+        user_id, fallback = (user, "") if isinstance(user, str) else (
+            occupant_id(user), user.fallback_owner or "")
         admitted, active, retry_ms = await _ADMIT_SCRIPT(
-            [redis_keys().active_users], [user_id, self.ttl_ms, self.max_users])
+            [redis_keys().active_users], [user_id, self.ttl_ms, self.max_users, fallback])
         if admitted:
             return Admission(admitted=True, active=int(active), retry_after_s=0)
         return Admission(admitted=False, active=int(active),
                          retry_after_s=max(1, math.ceil(int(retry_ms) / 1000)))
 
-    async def ensure_admitted(self, user_id: str) -> Admission:
+    async def ensure_admitted(self, user: str | User) -> Admission:
         """`admit`, raising `TooManyUsers` (503 with Retry-After) when refused."""
-        admission = await self.admit(user_id)
+        admission = await self.admit(user)
         metrics.inc("admissions_total", result="admitted" if admission.admitted else "refused")
         metrics.set_gauge("active_users", admission.active)
         if not admission.admitted:
             raise TooManyUsers(self.max_users, admission.retry_after_s)
         return admission
 
-    async def release(self, user_id: str) -> bool:
-        """Frees `user_id`'s slot now (session ended, logged out); False if it held none."""
+    async def release(self, user: str | User) -> bool:
+        """Frees the user's slot now (session ended, logged out); False if it held none."""
+        user_id = user if isinstance(user, str) else occupant_id(user)
         return bool(await (await get_redis()).zrem(redis_keys().active_users, user_id))
 
     async def active_count(self) -> int:

@@ -2,15 +2,21 @@
 
 The library and its data (Korean included) come from the `espeakng-loader` wheel and
 are called through ctypes. libespeak-ng keeps global state and is not thread-safe, so
-every call holds one lock and runs in a worker thread, off the event loop. It is
-loaded on first use, never at import, to keep a Lambda cold start cheap.
+every call holds one lock and runs on the engine's own single worker thread, off the
+event loop. Its own thread, not `asyncio.to_thread`: calls queued behind the lock would
+otherwise fill the default thread pool (a handful of threads), and every other
+`to_thread` of the process (the audio store's file reads, so everyone's audio
+downloads) would wait behind one user's queue. It is loaded on first use, never at
+import, to keep a Lambda cold start cheap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from roleplay.errors import BadRequest, NotConfigured
 from roleplay.speech_audio import SynthesizedAudio, checked_text, pcm_to_wav
@@ -100,6 +106,7 @@ class _Espeak:
 
 _lock = threading.Lock()
 _runtime: _Espeak | None = None
+_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="espeak")
 
 
 def _speak(text: str, voice_names: list[str], rate: int) -> tuple[bytes, int]:
@@ -145,7 +152,8 @@ class EspeakEngine:
     ) -> SynthesizedAudio:
         text = checked_text(text)
         names = voice_names(language or voice.language, voice.gender)
-        pcm, sample_rate = await asyncio.to_thread(_speak, text, names, espeak_rate(speed))
+        pcm, sample_rate = await asyncio.get_running_loop().run_in_executor(
+            _executor, functools.partial(_speak, text, names, espeak_rate(speed)))
         frames = len(pcm) // 2
         return SynthesizedAudio(pcm_to_wav(pcm, sample_rate), "audio/wav", frames / sample_rate,
                                 sample_rate)

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from roleplay.anonymous_client import AnonymousCookie
 from roleplay.cors import CrossOrigin
 from roleplay.envelope import error_body
 from roleplay.errors import ApiError
@@ -157,7 +158,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(limit)
             return message
 
         try:
@@ -171,8 +172,13 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised from `receive` while the route reads a body with no Content-Length. An
+    HTTPException, because FastAPI turns any other error met while reading the body into
+    a 400 "error parsing the body"; this one it re-raises, and `_on_http_error` answers 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds {limit} bytes")
 
 
 FILE_UPLOAD_PATHS = re.compile(r".*/api/characters/(import|[^/]+/lorebook)$")
@@ -198,6 +204,7 @@ def create_function_app(title: str, routers: Iterable[APIRouter], **fastapi_kwar
     app.add_exception_handler(Exception, _on_unexpected)
     app.add_middleware(RedisOutage)
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(AnonymousCookie)
     app.add_middleware(CrossOrigin)  # errors from the inner ones get CORS headers too
     app.add_middleware(RequestObservation)  # outermost: it sees every answer, preflights included
     return app

@@ -1,17 +1,17 @@
-"""Who is calling: the user named by the login's JWT, or anonymous when auth is off.
+"""Who is calling, as every layer module sees it: a plain value, no way of finding out.
 
-Handlers depend on `current_user`; the token checks live in `roleplay.auth`.
+The lowest module of the sign-in stack: `auth` (JWTs) and `anonymous_client` (the
+cookie or the address, with sign-in off) make a `User`; nothing here imports them.
+Handlers depend on `roleplay.auth.current_user`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from starlette.requests import Request
-
-from roleplay.ops import request_context
-
 ANONYMOUS_ID = "anonymous"
+ANONYMOUS_PREFIX = "anon:"
+"""Every anonymous client's id starts with this; no signed-in subject may (nor be `anonymous`)."""
 
 
 @dataclass(frozen=True)
@@ -20,15 +20,16 @@ class User:
     authenticated: bool
     is_admin: bool = False
     """The login's token says so (`admin: true`, or `admin` in its `roles`)."""
+    fallback_owner: str | None = None
+    """Another owner whose sessions and slot this user also holds: an anonymous browser's
+    address, under which its very first request (made before it had its cookie) was filed."""
 
 
 ANONYMOUS = User(id=ANONYMOUS_ID, authenticated=False)
+ADDRESS_PREFIX = f"{ANONYMOUS_PREFIX}a:"
+"""An anonymous client known only by its address (it sent no cookie)."""
 
 
-async def current_user(request: Request) -> User:
-    """FastAPI dependency: 401 unless the request carries a good token (when JWT_SECRET is set)."""
-    from roleplay.auth import user_from_request  # imported here: auth imports this module
-
-    user = await user_from_request(request)
-    request_context.note(user=request_context.hashed(user.id))
-    return user
+def reserved_subject(subject: str) -> bool:
+    """Whether a signed-in subject would pass for an anonymous client."""
+    return subject == ANONYMOUS_ID or subject.startswith(ANONYMOUS_PREFIX)

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from roleplay.llm_client import llm_client
+from roleplay.served_models import served_models
 from roleplay.settings import get_settings
 
 KNOWN_MODELS: dict[str, dict[str, Any]] = {
@@ -40,7 +41,7 @@ class ModelList(BaseModel):
 async def list_models() -> ModelList:
     settings = get_settings()
     client = llm_client(settings)
-    served = await client.list_models()
+    served = await served_models(refresh=True)
     models = []
     for model in served:
         known = {**KNOWN_MODELS.get(model.id, {}), **settings.model_metadata.get(model.id, {})}

@@ -16,6 +16,8 @@
 | `{p}gpu:state`                 | hash       | none               | resident GPU mode, switch figures   |
 | `{p}gpu:leases:{mode}`         | sorted set | members expire     | requests in flight in that mode     |
 | `{p}gpu:switch-lock`           | string     | the switch's bound | who is switching the GPU now        |
+| `{p}anon-cookie-key`           | string     | none               | the anonymous cookie's HMAC key     |
+| `{p}tts-busy:{user id}`        | sorted set | TTS_READ_TIMEOUT_S | a user's syntheses running now      |
 
 Characters are content, not session state, so they never expire. Session keys have
 their TTL refreshed on every use; a lock expires on its own if its holder dies.
@@ -79,6 +81,13 @@ class RedisKeys:
     @property
     def gpu_switch_lock(self) -> str:
         return f"{self.prefix}gpu:switch-lock"
+
+    @property
+    def anon_cookie_key(self) -> str:
+        return f"{self.prefix}anon-cookie-key"
+
+    def tts_busy(self, user_id: str) -> str:
+        return f"{self.prefix}tts-busy:{user_id}"
 
 
 def redis_keys() -> RedisKeys:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from roleplay.chat_models import SessionEnded, SessionTokens, SessionView, SlotReleased
-from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
+from roleplay.concurrent_user_limiter import ConcurrentUserLimiter
 from roleplay.context_manager import ContextManager
-from roleplay.errors import BadRequest, NotFound
+from roleplay.errors import NotFound
 from roleplay.identity import User
 from roleplay.lorebook.fired_store import load_fired
+from roleplay.session_scope import owned_session
 from roleplay.session_store import SessionMeta, SessionStore
 from roleplay.settings import get_settings
 from roleplay.token_ratio import token_ratio
@@ -22,17 +23,18 @@ def ensure_session_owner(meta: SessionMeta | None, user: User) -> None:
         raise NotFound("no such session", code="session_not_found")
 
 
-async def _own_session(session_id: str, user: User) -> SessionMeta:
-    meta = await sessions.load_meta(session_id)
+async def _own_session(session_id: str, user: User) -> tuple[str, SessionMeta]:
+    """The session store's id of the caller's session `session_id`, and its metadata."""
+    scoped, meta = await owned_session(user, session_id, sessions)
     if meta is None:
         raise NotFound("no such session", code="session_not_found")
     ensure_session_owner(meta, user)
-    return meta
+    return scoped.key, meta
 
 
 async def session_view(session_id: str, user: User) -> SessionView:
-    meta = await _own_session(session_id, user)
-    messages = await sessions.transcript(session_id)
+    key, meta = await _own_session(session_id, user)
+    messages = await sessions.transcript(key)
     settings = get_settings()
     after = messages[meta.summary_upto + 1:]
     context = ContextManager(settings)
@@ -52,17 +54,14 @@ async def session_view(session_id: str, user: User) -> SessionView:
 
 
 async def end_session(session_id: str, user: User) -> SessionEnded:
-    await _own_session(session_id, user)
-    ended = await sessions.delete(session_id)
-    await limiter.release(occupant_id(user, session_id))
+    key, _ = await _own_session(session_id, user)
+    ended = await sessions.delete(key)
+    await limiter.release(user)
     return SessionEnded(session_id=session_id, ended=ended)
 
 
-async def release_slot(user: User, session_id: str | None) -> SlotReleased:
+async def release_slot(user: User, session_id: str | None = None) -> SlotReleased:
     """Frees the caller's place under the concurrent-user cap at once (logging out, leaving
-    the chat); anonymous callers name the session that holds their place."""
-    if not user.authenticated and session_id is None:
-        raise BadRequest("session_id is needed to release an anonymous session's place",
-                         code="session_id_required")
-    occupant = occupant_id(user, session_id or "")
-    return SlotReleased(released=await limiter.release(occupant))
+    the chat). A place is the user's (an anonymous client's), not a session's: `session_id`
+    is accepted and ignored."""
+    return SlotReleased(released=await limiter.release(user))

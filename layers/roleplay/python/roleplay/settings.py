@@ -6,15 +6,20 @@ message naming the environment variable, instead of surfacing later as a 500.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+def _comma_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 class ConfigurationError(RuntimeError):
@@ -180,6 +185,49 @@ class Settings(BaseSettings):
         default=None, description="The same mapping as a Secrets Manager secret or SSM "
         "SecureString (the deployed stack); read on first use."
     )
+
+    # anonymous identity, bounded model names, speech per user (issue 13)
+    anon_cookie_name: str = Field(
+        default="rp_anon", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="The signed cookie naming an anonymous client (sign-in off).")
+    anon_cookie_secret: SecretStr | None = Field(
+        default=None, description="HMAC key of that cookie. Unset: derived from JWT_SECRET, "
+        "else a random key made once and kept in Redis, so every instance agrees.")
+    trusted_proxies: str = Field(
+        default="", description="Comma-separated CIDRs whose X-Forwarded-For is believed "
+        "(a reverse proxy in front of the runner); unset: the peer address is the client.")
+    allowed_models: str = Field(
+        default="", description="Comma-separated model names accepted besides those the LLM "
+        "upstream lists and DEFAULT_MODEL / SUMMARY_MODEL.")
+    tts_max_concurrent_per_user: int = Field(
+        default=2, ge=1, description="Speech syntheses one user may run at once, across instances.")
+    tts_busy_wait_s: float = Field(
+        default=2.0, ge=0, le=60, description="How long a call past that bound waits for a "
+        "free place before it is 429 `tts_busy`.")
+
+    @field_validator("anon_cookie_secret")
+    @classmethod
+    def _blank_cookie_secret_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value().strip() else None
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: str) -> str:
+        for item in _comma_list(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return value
+
+    @cached_property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(item, strict=False)
+                     for item in _comma_list(self.trusted_proxies))
+
+    @cached_property
+    def allowed_model_names(self) -> frozenset[str]:
+        return frozenset(_comma_list(self.allowed_models))
 
     @field_validator("llm_base_url", "tts_base_url", "redis_url", "characters_table", "voices_file",
                      "audio_bucket", "summary_model", "summarizer_function", "speech_function",

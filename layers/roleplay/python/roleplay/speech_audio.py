@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import struct
+import unicodedata
 import wave
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -120,11 +121,23 @@ def wav_audio(data: bytes) -> SynthesizedAudio:
     return SynthesizedAudio(data, WAV_MEDIA_TYPE, info.duration_s, info.sample_rate)
 
 
+def _without_controls(text: str) -> str:
+    """Control characters (NUL, escapes, ...) read as spaces: a C engine would stop at a NUL."""
+    return "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
+
+
+def _has_speech(text: str) -> bool:
+    """Whether any character can be said: a letter, a digit or a symbol (not only
+    punctuation, spaces or invisible format characters)."""
+    return any(unicodedata.category(ch)[0] in "LNS" for ch in text)
+
+
 def checked_text(text: str, settings: Settings | None = None) -> str:
-    """The text to speak, stripped; refuses empty text and text over `TTS_MAX_CHARS`."""
+    """The text to speak, control characters blanked and stripped; refuses text with
+    nothing to say (400 `empty_text`) and text over `TTS_MAX_CHARS`."""
     limit = (settings or get_settings()).tts_max_chars
-    stripped = text.strip()
-    if not stripped:
+    stripped = _without_controls(text).strip()
+    if not _has_speech(stripped):
         raise BadRequest("there is no text to speak", code="empty_text")
     if len(stripped) > limit:
         raise PayloadTooLarge(f"text has {len(stripped)} characters; at most {limit} can be spoken "

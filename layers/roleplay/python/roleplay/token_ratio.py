@@ -4,6 +4,9 @@ The upstream reports `usage.prompt_tokens` for the prompt we estimated; the rati
 the two, averaged over recent turns and shared by every instance through Redis,
 corrects later estimates. Reads are cached in-process for a minute so a turn does
 not pay a round trip for a number that moves slowly.
+
+Only models the upstream serves or the operator configured (`served_models.known_model`)
+are remembered, in Redis or here: a name a client made up stays at 1.0 and leaves nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 from roleplay.lua_script import LuaScript
 from roleplay.redis_client import get_redis
 from roleplay.redis_keys import redis_keys
+from roleplay.served_models import known_model
 
 MIN_RATIO, MAX_RATIO = 0.5, 3.0
 SMOOTHING = 0.2
@@ -38,6 +42,8 @@ def _clamp(ratio: float) -> float:
 
 async def token_ratio(model: str) -> float:
     """upstream tokens per local token for `model`; 1.0 until the upstream has told us."""
+    if not known_model(model):
+        return 1.0
     key = (redis_keys().token_ratios, model)
     cached = _cache.get(key)
     if cached and cached[1] > time.monotonic():
@@ -50,7 +56,7 @@ async def token_ratio(model: str) -> float:
 
 async def observe_prompt_tokens(model: str, local_estimate: int, upstream_tokens: int | None) -> None:
     """Folds one turn's measured ratio into the model's running average."""
-    if not upstream_tokens or local_estimate <= 0:
+    if not upstream_tokens or local_estimate <= 0 or not known_model(model):
         return
     key = redis_keys().token_ratios
     new = await _OBSERVE_SCRIPT(

@@ -23,8 +23,8 @@ class TtsRequest(BaseModel):
     streaming_mode: Annotated[int, Field(ge=0, le=3)] = 0
     return_binary: bool = False
     session_id: Annotated[str, StringConstraints(pattern=ID_PATTERN)] | None = Field(
-        default=None, description="The chat session this speech belongs to; without sign-in it "
-        "names the caller's place under the concurrent-user cap.")
+        default=None, description="The chat session this speech belongs to (informative: the "
+        "caller's place under the cap is the caller's, signed in or an anonymous client).")
 
 
 class TtsResult(BaseModel):

@@ -21,6 +21,7 @@ import anyio
 
 from roleplay.audio_store import GrowingAudioStore, get_audio_store
 from roleplay.errors import ApiError, NotFound, UpstreamError
+from roleplay.identity import User
 from roleplay.job_models import SpeechJob
 from roleplay.settings import get_settings
 from roleplay.speech import speech_engine
@@ -30,10 +31,12 @@ from roleplay.speech_audio import (
     PcmFormat,
     StreamingSpeechEngine,
     SynthesizedAudio,
+    checked_text,
     joined_wav,
     pcm_wav,
     streaming_wav_header,
 )
+from roleplay.speech_slots import speech_slot
 from roleplay.speech_text import SentenceSplitter
 from roleplay.tts_models import TtsRequest, TtsResult
 from roleplay.voice_catalog import Voice, voice_by_id
@@ -41,12 +44,15 @@ from roleplay.voice_catalog import Voice, voice_by_id
 AUDIO_PATH = "/api/audio/{file_id}"
 
 
-async def synthesize(request: TtsRequest) -> SynthesizedAudio:
-    """`POST /api/tts`: one request, one synthesis, within `TTS_MAX_CHARS`."""
+async def synthesize(request: TtsRequest, user: User) -> SynthesizedAudio:
+    """`POST /api/tts`: one request, one synthesis, within `TTS_MAX_CHARS`, holding one of
+    the user's places (`speech_slots`); text with nothing to say is refused first."""
     voice = voice_by_id(request.voice_id)
-    return await speech_engine().synthesize(request.text, voice, speed=request.speed,
-                                            language=request.language,
-                                            streaming_mode=request.streaming_mode)
+    checked_text(request.text)
+    async with speech_slot(user.id):
+        return await speech_engine().synthesize(request.text, voice, speed=request.speed,
+                                                language=request.language,
+                                                streaming_mode=request.streaming_mode)
 
 
 async def synthesize_stream(request: TtsRequest) -> AsyncIterator[bytes] | None:

@@ -11,7 +11,7 @@ from starlette.requests import Request
 
 from roleplay.auth import user_from_request
 from roleplay.errors import Unauthorized
-from roleplay.identity import ANONYMOUS, User
+from roleplay.identity import User
 from roleplay.jwt_key import auth_enabled
 from roleplay.openai_compat.api_keys import api_keys_enabled, user_for_key
 from roleplay.settings import get_settings
@@ -33,10 +33,8 @@ async def openai_caller(request: Request) -> User:
         user_id = user_for_key(token, settings)
         if user_id is not None:
             return User(id=user_id, authenticated=True)
-    if auth_enabled(settings):
-        return await user_from_request(request)
-    if not keys_on:
-        return ANONYMOUS
+    if auth_enabled(settings) or not keys_on:
+        return await user_from_request(request)  # with sign-in off: the anonymous client
     if token is None:
         raise Unauthorized("an API key is needed: send it as Authorization: Bearer <key>",
                            code="missing_api_key", headers=_CHALLENGE)
