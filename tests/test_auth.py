@@ -223,11 +223,11 @@ def test_refusal_is_the_json_envelope_with_a_challenge(auth_on: Callable[..., No
         return {"id": user.id}
 
     with TestClient(create_function_app("auth-test", [router])) as client:
-        response = client.get("/me")
+        response = client.get("/me", headers={"X-Request-ID": "r-1"})
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"] == "Bearer"
-        assert response.json() == {"success": False,
-                                   "error": {"code": "unauthorized", "message": "sign in first"}}
+        assert response.json() == {"success": False, "error": {
+            "code": "unauthorized", "message": "sign in first", "request_id": "r-1"}}
         expired = client.get("/me", headers={"Authorization": f"Bearer {mint({'exp': 1})}"})
         assert expired.status_code == 401 and expired.json()["error"]["code"] == "token_expired"
         client.cookies.set("access_token", mint({"sub": "cookie-user"}))

@@ -44,12 +44,13 @@ async function errorFrom(response) {
 export function apiClient(base = "") {
   async function call(method, path, body) {
     let response;
+    const form = body instanceof FormData;  // a file upload: the browser sets its own type
     try {
       response = await fetch(base + path, {
         method,
         credentials: "include",
-        headers: body === undefined ? {} : { "Content-Type": "application/json" },
-        body: body === undefined ? undefined : JSON.stringify(body),
+        headers: body === undefined || form ? {} : { "Content-Type": "application/json" },
+        body: body === undefined || form ? body : JSON.stringify(body),
       });
     } catch (cause) {
       throw new ApiError(0, "network_error", String(cause.message || cause));
@@ -68,6 +69,15 @@ export function apiClient(base = "") {
     createCharacter: (fields) => data("POST", "/api/characters", fields),
     getSession: (id) => data("GET", `/api/chat/sessions/${encodeURIComponent(id)}`),
     speak: (text, voiceId) => data("POST", "/api/tts", { text, voice_id: voiceId || "default" }),
+    // A Character Card (PNG, JSON or CHARX) as the multipart field `file`.
+    importCard: (file) => {
+      const form = new FormData();
+      form.append("file", file);
+      return data("POST", "/api/characters/import", form);
+    },
+    exportUrl: (id, format) => `${base}/api/characters/${encodeURIComponent(id)}/export?format=${format}`,
+    getPersona: () => data("GET", "/api/users/me/persona"),
+    putPersona: (persona) => data("PUT", "/api/users/me/persona", persona),
 
     // Yields {event, data} for each `delta`, `audio`, `done` or `error` event of one turn.
     async *streamChat(request) {

@@ -65,7 +65,7 @@ function ttsOptions() {
 
 // Runs one streamed turn into a new assistant message; `messages` may be empty (an
 // opening line). Regenerate and edit buttons would call this with other messages.
-async function runTurn(messages) {
+async function runTurn(messages, extra = {}) {
   const item = addMessage("assistant");
   item.classList.add("streaming");
   item.dataset.deltas = "0";
@@ -75,6 +75,7 @@ async function runTurn(messages) {
     messages, ...ttsOptions(),
     max_tokens: Number($("#max-tokens").value) || 200,
     temperature: Number($("#temperature").value),
+    ...extra,
   };
   if (state.sessionId) request.session_id = state.sessionId;
   else if ($("#character").value) request.character_id = $("#character").value;
@@ -113,7 +114,23 @@ function finishTurn(item, reply) {
     addAudio(item, { index: 0, text: reply.content, audio_url: reply.audio_url }, new SentencePlayer());
   }
   if ($("#tts-mode").value === "on_click" && reply.content) addSpeakButton(item, reply.content);
+  if (reply.greetings?.length > 1) addGreetingSwipes(item, reply);
   refreshSession();
+}
+
+// A card's alternate greetings, offered as swipes: each one starts the conversation anew.
+function addGreetingSwipes(item, reply) {
+  const row = document.createElement("div");
+  row.className = "swipes";
+  reply.greetings.forEach((_, index) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = `인사 ${index + 1}`;
+    button.disabled = index === reply.greeting_index;
+    button.addEventListener("click", () => newSession(index));
+    row.append(button);
+  });
+  item.append(row);
 }
 
 function addSpeakButton(item, content) {
@@ -168,13 +185,50 @@ async function loadCharacters(selectId) {
   if (selectId) select.value = selectId;
 }
 
-function newSession() {
+function newSession(greetingIndex = 0) {
   state.sessionId = null;
   $("#messages").replaceChildren();
   for (const id of ["#session-id", "#model", "#usage", "#tokens", "#watermark", "#summary"]) {
     $(id).textContent = "—";
   }
-  if (state.characters.get($("#character").value)?.first_message) runTurn([]);
+  const id = $("#character").value;
+  $("#card-export").hidden = !id;
+  if (id) {
+    $("#export-png").href = api.exportUrl(id, "png");
+    $("#export-json").href = api.exportUrl(id, "json");
+  }
+  if (state.characters.get(id)?.first_message) runTurn([], { greeting_index: greetingIndex });
+}
+
+async function importCard(event) {
+  const [file] = event.target.files;
+  if (!file) return;
+  try {
+    const character = await api.importCard(file);
+    await loadCharacters(character.id);
+    newSession();
+  } catch (error) {
+    showError(error);
+  } finally {
+    event.target.value = "";
+  }
+}
+
+async function loadPersona() {
+  const persona = await api.getPersona();
+  const form = $("#persona-form");
+  form.elements.name.value = persona?.name || "";
+  form.elements.description.value = persona?.description || "";
+}
+
+async function savePersona(event) {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  try {
+    await api.putPersona({ name: form.get("name"), description: form.get("description") });
+  } catch (error) {
+    showError(error);
+  }
 }
 
 function showError(error) {
@@ -221,7 +275,10 @@ $("#input").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) $("#chat-form").requestSubmit();
 });
 $("#character-form").addEventListener("submit", createCharacter);
-$("#character").addEventListener("change", newSession);
-$("#new-session").addEventListener("click", newSession);
+$("#character").addEventListener("change", () => newSession());
+$("#new-session").addEventListener("click", () => newSession());
+$("#card-file").addEventListener("change", importCard);
+$("#persona-form").addEventListener("submit", savePersona);
 loadCharacters().catch(showError);
+loadPersona().catch(showError);
 document.body.dataset.ready = "true";
