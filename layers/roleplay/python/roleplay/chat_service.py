@@ -211,6 +211,8 @@ async def prepare_turn(request: ChatRequest, user: User, *,
             summarized = await Summarizer(sessions).summarize(session_id, max_passes=1)
             if summarized.outcome == "summarized":
                 window = await sessions.read_window(session_id)
+            elif summarized.outcome == "failed":
+                failed_at = time.time()  # and no second try off the request path either
         plan = context.plan(window, persona=persona_text, summary=window.summary,
                             max_tokens=request.max_tokens, ratio=ratio, character_name=setup.name,
                             language=language)

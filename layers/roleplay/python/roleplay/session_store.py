@@ -117,7 +117,7 @@ for _, x in ipairs(incoming) do
   end
 end
 local function same(s, at, x)
-  if x.idx then return x.idx == at end
+  if x.idx and x.idx ~= at then return false end
   return s.role == x.r and norm(s.content) == x.c
 end
 
