@@ -413,6 +413,29 @@ def test_an_edit_below_the_summary_rebuilds_the_summary_without_the_edited_fact(
     assert not any("나비" in s for s in echo.summaries), "no summary folded the old message"
 
 
+def test_a_summary_made_across_a_rewind_is_not_saved(
+        fake_upstream: FakeLLM, settings_env: Callable[..., None], client: TestClient) -> None:
+    settings_env(RECENT_TURNS_TO_KEEP="2")
+    for n in range(4):
+        assert _say(client, "s-cas", f"msg-{n}").status_code == 200
+    stored = _transcript(client, "s-cas")
+    fake_upstream.gate = threading.Event()
+    from roleplay.summarizer import Summarizer
+
+    with ThreadPoolExecutor(1) as pool:
+        summary = pool.submit(asyncio.run, Summarizer().summarize("s-cas", max_passes=1))
+        assert fake_upstream.summary_started.wait(10)
+        edited = client.post("/api/chat", json={"session_id": "s-cas", "tts_enabled": False, "messages": [
+            {"role": "user", "content": "msg-0", "id": stored[0]["id"]},
+            {"role": "user", "content": "msg-1 (고쳐 씀)"}]})
+        assert edited.status_code == 200, edited.text
+        fake_upstream.gate.set()
+        assert summary.result(timeout=10).outcome == "nothing_to_do"
+    session = client.get("/api/chat/sessions/s-cas").json()["data"]
+    assert session["summary"] is None and session["summary_upto"] == -1
+    assert [m["content"] for m in session["messages"]][:2] == ["msg-0", "msg-1 (고쳐 씀)"]
+
+
 # --- summaries on the request path -----------------------------------------------------------
 
 
@@ -477,6 +500,7 @@ def test_redis_failing_during_a_streamed_turn_ends_it_with_an_error_event(
     events = sse_events(text)
     assert events[0][0] == "delta"
     assert events[-1][0] == "error" and events[-1][1]["code"] == "redis_unavailable"
+    assert events[-1][1]["session_id"] == "s-redis"
 
 
 # --- the real model --------------------------------------------------------------------------

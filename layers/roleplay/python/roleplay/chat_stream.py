@@ -122,13 +122,14 @@ async def _relay(
         if not finished:
             finished = True
             await _store_cut(turn, "".join(parts))
-        yield _sse("error", {"code": error.error_code, "message": error.message, "cut": True})
+        yield _sse("error", {"code": error.error_code, "message": error.message, "cut": True,
+                             "session_id": turn.session_id})
     except Exception as error:
         if not _is_redis_error(error):
             raise
         logger.warning("redis failed during the streamed turn of session %s: %s",
                        turn.session_id, error)
-        yield _sse("error", {"code": "redis_unavailable", "cut": True,
+        yield _sse("error", {"code": "redis_unavailable", "cut": True, "session_id": turn.session_id,
                              "message": "session store (Redis) failed; the reply was not stored"})
     finally:
         with anyio.CancelScope(shield=True):

@@ -118,7 +118,9 @@ for _, x in ipairs(incoming) do
 end
 local function same(s, at, x)
   if x.idx and x.idx ~= at then return false end
-  return s.role == x.r and norm(s.content) == x.c
+  if s.role ~= x.r then return false end
+  if s.n == nil then s.n = norm(s.content) end
+  return s.n == x.c
 end
 
 local a = nil
