@@ -380,6 +380,23 @@ def test_an_edited_history_rewinds_to_the_edit_and_continues_from_the_client(
     assert session["user_turns"] == 2
 
 
+def test_an_edited_whole_conversation_without_ids_or_the_opening_line_is_not_duplicated(
+        echo: EchoLLM, client: TestClient) -> None:
+    character = client.post("/api/characters", json={"name": "민지", "first_message": "어서 와!"})
+    sid = client.post("/api/chat", json={"character_id": character.json()["data"]["id"],
+                                         "tts_enabled": False}).json()["data"]["session_id"]
+    for n in range(3):
+        _say(client, sid, f"msg-{n}")
+    held = [(m["role"], m["content"]) for m in _transcript(client, sid)][1:]  # no opening line
+    held[2] = ("user", "msg-1, 다시 말하면")
+    history = [{"role": role, "content": content} for role, content in held[:3]]
+    assert client.post("/api/chat", json={"session_id": sid, "tts_enabled": False,
+                                          "messages": history}).status_code == 200
+    assert _pairs(_transcript(client, sid)) == [
+        ("assistant", "어서 와!"), ("user", "msg-0"), ("assistant", "re msg-0"),
+        ("user", "msg-1, 다시 말하면"), ("assistant", "re msg-1")]
+
+
 def test_an_edit_below_the_summary_rebuilds_the_summary_without_the_edited_fact(
         echo: EchoLLM, settings_env: Callable[..., None], client: TestClient) -> None:
     settings_env(MAX_CONTEXT_TOKENS="1024", SUMMARY_MAX_TOKENS="128", RECENT_TURNS_TO_KEEP="4",

@@ -169,8 +169,15 @@ else
         return {'retry', raw[n], raw[t]}
       end
     end
-    if a == nil and n >= 2 and same(cjson.decode(redis.call('LINDEX', KEYS[1], 0)), 0, incoming[1]) then
-      a = 0
+    if a == nil and n >= 2 then
+      -- a whole conversation re-sent: it starts at the first message, or right after a
+      -- stored opening line that the client does not hold
+      local opening = redis.call('LRANGE', KEYS[1], 0, 1)
+      for i, r in ipairs(opening) do
+        local s = cjson.decode(r)
+        if same(s, i - 1, incoming[1]) then a = i - 1 break end
+        if s.role ~= 'assistant' then break end
+      end
     end
   end
   if a == nil then a = length end
