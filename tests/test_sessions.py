@@ -312,21 +312,28 @@ def test_max_turns_holds_for_many_messages_in_one_request_and_for_racing_turns(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 def test_a_session_deleted_while_its_reply_is_generated_stays_gone(
-        echo: EchoLLM, client: TestClient, stream: bool) -> None:
-    assert _say(client, "s-gone", "msg-0").status_code == 200
+        echo: EchoLLM, two_runners: list[str], stream: bool) -> None:
+    """The turn runs on one instance, the DELETE lands on the other."""
+    turning, deleting = two_runners
+    body = {"session_id": "s-gone", "messages": [{"role": "user", "content": "msg-0"}]}
+    assert _post(turning, body).status_code == 200
     echo.started.clear()
     echo.delay_s = 0.8
-    with ThreadPoolExecutor(1) as pool:
-        late = pool.submit(_say, client, "s-gone", "msg-1", stream=stream)
+    late_body = {**body, "stream": stream, "messages": [{"role": "user", "content": "msg-1"}]}
+    with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=deleting) as http:
+        late = pool.submit(_post, turning, late_body)
         assert echo.started.wait(10)
-        assert client.delete("/api/chat/sessions/s-gone").json()["data"]["ended"] is True
+        assert http.delete("/api/chat/sessions/s-gone").json()["data"]["ended"] is True
         answered = late.result()
-    assert answered.status_code == 200
-    assert client.get("/api/chat/sessions/s-gone").status_code == 404, "the late reply was dropped"
-    echo.delay_s = 0
-    assert _say(client, "s-gone", "msg-2").status_code == 200
-    assert _pairs(_transcript(client, "s-gone")) == [("user", "msg-2"), ("assistant", "re msg-2")], \
-        "the next caller of the id starts afresh"
+        assert answered.status_code == 200
+        assert http.get("/api/chat/sessions/s-gone").status_code == 404, "the late reply was dropped"
+        echo.delay_s = 0
+        assert _post(deleting, {**body, "messages": [
+            {"role": "user", "content": "msg-2"}]}).status_code == 200
+        assert _pairs(_transcript(http, "s-gone")) == [("user", "msg-2"), ("assistant", "re msg-2")], \
+            "the next caller of the id starts afresh"
+    if not stream:
+        assert answered.json()["data"]["message_id"] is None, "the answer says it was not stored"
 
 
 # --- message ids, re-sent and edited histories ------------------------------------------------
