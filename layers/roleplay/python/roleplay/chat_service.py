@@ -183,7 +183,7 @@ async def prepare_turn(request: ChatRequest, user: User, *,
         begun = await begin_turn(
             sessions, session_id, incoming, client_ids=[m.id for m in request.messages],
             setup=TurnSetup(owner=user.id, character_id=character_id, persona=persona,
-                            scenario=scenario_fields) if setup_changed else None,
+                            scenario=scenario_fields), setup_changed=setup_changed,
             idempotency_key=idempotency_key)
     except BaseException:
         if new_session and admission.new:

@@ -92,7 +92,8 @@ end
 # KEYS: messages list, meta hash, summary lock, turn lease, id hash.
 # ARGV: 1 ttl s, 2 now s, 3 window cap, 4 lease token, 5 lease ms, 6 max turns (0: none),
 # 7 retry window s, 8 idempotency key ('' none), 9 incoming JSON [{r role, c normalized
-# content, i client id?, m new id}], 10 setup JSON ('' unchanged), 11 epoch for a new
+# content, i client id?, m new id}], 10 setup JSON (a leading '=': unchanged, written only
+# if the session is new or was deleted meanwhile), 11 epoch for a new
 # session, 12... each incoming message as it would be stored.
 # Answers {'busy', lease ms left} | {'turn_limit', user turns} | {'retry', user message,
 # reply} | {'begin', stored kept, appended, <window>}.
@@ -210,8 +211,9 @@ if max_turns > 0 and adding > 0 then
   if users + adding > max_turns then return {'turn_limit', users} end
 end
 
-if ARGV[10] ~= '' then
-  local setup = cjson.decode(ARGV[10])
+local unchanged = string.sub(ARGV[10], 1, 1) == '='
+if not unchanged or redis.call('EXISTS', KEYS[2]) == 0 then
+  local setup = cjson.decode(unchanged and string.sub(ARGV[10], 2) or ARGV[10])
   redis.call('HSET', KEYS[2], 'owner', setup.owner, 'character_id', setup.character_id,
              'persona', setup.persona, 'scenario', setup.scenario)
 end
@@ -365,7 +367,8 @@ class Window(BaseModel):
 
 @dataclass(frozen=True)
 class TurnSetup:
-    """Who the session talks to, written with the turn's first append when it changed."""
+    """Who the session talks to: written by the turn's begin when it changed, or when the
+    session is new (or was deleted while the turn waited)."""
 
     owner: str
     character_id: str | None
@@ -462,7 +465,8 @@ class SessionStore:
 
     async def begin_turn(
         self, session_id: str, messages: list[StoredMessage], *, token: str,
-        client_ids: list[str | None], setup: TurnSetup | None, idempotency_key: str | None,
+        client_ids: list[str | None], setup: TurnSetup, setup_changed: bool,
+        idempotency_key: str | None,
     ) -> Turn | Replay | Busy | TurnLimit:
         """One attempt to begin a turn (see the module's docstring); one round trip.
 
@@ -479,7 +483,8 @@ class SessionStore:
         answer = await _BEGIN_SCRIPT(self._keys(session_id), [
             settings.session_ttl_s, now(), WINDOW_CAP, token, settings.turn_lease_s * 1000,
             settings.max_turns, settings.turn_retry_window_s, idempotency_key or "",
-            json.dumps(incoming, ensure_ascii=False), setup.encoded() if setup else "",
+            json.dumps(incoming, ensure_ascii=False),
+            ("" if setup_changed else "=") + setup.encoded(),
             secrets.randbelow(2**40) * 1000,
             *[m.model_dump_json(exclude_defaults=True) for m in messages]])
         kind = answer[0]

@@ -38,7 +38,8 @@ def turn_limit_reached(max_turns: int) -> Conflict:
 
 async def begin_turn(
     sessions: SessionStore, session_id: str, messages: list[StoredMessage], *,
-    client_ids: list[str | None], setup: TurnSetup | None, idempotency_key: str | None,
+    client_ids: list[str | None], setup: TurnSetup, setup_changed: bool,
+    idempotency_key: str | None,
 ) -> Turn | Replay:
     settings = get_settings()
     token = uuid.uuid4().hex
@@ -46,7 +47,8 @@ async def begin_turn(
     pause = FIRST_PAUSE_S
     while True:
         begun = await sessions.begin_turn(session_id, messages, token=token, client_ids=client_ids,
-                                          setup=setup, idempotency_key=idempotency_key)
+                                          setup=setup, setup_changed=setup_changed,
+                                          idempotency_key=idempotency_key)
         if isinstance(begun, Busy):
             left = deadline - time.monotonic()
             if left <= 0:
