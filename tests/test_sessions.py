@@ -460,6 +460,25 @@ def test_a_summary_made_across_a_rewind_is_not_saved(
     assert [m["content"] for m in session["messages"]][:2] == ["msg-0", "msg-1 (고쳐 씀)"]
 
 
+def test_the_store_rewinds_to_an_index_for_edits(echo: EchoLLM, client: TestClient) -> None:
+    """`SessionStore.rewind_to`, which edit/delete/regenerate build on."""
+    from roleplay.session_store import SessionStore
+
+    for n in range(3):
+        _say(client, "s-rewind", f"msg-{n}")
+    store = SessionStore()
+    before = asyncio.run(store.load_meta("s-rewind"))
+    assert before is not None and before.user_turns == 3
+    assert asyncio.run(store.rewind_to("s-rewind", 2)) == 4
+    after = asyncio.run(store.load_meta("s-rewind"))
+    assert after is not None and after.user_turns == 1 and after.epoch == before.epoch + 1
+    assert _pairs(_transcript(client, "s-rewind")) == [("user", "msg-0"), ("assistant", "re msg-0")]
+    assert asyncio.run(store.rewind_to("s-missing", 0)) is None
+    reply = _say(client, "s-rewind", "msg-3").json()["data"]
+    assert [m["id"] for m in _transcript(client, "s-rewind")][2:] == [
+        reply["user_message_id"], reply["message_id"]]
+
+
 # --- summaries on the request path -----------------------------------------------------------
 
 
