@@ -193,7 +193,9 @@ def test_a_failed_summary_keeps_the_old_one_and_is_retried(fake_llm: FakeLLM,
 
 def test_a_prompt_that_cannot_fit_is_summarized_on_the_request_path(
         fake_llm: FakeLLM, settings_env, client: TestClient) -> None:
-    settings_env(SUMMARY_THRESHOLD="1.0")
+    # the summary request itself must fit the 1,024-token context: a shorter answer leaves
+    # room for the stretch it folds
+    settings_env(SUMMARY_THRESHOLD="1.0", SUMMARY_MAX_TOKENS="128")
     for n in range(5):
         _turn(client, "s-hard", _line(n))
     assert _session(client, "s-hard")["summary"] is None

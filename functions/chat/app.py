@@ -6,7 +6,7 @@ HTTP API) the events arrive all at once at the end; the local runner streams the
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path
 from fastapi.responses import StreamingResponse
 from mangum import Mangum
 
@@ -33,6 +33,9 @@ router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)
 CurrentUser = Annotated[User, Depends(current_user)]
 SessionIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="session id")]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", max_length=200,
+    description="The same key on a retry returns the reply already stored or in flight.")]
 
 
 @router.post(
@@ -42,13 +45,14 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
                      "description": "the reply, or with `stream: true` Server-Sent Events"}},
 )
 async def chat(
-    body: ChatRequest, user: CurrentUser, background: BackgroundTasks
+    body: ChatRequest, user: CurrentUser, background: BackgroundTasks,
+    idempotency_key: IdempotencyKey = None,
 ) -> Envelope[ChatReply] | StreamingResponse:
     jobs = job_runner(background.add_task)
     if body.stream:
-        events = await chat_stream.open_stream(body, user, jobs)
+        events = await chat_stream.open_stream(body, user, jobs, idempotency_key=idempotency_key)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    return ok(await chat_service.chat_turn(body, user, jobs))
+    return ok(await chat_service.chat_turn(body, user, jobs, idempotency_key=idempotency_key))
 
 
 @router.get("/api/chat/sessions/{session_id}")

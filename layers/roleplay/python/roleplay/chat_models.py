@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from roleplay.characters import ID_PATTERN, Persona, Scenario
 from roleplay.user_persona import UserPersona
@@ -13,10 +13,22 @@ SessionId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 
 
 class MessageIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A message as a client holds it: other keys its state carries are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
 
     role: Literal["user", "assistant", "system"]
     content: Annotated[str, StringConstraints(max_length=16000)]
+    id: Annotated[str, StringConstraints(max_length=100)] | None = Field(
+        default=None, description="The id the server gave this message (matches a re-sent "
+        "history exactly); any other id is ignored and the message is matched by content.")
+    timestamp: float | str | None = Field(
+        default=None, description="Accepted and ignored: the server stamps its own time.")
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class ChatRequest(BaseModel):
@@ -40,6 +52,11 @@ class ChatRequest(BaseModel):
         "greetings opens it (0 is `first_message`, then `alternate_greetings`).")
     user_persona: UserPersona | None = Field(
         default=None, description="Who the user plays this turn, instead of their stored persona.")
+
+    @field_validator("character_id", mode="before")
+    @classmethod
+    def _empty_character_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 class ChatUsage(BaseModel):
@@ -79,6 +96,14 @@ class ChatReply(BaseModel):
         default=None, description="The opening turn: every greeting the character has, so a "
         "client can offer them as swipes (`greeting_index` picks one).")
     greeting_index: int | None = None
+    message_id: str | None = Field(
+        default=None, description="The reply's id in the transcript; null if it was not "
+        "stored (the session was deleted while it was generated).")
+    user_message_id: str | None = Field(
+        default=None, description="The id of the user message this reply answers.")
+    replayed: bool = Field(
+        default=False, description="A retry of a turn already answered: this is the reply "
+        "stored then, not a new generation.")
 
 
 class SessionTokens(BaseModel):

@@ -1,31 +1,39 @@
-"""One role-play turn: store what the user said, ask the LLM in persona, store the reply
-(`chat_stream` serves the same turn as Server-Sent Events).
+"""One role-play turn: check it, begin it under the session's lease, ask the LLM in
+persona, store the reply (`chat_stream` serves the same turn as Server-Sent Events).
 
-The user's turn is stored before the upstream is called, so an upstream failure loses
-nothing and a retry (which the session store de-duplicates) picks up where it failed.
-The prompt is planned within the token budget from the window after the summary's
-watermark; a turn that ends past the threshold schedules a summary off the request
-path (`background_jobs`).
+Every check that can refuse a turn (quota, model, character, budget, message length,
+the user cap) runs before anything is written. The turn then begins under its
+session's lease (`session_turn`): one turn at a time per session, a retry gets the
+reply already stored, a re-sent history is aligned with the stored one. The user's
+message is stored before the upstream is called, so an upstream failure loses nothing
+and a retry completes it; but a first turn (no `session_id`) that fails is removed
+whole, with the slot it took, since its client never learned the session's id. The
+reply is stored right after the message it answers, or dropped if the session was
+deleted meanwhile. The prompt is planned within the token budget from the window after
+the summary's watermark; a turn that ends past the threshold schedules a summary off
+the request path (`background_jobs`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import anyio
 
 from roleplay import character_service, tts_service
 from roleplay.background_jobs import JobRunner, SpeechJob, SummaryJob
-from roleplay.characters import Character, Scenario
+from roleplay.characters import Scenario
 from roleplay.chat_models import (
     ChatReply,
     ChatRequest,
     ChatUsage,
     TtsError,
 )
-from roleplay.concurrent_user_limiter import ConcurrentUserLimiter
+from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
 from roleplay.context_manager import ContextManager, ContextPlan
-from roleplay.errors import ApiError, BadRequest, Conflict
+from roleplay.errors import ApiError, BadRequest
 from roleplay.greetings import greetings_of, pick_greeting
 from roleplay.identity import ANONYMOUS, User
 from roleplay.llm_client import CompletionRequest, Usage, llm_client
@@ -36,8 +44,18 @@ from roleplay.persona import RoleplaySetup
 from roleplay.served_models import checked_model
 from roleplay.session_scope import owned_session
 from roleplay.session_service import ensure_session_owner
-from roleplay.session_store import SessionMeta, SessionStore, StoredMessage, Window, now
-from roleplay.settings import Settings, get_settings
+from roleplay.session_store import (
+    Replay,
+    SessionStore,
+    StoredMessage,
+    Turn,
+    TurnSetup,
+    Window,
+    new_message_id,
+    now,
+)
+from roleplay.session_turn import begin_turn
+from roleplay.settings import get_settings
 from roleplay.speech_text import spoken_text
 from roleplay.summarizer import Summarizer
 from roleplay.token_counter import count_tokens, message_tokens
@@ -50,6 +68,17 @@ limiter = ConcurrentUserLimiter()
 
 
 @dataclass(frozen=True)
+class TurnClaim:
+    """What a begun turn holds: the session's lease, and whether it made the session and
+    took the user's slot (both given back if the turn fails)."""
+
+    lease: Turn
+    new_session: bool
+    occupant: str
+    slot_taken: bool
+
+
+@dataclass
 class PreparedTurn:
     """A turn whose user messages are stored and whose prompt is ready to send."""
 
@@ -62,16 +91,24 @@ class PreparedTurn:
     window: Window
     plan: ContextPlan
     ratio: float
+    claim: TurnClaim
     summary_failed_at: float | None = None
     greeting: str | None = None
     voice_id: str | None = None
     user: User | None = None
     greetings: list[str] | None = None
+    reply_id: str = field(default_factory=new_message_id)
+    reply_stored: bool = False
 
     @property
     def speaks(self) -> bool:
         """Whether this reply is synthesized now (`on_click` leaves it to the client)."""
         return self.request.tts_enabled and self.request.tts_mode != "on_click"
+
+    @property
+    def user_message_id(self) -> str | None:
+        message = self.claim.lease.user_message
+        return message.id or None if message else None
 
     def completion_request(self) -> CompletionRequest:
         return CompletionRequest(model=self.model, messages=self.plan.prompt,
@@ -79,55 +116,53 @@ class PreparedTurn:
                                  max_tokens=self.request.max_tokens)
 
 
-def _stored(role: str, content: str, **flags: bool) -> StoredMessage:
+def _stored(role: str, content: str, **fields: object) -> StoredMessage:
     return StoredMessage.model_validate(
-        {"role": role, "content": content, "at": now(), "tokens": message_tokens(content), **flags})
+        {"id": new_message_id(), "role": role, "content": content, "at": now(),
+         "tokens": message_tokens(content), **fields})
 
 
-async def _append_request(
-    request: ChatRequest, session_id: str, meta: SessionMeta | None, character: Character | None,
-    settings: Settings, greetings: list[str],
-) -> tuple[Window, str | None]:
-    """Stores the request's turns; with none, finds the character's opening line instead."""
-    if not request.messages:
-        if character is None:
-            raise BadRequest("messages is empty: send a message, or a character_id for its opening",
-                             code="empty_conversation")
-        window = await sessions.read_window(session_id)
-        if window.length:
-            raise BadRequest("messages is empty: this session has already begun",
-                             code="empty_conversation")
-        return window, pick_greeting(greetings, request.greeting_index)
-    new_user_turns = any(m.role == "user" for m in request.messages)
-    if settings.max_turns and new_user_turns and meta and meta.user_turns >= settings.max_turns:
-        raise Conflict(f"this conversation reached its limit of {settings.max_turns} turns; "
-                       "start a new session", code="turn_limit_reached")
-    window = await sessions.append_turns(
-        session_id, [_stored(m.role, m.content) for m in request.messages])
-    return window, None
+def _replayed(replay: Replay, session_id: str, model: str) -> ChatReply:
+    """A retry's answer: the reply stored for the same turn, generated once."""
+    reply = replay.reply
+    return ChatReply(content=reply.content, usage=ChatUsage(prompt_tokens=0, completion_tokens=0),
+                     session_id=session_id, model=model, finish_reason="stored", cut=reply.cut,
+                     message_id=reply.id or None, user_message_id=replay.user_message.id or None,
+                     replayed=True)
 
 
-async def prepare_turn(request: ChatRequest, user: User, *,
-                       extra_system: str | None = None) -> PreparedTurn:
-    """`extra_system`: the caller's own instructions (the OpenAI API's system messages),
-    told after the persona and never stored in the transcript."""
+async def abandon_turn(claim: TurnClaim) -> None:
+    """A turn that failed before its reply was stored. A session the client never learned
+    of goes, with the slot it took; otherwise the user's message stays (a retry completes
+    it) and the lease is released."""
+    with anyio.CancelScope(shield=True):
+        if claim.new_session:
+            if await sessions.discard(claim.lease) and claim.slot_taken:
+                await limiter.release(claim.occupant)
+        else:
+            await sessions.end_turn(claim.lease)
+
+
+async def prepare_turn(request: ChatRequest, user: User, *, idempotency_key: str | None = None,
+                       extra_system: str | None = None) -> PreparedTurn | ChatReply:
+    """Checks the turn, then begins it; a retry of a turn already answered gets its reply.
+    `extra_system`: the caller's own instructions (the OpenAI API's system messages), told
+    after the persona and never stored in the transcript."""
     settings = get_settings()
     await quotas.check(user, "chat")
     model = await checked_model(request.model)
+    new_session = request.session_id is None
     scoped, meta = await owned_session(user, request.session_id, sessions)
     session_id = scoped.key
     ensure_session_owner(meta, user)
-    await limiter.ensure_admitted(user)
     character_id = request.character_id or (meta.character_id if meta else None)
     character = await character_service.get_character(character_id) if character_id else None
     persona = request.persona or (meta.persona if meta else None)
     scenario = request.scenario or (Scenario.model_validate(meta.scenario)
                                     if meta and meta.scenario else None)
     scenario_fields = scenario.model_dump(exclude_none=True) if scenario else None
-    if meta is None or (character_id, persona, scenario_fields) != (
-            meta.character_id, meta.persona, meta.scenario):
-        await sessions.save_setup(session_id, owner=user.id, character_id=character_id,
-                                  persona=persona, scenario=scenario_fields)
+    setup_changed = meta is None or (character_id, persona, scenario_fields) != (
+        meta.character_id, meta.persona, meta.scenario)
     played = await persona_for_turn(request.user_persona, user)
     setup = RoleplaySetup.merge(character, persona, scenario,
                                 user_name=played.name if played else None,
@@ -135,31 +170,73 @@ async def prepare_turn(request: ChatRequest, user: User, *,
     language = settings.persona_language
     greetings = (greetings_of(character, setup.macro_names(language))
                  if character and not request.messages else [])
-    window, greeting = await _append_request(request, session_id, meta, character, settings,
-                                             greetings)
+    if not request.messages and character is None:
+        raise BadRequest("messages is empty: send a message, or a character_id for its opening",
+                         code="empty_conversation")
+    greeting = pick_greeting(greetings, request.greeting_index) if not request.messages else None
     ratio = await token_ratio(model)
-    persona_text, lore = persona_with_lore(
-        setup, character.character_book if character else None,
-        [m.content for m in window.messages], language=language, settings=settings,
-        max_tokens=request.max_tokens, ratio=ratio, summary=window.summary)
-    if extra_system:
-        persona_text = f"{persona_text}\n\n{extra_system}"
-    if lore is not None and greeting is None:
-        await save_fired(session_id, lore)
     context = ContextManager(settings)
-    system = context.system_prompt(persona_text, window.summary, language)
-    if greeting is None and context.summary_due_now(window, system, request.max_tokens, ratio):
-        summarized = await Summarizer(sessions).summarize(session_id, max_passes=1)
-        if summarized.outcome == "summarized":
-            window = await sessions.read_window(session_id)
-    plan = context.plan(window, persona=persona_text, summary=window.summary,
-                        max_tokens=request.max_tokens, ratio=ratio, character_name=setup.name,
-                        language=language)
+    incoming = [_stored(m.role, m.content) for m in request.messages]
+    plain_persona, _ = persona_with_lore(setup, None, [], language=language, settings=settings,
+                                         max_tokens=request.max_tokens, ratio=ratio)
+    context.check_turn(context.system_prompt(plain_persona, meta.summary if meta else None, language),
+                       request.max_tokens, ratio, [m.tokens for m in incoming])
+    if idempotency_key:
+        users = [n for n, m in enumerate(incoming) if m.role == "user"]
+        if users:
+            incoming[users[-1]] = incoming[users[-1]].model_copy(update={"key": idempotency_key})
+
+    occupant = occupant_id(user)
+    admission = await limiter.ensure_admitted(user)
+    try:
+        begun = await begin_turn(
+            sessions, session_id, incoming, client_ids=[m.id for m in request.messages],
+            setup=TurnSetup(owner=user.id, character_id=character_id, persona=persona,
+                            scenario=scenario_fields), setup_changed=setup_changed,
+            idempotency_key=idempotency_key)
+    except BaseException:
+        if new_session and admission.new:
+            with anyio.CancelScope(shield=True):
+                await limiter.release(occupant)
+        raise
+    if isinstance(begun, Replay):
+        return _replayed(begun, scoped.session_id, model)
+    claim = TurnClaim(lease=begun, new_session=new_session, occupant=occupant,
+                      slot_taken=admission.new)
+    try:
+        window = begun.window
+        if not request.messages and window.length:
+            raise BadRequest("messages is empty: this session has already begun",
+                             code="empty_conversation")
+        persona_text, lore = persona_with_lore(
+            setup, character.character_book if character else None,
+            [m.content for m in window.messages], language=language, settings=settings,
+            max_tokens=request.max_tokens, ratio=ratio, summary=window.summary)
+        if extra_system:
+            persona_text = f"{persona_text}\n\n{extra_system}"
+        if lore is not None and greeting is None:
+            await save_fired(session_id, lore)
+        system = context.system_prompt(persona_text, window.summary, language)
+        failed_at = meta.summary_failed_at if meta else None
+        backing_off = failed_at is not None and time.time() - failed_at < settings.summary_retry_after_s
+        if greeting is None and not backing_off and context.summary_due_now(
+                window, system, request.max_tokens, ratio):
+            summarized = await Summarizer(sessions).summarize(session_id, max_passes=1)
+            if summarized.outcome == "summarized":
+                window = await sessions.read_window(session_id)
+            elif summarized.outcome == "failed":
+                failed_at = time.time()  # and no second try off the request path either
+        plan = context.plan(window, persona=persona_text, summary=window.summary,
+                            max_tokens=request.max_tokens, ratio=ratio, character_name=setup.name,
+                            language=language)
+    except BaseException:
+        await abandon_turn(claim)
+        raise
     return PreparedTurn(session_id=session_id, client_session_id=scoped.session_id, model=model,
-                        request=request, window=window, plan=plan, ratio=ratio,
-                        summary_failed_at=meta.summary_failed_at if meta else None,
-                        greeting=greeting, voice_id=character.voice_id if character else None,
-                        user=user, greetings=greetings)
+                        request=request, window=window, plan=plan, ratio=ratio, claim=claim,
+                        summary_failed_at=failed_at, greeting=greeting,
+                        voice_id=character.voice_id if character else None, user=user,
+                        greetings=greetings)
 
 
 def _usage(turn: PreparedTurn, content: str, usage: Usage | None) -> ChatUsage:
@@ -179,16 +256,19 @@ async def finish_turn(
     turn: PreparedTurn, content: str, usage: Usage | None, jobs: JobRunner | None,
     *, cut: bool = False,
 ) -> bool:
-    """Stores the reply, learns the token ratio, and schedules a summary when one is due;
-    answers whether it scheduled one."""
+    """Stores the reply (ending the turn), learns the token ratio, and schedules a summary
+    when one is due; answers whether it scheduled one."""
     if not (content or cut):
+        await sessions.end_turn(turn.claim.lease)
         return False
-    reply = _stored("assistant", content, cut=cut, greeting=not turn.request.messages)
+    reply = _stored("assistant", content, id=turn.reply_id, cut=cut,
+                    greeting=not turn.request.messages)
     upstream_prompt = usage.prompt_tokens if usage is not None else None
     length, _ = await asyncio.gather(  # two keys, two round trips, one wait
-        sessions.append_reply(turn.session_id, reply),
+        sessions.append_reply(turn.claim.lease, reply),
         observe_prompt_tokens(turn.model, turn.plan.local_tokens, upstream_prompt))
-    if jobs is None:
+    turn.reply_stored = length > 0
+    if jobs is None or not length:
         return False
     settings = get_settings()
     context = ContextManager(settings)
@@ -242,15 +322,22 @@ def reply_for(turn: PreparedTurn, content: str, usage: Usage | None, finish_reas
         model=answered_by or turn.model, audio_url=speech.audio_url, tts_error=speech.error,
         context_summarized=turn.plan.context_summarized,
         dropped_messages=turn.plan.dropped_messages, summary_scheduled=summary_scheduled,
-        finish_reason=finish_reason)
+        finish_reason=finish_reason, message_id=turn.reply_id if turn.reply_stored else None,
+        user_message_id=turn.user_message_id)
 
 
-async def chat_turn(request: ChatRequest, user: User,
-                    jobs: JobRunner | None = None) -> ChatReply:
-    turn = await prepare_turn(request, user)
+async def chat_turn(request: ChatRequest, user: User, jobs: JobRunner | None = None, *,
+                    idempotency_key: str | None = None) -> ChatReply:
+    turn = await prepare_turn(request, user, idempotency_key=idempotency_key)
+    if isinstance(turn, ChatReply):
+        return turn
     if turn.greeting is not None:
         return await chat_turn_from_greeting(turn, jobs)
-    completion = await llm_client().complete(turn.completion_request())
+    try:
+        completion = await llm_client().complete(turn.completion_request())
+    except BaseException:
+        await abandon_turn(turn.claim)
+        raise
     scheduled = await finish_turn(turn, completion.content, completion.usage, jobs)
     speech = await _speech(turn, completion.content, jobs)
     reply = reply_for(turn, completion.content, completion.usage, completion.finish_reason,
@@ -266,5 +353,6 @@ async def chat_turn_from_greeting(turn: PreparedTurn, jobs: JobRunner | None) ->
     speech = await _speech(turn, turn.greeting, jobs)
     return ChatReply(content=turn.greeting, usage=ChatUsage(prompt_tokens=0, completion_tokens=0),
                      session_id=turn.client_session_id, model=turn.model, audio_url=speech.audio_url,
-                     tts_error=speech.error, finish_reason="stored", greetings=turn.greetings or None,
-                     greeting_index=turn.request.greeting_index or 0)
+                     tts_error=speech.error, finish_reason="stored",
+                     message_id=turn.reply_id if turn.reply_stored else None,
+                     greetings=turn.greetings or None, greeting_index=turn.request.greeting_index or 0)

@@ -2,13 +2,16 @@
 
 Events: `delta` ({content}), `audio` (one per spoken sentence, with speech on), then
 `done` (the whole reply and its figures, once it is stored and every sentence is
-spoken), or `error` if the upstream fails mid-stream. A client that leaves stops the upstream
-request, and what was generated is stored, marked `cut`.
+spoken), or `error` if the upstream fails mid-stream or the reply cannot be stored
+(Redis down: `redis_unavailable`). A client that leaves stops the upstream request,
+and what was generated is stored, marked `cut`. A retry of a turn already answered
+streams the stored reply as one `delta` and `done` (with `replayed`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import anyio
@@ -17,6 +20,7 @@ from roleplay.background_jobs import JobRunner
 from roleplay.chat_models import ChatReply, ChatRequest
 from roleplay.chat_service import (
     PreparedTurn,
+    abandon_turn,
     chat_turn_from_greeting,
     finish_turn,
     prepare_turn,
@@ -30,23 +34,45 @@ from roleplay.settings import get_settings
 from roleplay.speech_pipeline import SpeechPipeline, SpokenSentence
 from roleplay.voice_catalog import voice_for_character
 
+logger = logging.getLogger("roleplay.chat_stream")
+
 
 def _sse(event: str, data: object) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-async def open_stream(request: ChatRequest, user: User,
-                      jobs: JobRunner | None = None) -> AsyncIterator[str]:
+async def open_stream(request: ChatRequest, user: User, jobs: JobRunner | None = None, *,
+                      idempotency_key: str | None = None) -> AsyncIterator[str]:
     """Prepares the turn and reaches the upstream before the first byte is sent, so
     a bad request or an unreachable upstream is a plain JSON error, not a broken stream."""
-    turn = await prepare_turn(request, user)
+    turn = await prepare_turn(request, user, idempotency_key=idempotency_key)
+    if isinstance(turn, ChatReply):
+        return _single_event_stream(turn)
     if turn.greeting is not None:
         reply = await chat_turn_from_greeting(turn, jobs)
         return _single_event_stream(reply)
-    chunks = llm_client().stream(turn.completion_request())
-    first = await anext(chunks)
+    try:
+        chunks = llm_client().stream(turn.completion_request())
+        first = await anext(chunks)
+    except BaseException:
+        await abandon_turn(turn.claim)
+        raise
     turn_observer.first_token()
     return _relay(turn, first, chunks, jobs)
+
+
+def _is_redis_error(error: BaseException) -> bool:
+    """Checked by module, so redis is not imported here at cold start."""
+    return type(error).__module__.startswith("redis")
+
+
+async def _store_cut(turn: PreparedTurn, content: str) -> None:
+    """Stores what was generated before the stream broke; a store that fails is logged."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await finish_turn(turn, content, None, None, cut=True)
+        except Exception as error:  # the stream is ending: report, never raise
+            logger.warning("could not store the cut reply of session %s: %s", turn.session_id, error)
 
 
 async def _observe_speech(turn: PreparedTurn, spoken: SpokenSentence) -> None:
@@ -90,8 +116,8 @@ async def _relay(
         content = "".join(parts)
         usage = closing.usage if closing else None
         with anyio.CancelScope(shield=True):
+            finished = True
             scheduled = await finish_turn(turn, content, usage, jobs)
-        finished = True
         if speech is not None:
             speech.finish()
             for spoken in speech.ready():
@@ -105,14 +131,23 @@ async def _relay(
         await turn_observer.turn_answered(turn.request, reply, turn.user or ANONYMOUS)
         yield _sse("done", reply.model_dump())
     except ApiError as error:
-        with anyio.CancelScope(shield=True):
-            await finish_turn(turn, "".join(parts), None, None, cut=True)
-        finished = True
-        yield _sse("error", {"code": error.error_code, "message": error.message, "cut": True})
+        if not finished:
+            finished = True
+            await _store_cut(turn, "".join(parts))
+        yield _sse("error", {"code": error.error_code, "message": error.message, "cut": True,
+                             "session_id": turn.client_session_id})
+    except Exception as error:
+        if not _is_redis_error(error):
+            raise
+        logger.warning("redis failed during the streamed turn of session %s: %s",
+                       turn.session_id, error)
+        yield _sse("error", {"code": "redis_unavailable", "cut": True,
+                             "session_id": turn.client_session_id,
+                             "message": "session store (Redis) failed; the reply was not stored"})
     finally:
         with anyio.CancelScope(shield=True):
             if speech is not None:
                 await speech.aclose()
             await chunks.aclose()  # type: ignore[attr-defined]
-            if not finished:
-                await finish_turn(turn, "".join(parts), None, None, cut=True)
+        if not finished:
+            await _store_cut(turn, "".join(parts))

@@ -20,7 +20,7 @@ A Redis that cannot be reached raises (redis `ConnectionError`/`TimeoutError`, a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from roleplay.errors import ApiError
 from roleplay.identity import User
@@ -43,19 +43,19 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 # address): the slot moves, so minting cookies at one address never adds places.
 # The key expires with its newest member, so an idle deployment leaves nothing behind.
 # Answers {admitted 0/1, active count, ms until the oldest active user expires (0 when
-# admitted)}.
+# admitted), slot newly taken 0/1}.
 _ADMIT_SCRIPT = LuaScript(_NOW + """
 local ttl = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
-local admitted = redis.call('ZSCORE', KEYS[1], ARGV[1]) ~= false
-if not admitted and ARGV[4] ~= '' and redis.call('ZREM', KEYS[1], ARGV[4]) == 1 then
-  admitted = true
+local present = redis.call('ZSCORE', KEYS[1], ARGV[1]) ~= false
+if not present and ARGV[4] ~= '' and redis.call('ZREM', KEYS[1], ARGV[4]) == 1 then
+  present = true
 end
-admitted = admitted or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3])
+local admitted = present or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3])
 if admitted then
   redis.call('ZADD', KEYS[1], now, ARGV[1])
   redis.call('PEXPIRE', KEYS[1], ttl)
-  return {1, redis.call('ZCARD', KEYS[1]), 0}
+  return {1, redis.call('ZCARD', KEYS[1]), 0, present and 0 or 1}
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {0, redis.call('ZCARD', KEYS[1]), tonumber(oldest[2]) + ttl - now}
@@ -95,6 +95,8 @@ class Admission:
     """Users active after this request (the cap or more when refused)."""
     retry_after_s: int
     """Seconds until the oldest active user's slot expires, at least 1; 0 when admitted."""
+    new: bool = field(default=False, compare=False)
+    """This admission took a slot the user did not hold (a failed first turn gives it back)."""
 
 
 def occupant_id(user: User, session_id: str | None = None) -> str:
@@ -130,10 +132,11 @@ class ConcurrentUserLimiter:
         its `fallback_owner`, if that holds one); one round trip."""
         user_id, fallback = (user, "") if isinstance(user, str) else (
             occupant_id(user), user.fallback_owner or "")
-        admitted, active, retry_ms = await _ADMIT_SCRIPT(
+        admitted, active, retry_ms, *new = await _ADMIT_SCRIPT(
             [redis_keys().active_users], [user_id, self.ttl_ms, self.max_users, fallback])
         if admitted:
-            return Admission(admitted=True, active=int(active), retry_after_s=0)
+            return Admission(admitted=True, active=int(active), retry_after_s=0,
+                             new=bool(new and int(new[0])))
         return Admission(admitted=False, active=int(active),
                          retry_after_s=max(1, math.ceil(int(retry_ms) / 1000)))
 

@@ -62,6 +62,16 @@ class ContextManager:
                 "lower max_tokens or shorten the persona", code="context_too_small")
         return budget
 
+    def check_turn(self, system: str, max_tokens: int, ratio: float,
+                   message_costs: Sequence[int]) -> None:
+        """Refuses, before anything of the turn is stored, a turn that can never fit: no room
+        for any history, or a message longer than all the room there is."""
+        budget = self.history_budget(message_tokens(system), max_tokens, ratio)
+        if any(corrected(cost, ratio) > budget for cost in message_costs):
+            raise BadRequest(
+                f"a message is longer than the {budget} tokens the model's context has room "
+                "for; send a shorter message", code="message_too_long")
+
     def window_tokens(self, messages: Sequence[StoredMessage]) -> int:
         return sum(stored_tokens(m) for m in messages)
 

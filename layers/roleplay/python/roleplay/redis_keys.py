@@ -10,6 +10,8 @@
 | `{p}session:{id}:messages`     | list       | SESSION_TTL_S      | the full transcript, JSON each      |
 | `{p}session:{id}:lorebook`     | string     | SESSION_TTL_S      | entries fired on the last turn      |
 | `{p}session:{id}:summary-lock` | string     | SUMMARY_LOCK_TTL_S | who is summarizing the session now  |
+| `{p}session:{id}:turn`         | string     | TURN_LEASE_S       | the turn in progress (its token)    |
+| `{p}session:{id}:ids`          | hash       | SESSION_TTL_S      | message id → index in the transcript|
 | `{p}token-ratios`              | hash       | none               | model → upstream/local token ratio  |
 | `{p}active-users`              | sorted set | members expire     | user id → last seen (ms), the cap   |
 | `{p}tts:engine-weights`        | string     | 600 s              | the GPT-SoVITS weight pair loaded   |
@@ -58,6 +60,12 @@ class RedisKeys:
 
     def summary_lock(self, session_id: str) -> str:
         return f"{self.prefix}session:{session_id}:summary-lock"
+
+    def turn_lease(self, session_id: str) -> str:
+        return f"{self.prefix}session:{session_id}:turn"
+
+    def session_ids(self, session_id: str) -> str:
+        return f"{self.prefix}session:{session_id}:ids"
 
     @property
     def token_ratios(self) -> str:

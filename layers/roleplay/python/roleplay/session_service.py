@@ -41,7 +41,8 @@ async def session_view(session_id: str, user: User) -> SessionView:
     return SessionView(
         session_id=session_id, character_id=meta.character_id, created_at=meta.created_at,
         user_turns=meta.user_turns, message_count=len(messages),
-        messages=[m.model_dump(exclude_defaults=True) for m in messages],
+        messages=[{**m.model_dump(exclude_defaults=True, exclude={"key"}),
+                   "id": m.id or f"legacy-{n}"} for n, m in enumerate(messages)],
         summary=meta.summary, summary_upto=meta.summary_upto, summary_at=meta.summary_at,
         summary_error=meta.summary_error,
         tokens=SessionTokens(

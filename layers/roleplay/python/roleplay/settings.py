@@ -65,6 +65,19 @@ class Settings(BaseSettings):
     )
     summary_lock_ttl_s: int = Field(default=180, ge=5)
     summary_retry_after_s: int = Field(default=30, ge=0)
+
+    # --- one turn at a time per session, and retries (sessions, issue 13) ---
+    turn_wait_s: float = Field(
+        default=10, ge=0, le=60, description="How long a turn waits for another turn on its "
+        "session to finish before answering 409 turn_in_progress.")
+    turn_lease_s: int = Field(
+        default=180, ge=5, description="A turn's hold on its session; it lapses after this if "
+        "its process dies.")
+    turn_retry_window_s: int = Field(
+        default=60, ge=0, description="A lone message equal to the last answered one, sent "
+        "within this, is a retry of that turn (its stored reply is returned).")
+    # --- end of the session turn settings ---
+
     summarizer_function: str | None = Field(
         default=None, description="Lambda to invoke asynchronously; unset: a background task."
     )

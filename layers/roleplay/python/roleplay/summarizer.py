@@ -26,12 +26,18 @@ from roleplay.redis_client import get_redis
 from roleplay.redis_keys import redis_keys
 from roleplay.session_store import SessionMeta, SessionStore, StoredMessage
 from roleplay.settings import get_settings
-from roleplay.token_counter import count_tokens, truncate_to_tokens
+from roleplay.token_counter import count_tokens, message_tokens, truncate_to_tokens
+from roleplay.token_ratio import corrected, token_ratio
 
 logger = logging.getLogger("roleplay.summarizer")
 
 READ_CAP = 200
 """Messages read per pass at most; the token bound usually stops earlier."""
+
+SUMMARY_FRAME_TOKENS = 64
+"""The summary request's labels and speaker names, around the dialogue."""
+
+MIN_SUMMARY_INPUT = 64
 
 _RELEASE_SCRIPT = LuaScript("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -113,6 +119,26 @@ def choose_stretch(messages: Sequence[StoredMessage], limit_tokens: int) -> int:
     return taken
 
 
+def summary_input_budget(previous: str | None, ratio: float) -> int:
+    """Local tokens one pass's dialogue may take: `SUMMARY_INPUT_TOKENS`, and never more
+    than the summary model's context leaves once the instructions, the previous summary
+    and the answer are in."""
+    settings = get_settings()
+    fixed = (message_tokens(_INSTRUCTIONS[settings.summary_language])
+             + message_tokens(previous or "") + SUMMARY_FRAME_TOKENS)
+    room = settings.max_context_tokens - settings.summary_max_tokens - corrected(fixed, ratio)
+    return max(MIN_SUMMARY_INPUT, min(settings.summary_input_tokens, int(room / ratio)))
+
+
+def _cut(message: StoredMessage, limit: int) -> StoredMessage:
+    """A message no longer than the whole input budget: one huge message (accepted
+    when the chat's context was larger, or before this rule) can never make every
+    summary request fail; its head is summarized."""
+    if stored_tokens(message) <= limit:
+        return message
+    return message.model_copy(update={"content": truncate_to_tokens(message.content, limit) + " …"})
+
+
 class SummaryLock:
     """`SET NX PX` with a token, released only by its holder."""
 
@@ -172,7 +198,9 @@ class Summarizer:
                                                  min(last, first + READ_CAP - 1))
         if not stretch or sum(stored_tokens(m) for m in stretch) < worth_tokens:
             return None
-        taken = choose_stretch(stretch, settings.summary_input_tokens)
+        model = settings.summary_model or settings.default_model
+        limit = summary_input_budget(meta.summary, await token_ratio(model))
+        taken = choose_stretch(stretch, limit)
         character = None
         if meta.character_id:
             try:
@@ -180,11 +208,11 @@ class Summarizer:
             except ApiError:
                 character = None
         language = settings.summary_language
-        prompt = summary_prompt(meta.summary, stretch[:taken],
+        prompt = summary_prompt(meta.summary, [_cut(m, limit) for m in stretch[:taken]],
                                 character_name=character.name if character else None,
                                 language=language)
         completion = await llm_client(settings).complete(CompletionRequest(
-            model=settings.summary_model or settings.default_model, messages=prompt,
+            model=model, messages=prompt,
             temperature=0.3, max_tokens=settings.summary_max_tokens))
         text = truncate_to_tokens(completion.content.strip(), settings.summary_max_tokens)
         if not text:
@@ -192,5 +220,5 @@ class Summarizer:
         upto = first + taken - 1
         saved = await self.sessions.save_summary(
             meta.session_id, expected_upto=meta.summary_upto, upto=upto, summary=text,
-            tokens=count_tokens(text))
+            tokens=count_tokens(text), epoch=meta.epoch)
         return upto if saved else None

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from roleplay import chat_service
 from roleplay.background_jobs import JobRunner
 from roleplay.characters import ID_PATTERN
-from roleplay.chat_models import ChatRequest, MessageIn
+from roleplay.chat_models import ChatReply, ChatRequest, MessageIn
 from roleplay.concurrent_user_limiter import occupant_id
 from roleplay.errors import ApiError, BadRequest, NotFound, UpstreamError
 from roleplay.identity import User
@@ -139,19 +139,25 @@ async def _session_turn(body: ChatCompletionRequest, user: User, session_id: str
                         character_id: str | None, jobs: JobRunner | None) -> CompletionAnswer:
     turn = await chat_service.prepare_turn(_chat_request(body, session_id, character_id), user,
                                            extra_system=_system_text(body))
-    if turn.greeting is not None:
-        reply = await chat_service.chat_turn_from_greeting(turn, None)
+    if isinstance(turn, ChatReply) or turn.greeting is not None:
+        # a retry of a turn already answered (its stored reply), or the stored opening line
+        reply = turn if isinstance(turn, ChatReply) else await chat_service.chat_turn_from_greeting(
+            turn, None)
         usage = CompletionUsage.of(0, 0)
         if body.stream:
             return CompletionAnswer(session_id, events=_single(_format(body), reply.content, usage))
         return CompletionAnswer(session_id, _completion(body, reply.content, usage, "stop"))
     upstream = replace(turn.completion_request(), top_p=body.top_p, stop=body.stops)
-    if body.stream:
-        chunks = llm_client().stream(upstream)
-        first = await anext(chunks)
-        return CompletionAnswer(session_id, events=_relay(_format(body), first, chunks,
-                                                          _TurnEnd(turn, jobs)))
-    completion = await llm_client().complete(upstream)
+    try:
+        if body.stream:
+            chunks = llm_client().stream(upstream)
+            first = await anext(chunks)
+            return CompletionAnswer(session_id, events=_relay(_format(body), first, chunks,
+                                                              _TurnEnd(turn, jobs)))
+        completion = await llm_client().complete(upstream)
+    except BaseException:
+        await chat_service.abandon_turn(turn.claim)
+        raise
     await chat_service.finish_turn(turn, completion.content, completion.usage, jobs)
     usage = _TurnEnd(turn, jobs).usage(completion.content, completion.usage)
     return CompletionAnswer(session_id, _completion(body, completion.content, usage,
