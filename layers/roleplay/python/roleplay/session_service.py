@@ -50,7 +50,7 @@ async def session_view(session_id: str, user: User) -> SessionView:
             after_watermark=context.window_tokens(after),
             ratio=await token_ratio(settings.default_model),
             max_context=settings.max_context_tokens),
-        lorebook=await load_fired(session_id),
+        lorebook=await load_fired(key),
     )
 
 

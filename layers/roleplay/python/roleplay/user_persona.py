@@ -25,7 +25,13 @@ class UserPersona(BaseModel):
 
 
 async def load_user_persona(user: User) -> UserPersona | None:
-    raw = await (await get_redis()).get(redis_keys().user_persona(user.id))
+    """The user's persona; an anonymous browser's first request (before its cookie) was
+    filed under its address (`User.fallback_owner`), so that is looked at too, in the
+    same round trip."""
+    keys = redis_keys()
+    owners = [user.id, *([user.fallback_owner] if user.fallback_owner else [])]
+    found = await (await get_redis()).mget([keys.user_persona(owner) for owner in owners])
+    raw = next((item for item in found if item), None)
     return UserPersona.model_validate_json(raw) if raw else None
 
 
