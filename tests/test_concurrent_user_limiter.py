@@ -118,7 +118,7 @@ def test_refused_is_503_with_retry_after_in_the_envelope(settings_env: Callable[
     with TestClient(create_function_app("limiter-test", [router])) as client:
         assert client.post("/enter/a").json() == {"active": 1}
         assert client.post("/enter/b").json() == {"active": 2}
-        response = client.post("/enter/c")
+        response = client.post("/enter/c", headers={"X-Request-ID": "r-c"})
         assert response.status_code == 503
         retry_after = int(response.headers["Retry-After"])
         assert 3590 <= retry_after <= 3600
@@ -126,7 +126,8 @@ def test_refused_is_503_with_retry_after_in_the_envelope(settings_env: Callable[
         assert response.json() == {
             "success": False,
             "error": {"code": "too_many_users", "message": message,
-                      "details": {"max_concurrent_users": 2, "retry_after_s": retry_after}},
+                      "details": {"max_concurrent_users": 2, "retry_after_s": retry_after},
+                      "request_id": "r-c"},
         }
         assert client.post("/enter/a").status_code == 200  # already in: still served
 

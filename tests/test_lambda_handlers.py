@@ -147,4 +147,6 @@ def test_users_handler_keeps_the_persona_like_the_local_runner(client: TestClien
     event = http_api_event("PUT", "/api/users/me/persona", body={"name": "철수"})
     status, body = invoke(_handler("users"), event)
     assert status == 200, body
-    assert client.get("/api/users/me/persona").json() == body
+    # the same anonymous client (API Gateway's source address) reads it back
+    assert invoke(_handler("users"), http_api_event("GET", "/api/users/me/persona")) == (200, body)
+    assert client.get("/api/users/me/persona").json()["data"] is None, "another client"

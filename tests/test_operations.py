@@ -176,6 +176,7 @@ def test_requests_per_minute_quota_refuses_then_resets(
         client: TestClient, upstream: RecordingUpstream, settings_env: Callable[..., None],
         monkeypatch: pytest.MonkeyPatch) -> None:
     settings_env(USER_RPM="2")
+    client.get("/api/users/me/persona")  # the anonymous cookie, as a page gets it on first contact
     assert [client.post("/api/chat", json=HELLO).status_code for _ in range(2)] == [200, 200]
     refused = client.post("/api/chat", json=HELLO)
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
@@ -189,6 +190,7 @@ def test_tokens_per_day_quota_counts_what_the_upstream_reports(
         client: TestClient, upstream: RecordingUpstream, settings_env: Callable[..., None],
         monkeypatch: pytest.MonkeyPatch) -> None:
     settings_env(USER_TOKENS_PER_DAY="50")
+    client.get("/api/users/me/persona")  # the anonymous cookie, as a page gets it on first contact
     assert client.post("/api/chat", json=HELLO).status_code == 200  # 42 tokens
     assert client.post("/api/chat", json=HELLO).status_code == 200  # 84: over from now on
     refused = client.post("/api/chat", json=HELLO)
@@ -201,6 +203,7 @@ def test_tokens_per_day_quota_counts_what_the_upstream_reports(
 def test_speech_seconds_per_day_quota(client: TestClient, settings_env: Callable[..., None],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     settings_env(USER_TTS_SECONDS_PER_DAY="0.5")
+    client.get("/api/users/me/persona")  # the anonymous cookie, as a page gets it on first contact
     assert client.post("/api/tts", json={"text": "Hello there, how are you today?"}).status_code == 200
     refused = client.post("/api/tts", json={"text": "Again."})
     assert refused.status_code == 429

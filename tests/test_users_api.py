@@ -58,7 +58,8 @@ def test_the_cap_refuses_new_users_with_retry_after_and_admits_existing_ones(
     assert refused.json() == {"success": False, "error": {
         "code": "too_many_users",
         "message": "최대 동시 접속자 수(2명)에 도달했습니다. 잠시 후 다시 시도해주세요.",
-        "details": refused.json()["error"]["details"]}}
+        "details": refused.json()["error"]["details"],
+        "request_id": refused.headers["X-Request-ID"]}}
     assert _chat(alice, "s-a").status_code == 200, "an active user is never turned away"
     assert _chat(alice, "s-another").status_code == 200, "nor when they open another session"
 
