@@ -162,7 +162,7 @@ def gpu_server_a(settings_env: Callable[..., None], tmp_path: Path) -> Iterator[
                       "    prompt_text: 안녕\n    language: ko\n")
     with serve(vllm.app()) as vllm_url, serve(sovits.app()) as sovits_url:
         settings_env(LLM_BASE_URL=vllm_url, DEFAULT_MODEL=vllm.model, TTS_BASE_URL=sovits_url,
-                     VOICES_FILE=str(voices), MAX_CONCURRENT_USERS="1000",
+                     VOICES_FILE=str(voices), MAX_CONCURRENT_USERS="1000", TTS_MAX_CONCURRENT_PER_USER="50",
                      GPU_MODES=json.dumps(switching_config(vllm_url, sovits_url)),
                      GPU_MIN_RESIDENCY_S="0", GPU_SWITCH_WAIT_S="20", GPU_ACTION_TIMEOUT_S="5")
         yield GpuServerA(vram, vllm, sovits, vllm_url, sovits_url)
