@@ -68,8 +68,11 @@ async def user_from_request(request: Request) -> User:
     token = _token_from(request, settings.jwt_cookie_name)
     if token is None:
         raise Unauthorized("sign in first", headers=_CHALLENGE)
-    subject = _claims(token, settings).get("sub")
+    claims = _claims(token, settings)
+    subject = claims.get("sub")
     if not isinstance(subject, str) or not subject.strip():
         raise Unauthorized("invalid token: sub must be a non-empty string", code="invalid_token",
                            headers=_INVALID_CHALLENGE)
-    return User(id=subject, authenticated=True)
+    roles = claims.get("roles")
+    is_admin = claims.get("admin") is True or (isinstance(roles, list) and "admin" in roles)
+    return User(id=subject, authenticated=True, is_admin=is_admin)

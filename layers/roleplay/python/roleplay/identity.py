@@ -16,6 +16,8 @@ ANONYMOUS_ID = "anonymous"
 class User:
     id: str
     authenticated: bool
+    is_admin: bool = False
+    """The token says `admin: true` or lists "admin" in `roles` (e.g. for health's targets)."""
 
 
 ANONYMOUS = User(id=ANONYMOUS_ID, authenticated=False)
