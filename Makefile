@@ -9,8 +9,12 @@ PORT   ?= 8000
 # llama.cpp for the CPU family, not -march=native: on a VM whose CPU reports AMX without
 # enabling it, a native build dies (general protection fault in libggml-cpu) on the first prompt.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+# The Lambda runtime's Python, for `sam build` and the tests of what it builds.
+PYTHON312 ?= $(shell sh infra/find-python3.12)
+SAM_VENV  := .venv-sam
+SAM_STAMP := $(SAM_VENV)/.installed-stamp
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean sam-install sam-build
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,13 +26,27 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# aws-sam-cli pins versions the project's venv cannot share, so it has a venv of its own.
+$(SAM_STAMP): infra/sam/requirements.txt
+	@test -n "$(PYTHON312)" || { echo "make: no Python 3.12 for aws-sam-cli (see above)" >&2; exit 1; }
+	test -x $(SAM_VENV)/bin/python || "$(PYTHON312)" -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet -r infra/sam/requirements.txt
+	touch $(SAM_STAMP)
+
+sam-install: $(SAM_STAMP)
+
+# What `sam deploy` uploads, in .aws-sam/build (infra/sam/Makefile builds each artifact);
+# --cached rebuilds only what changed.
+sam-build: $(SAM_STAMP)
+	PYTHON312="$(PYTHON312)" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam build --cached
+
 run: install
 	PORT=$(PORT) $(BIN)/python -m local_runner
 
-test: install
+test: install sam-install
 	$(BIN)/python -m pytest
 
-bench: install
+bench: install sam-install
 	$(BIN)/python -m bench $(BENCH)
 
 lint: install
@@ -37,4 +55,4 @@ lint: install
 	$(BIN)/cfn-lint template.yaml
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -117,6 +117,14 @@ def characters_table(aws: None, settings_env: Callable[..., None]) -> Iterator[s
 
 
 @pytest.fixture(scope="session")
+def sam_build() -> Path:
+    """What the real `sam build` made (.aws-sam/build), built once per test session."""
+    from infra.sam_build import sam_build as build
+
+    return build()
+
+
+@pytest.fixture(scope="session")
 def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """The real llama.cpp OpenAI-compatible server with SmolLM2, once per test run."""
     from local_runner.embedded_llm import EmbeddedLLM

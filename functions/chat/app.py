@@ -26,6 +26,7 @@ from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
 from roleplay.function_app import create_function_app
 from roleplay.identity import User
 from roleplay.settings import get_settings
+from roleplay.sign_in_guard import SignedInOnly
 
 get_settings()
 
@@ -73,3 +74,5 @@ async def release(user: CurrentUser, body: ReleaseRequest | None = None) -> Enve
 
 app = create_function_app("chat", [router])
 handler = Mangum(app, lifespan="off")
+# The streaming chat (run.sh) serves this one: its Function URL is not behind API Gateway.
+signed_in_app = SignedInOnly(app)

@@ -1,12 +1,17 @@
-"""Lambda function `health`: Redis and each upstream, ok or unreachable."""
+"""Lambda function `health`: Redis and each upstream, ok or unreachable.
 
-from fastapi import APIRouter
+Anyone gets the status of each dependency; where each one is, only a signed-in admin
+(roleplay.health_view).
+"""
+
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from mangum import Mangum
 
 from roleplay.envelope import ERROR_RESPONSES, Envelope, error_body, ok
 from roleplay.function_app import create_function_app
 from roleplay.health import HealthReport, check_health
+from roleplay.health_view import PublicHealthReport, view_for
 from roleplay.settings import get_settings
 
 get_settings()
@@ -14,13 +19,14 @@ get_settings()
 router = APIRouter(tags=["health"], responses=ERROR_RESPONSES)
 
 
-@router.get("/api/health", response_model=Envelope[HealthReport])
-async def health() -> JSONResponse:
+@router.get("/api/health", response_model=Envelope[PublicHealthReport | HealthReport])
+async def health(request: Request) -> JSONResponse:
     report = await check_health()
+    shown = await view_for(request, report)
     if report.status == "down":
-        body = error_body("unhealthy", "Redis is unreachable", report.model_dump(mode="json"))
+        body = error_body("unhealthy", "Redis is unreachable", shown.model_dump(mode="json"))
         return JSONResponse(body, status_code=503)
-    return JSONResponse(ok(report).model_dump(mode="json"))
+    return JSONResponse(ok(shown).model_dump(mode="json"))
 
 
 app = create_function_app("health", [router])

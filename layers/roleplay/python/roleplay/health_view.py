@@ -1,0 +1,70 @@
+"""What `/api/health` shows to whom. What is probed is `roleplay.health`'s job.
+
+Anyone may ask whether Server B and each dependency work: they get a status per
+dependency (`ok` / `degraded` / `down`), nothing else. Where a dependency is and why
+its probe failed (text that can hold a URL) is shown only to a signed-in admin, and
+always with credentials redacted. A missing or bad token is just an anonymous caller:
+a health check never answers 401.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+from starlette.requests import Request
+
+from roleplay.errors import Unauthorized
+from roleplay.health import HealthReport
+from roleplay.url_redaction import redact_url, redact_urls_in
+
+DependencyStatus = Literal["ok", "degraded", "down"]
+_DOWN = frozenset({"unreachable", "down", "timeout"})
+
+
+class PublicCheck(BaseModel):
+    status: DependencyStatus
+
+
+class PublicHealthReport(BaseModel):
+    status: Literal["ok", "degraded", "down"]
+    checks: dict[str, PublicCheck]
+    """Configured dependencies only; one that is not configured is left out."""
+
+
+def _public_status(probe_status: str) -> DependencyStatus:
+    if probe_status == "ok":
+        return "ok"
+    return "down" if probe_status in _DOWN else "degraded"
+
+
+def public_view(report: HealthReport) -> PublicHealthReport:
+    return PublicHealthReport(
+        status=report.status,
+        checks={name: PublicCheck(status=_public_status(result.status))
+                for name, result in report.checks.items() if result.status != "not_configured"},
+    )
+
+
+def admin_view(report: HealthReport) -> HealthReport:
+    checks = {
+        name: result.model_copy(update={
+            "target": redact_url(result.target) if result.target else result.target,
+            "error": redact_urls_in(result.error) if result.error else result.error,
+        })
+        for name, result in report.checks.items()
+    }
+    return report.model_copy(update={"checks": checks})
+
+
+async def caller_is_admin(request: Request) -> bool:
+    from roleplay.auth import user_from_request
+
+    try:
+        return (await user_from_request(request)).is_admin
+    except Unauthorized:
+        return False
+
+
+async def view_for(request: Request, report: HealthReport) -> HealthReport | PublicHealthReport:
+    return admin_view(report) if await caller_is_admin(request) else public_view(report)
