@@ -42,10 +42,11 @@ def test_speech_layer_goes_only_to_the_functions_that_speak() -> None:
     assert load_template()["Globals"]["Function"]["Layers"] == ["RoleplayLayer"]
     placed = {name: _speech_layer(r) for name, r in functions.items()}
     assert placed["TtsFunction"] == "always"
-    assert placed["ChatFunction"] == placed["ChatStreamFunction"] == "when embedded"
+    assert placed["ChatFunction"] == placed["ChatStreamFunction"] == placed["OpenAIFunction"] == (
+        "when embedded")
     assert {n for n, p in placed.items() if p == "never"} == {
         "HealthFunction", "CharactersFunction", "ModelsFunction", "SummarizerFunction",
-        "VoicesFunction"}
+        "VoicesFunction", "UsersFunction"}
     folders = {r["Properties"]["CodeUri"].rstrip("/").split("/")[-1]
                for n, r in functions.items() if placed[n] != "never"}
     assert folders == SPEAKING_FUNCTIONS

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 
 from roleplay.errors import Unauthorized
-from roleplay.health import HealthReport
+from roleplay.health import GpuReport, HealthReport
 from roleplay.url_redaction import redact_url, redact_urls_in
 
 DependencyStatus = Literal["ok", "degraded", "down"]
@@ -30,6 +30,10 @@ class PublicHealthReport(BaseModel):
     status: Literal["ok", "degraded", "down"]
     checks: dict[str, PublicCheck]
     """Configured dependencies only; one that is not configured is left out."""
+    breakers: dict[str, Literal["closed", "open"]] = {}
+    """Each upstream's circuit breaker by position (`llm[0]`): states, never addresses."""
+    gpu: GpuReport | None = None
+    """The GPU's resident mode and switch figures: no address either."""
 
 
 def _public_status(probe_status: str) -> DependencyStatus:
@@ -43,6 +47,7 @@ def public_view(report: HealthReport) -> PublicHealthReport:
         status=report.status,
         checks={name: PublicCheck(status=_public_status(result.status))
                 for name, result in report.checks.items() if result.status != "not_configured"},
+        breakers=report.breakers, gpu=report.gpu,
     )
 
 
@@ -58,8 +63,14 @@ def admin_view(report: HealthReport) -> HealthReport:
 
 
 async def caller_is_admin(request: Request) -> bool:
+    """Only a signed-in token can be an admin: with sign-in off nothing is asked of Redis
+    (an anonymous client's identity needs it), so health still answers while Redis is down."""
     from roleplay.auth import user_from_request
+    from roleplay.jwt_key import auth_enabled
+    from roleplay.settings import get_settings
 
+    if not auth_enabled(get_settings()):
+        return False
     try:
         return (await user_from_request(request)).is_admin
     except Unauthorized:

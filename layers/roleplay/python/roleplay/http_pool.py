@@ -20,10 +20,11 @@ Timeouts = Callable[[Settings], tuple[float, float]]
 
 
 async def _pass_request_id(request: httpx.Request) -> None:
-    """Server A's logs join ours: each upstream call carries the request's id."""
-    request_id = request_context.request_id()
-    if request_id and "x-request-id" not in request.headers:
-        request.headers["X-Request-ID"] = request_id
+    """Server A's logs join ours: each upstream call carries the request's id, as a UUID
+    (llama-cpp-python's server answers 400 to any other `X-Request-ID`)."""
+    upstream_id = request_context.upstream_request_id()
+    if upstream_id and "x-request-id" not in request.headers:
+        request.headers["X-Request-ID"] = upstream_id
 
 
 def pooled_http(timeouts: Timeouts, *, max_connections: int,

@@ -36,7 +36,7 @@ _current: ContextVar[RequestRecord | None] = ContextVar("roleplay_request", defa
 def begin(request_id: str | None) -> RequestRecord:
     """Starts a request's record with its id (a new one when the given one is not sane)."""
     if not (request_id and SANE_REQUEST_ID.fullmatch(request_id)):
-        request_id = uuid.uuid4().hex
+        request_id = str(uuid.uuid4())
     record = RequestRecord(request_id)
     _current.set(record)
     return record
@@ -49,6 +49,20 @@ def current() -> RequestRecord | None:
 def request_id() -> str | None:
     record = _current.get()
     return record.request_id if record else None
+
+
+def upstream_request_id() -> str | None:
+    """The id Server A is given: the request's own when it is a UUID, else a UUID derived
+    from it (uuid5), noted in the log line as `upstream_request_id` so the two still join."""
+    record = _current.get()
+    if record is None:
+        return None
+    try:
+        return str(uuid.UUID(record.request_id))
+    except ValueError:
+        derived = str(uuid.uuid5(uuid.NAMESPACE_OID, record.request_id))
+        record.fields["upstream_request_id"] = derived
+        return derived
 
 
 def hashed(user_id: str) -> str:
