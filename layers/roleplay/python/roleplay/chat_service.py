@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -30,10 +31,12 @@ from roleplay.chat_models import (
     ChatReply,
     ChatRequest,
     ChatUsage,
+    ReplyAlternative,
     TtsError,
 )
 from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
 from roleplay.context_manager import ContextManager, ContextPlan
+from roleplay.control.pins import with_pins
 from roleplay.errors import ApiError, BadRequest
 from roleplay.identity import User
 from roleplay.llm_client import CompletionRequest, Usage, llm_client
@@ -88,6 +91,9 @@ class PreparedTurn:
     voice_id: str | None = None
     reply_id: str = field(default_factory=new_message_id)
     reply_stored: bool = False
+    store: Callable[[PreparedTurn, StoredMessage], Awaitable[int]] | None = None
+    """Stores the reply instead of appending it (regenerate, continue: `roleplay.control`)."""
+    alternatives: list[ReplyAlternative] | None = None
 
     @property
     def speaks(self) -> bool:
@@ -165,7 +171,8 @@ async def prepare_turn(request: ChatRequest, user: User, *,
 
     setup = RoleplaySetup.merge(character, persona, scenario)
     language = settings.persona_language
-    persona_text = format_persona_for_roleplay(setup, language)
+    persona_text = with_pins(format_persona_for_roleplay(setup, language),
+                             meta.pins if meta else [], language)
     model = request.model or settings.default_model
     ratio = await token_ratio(model)
     context = ContextManager(settings)
@@ -249,7 +256,7 @@ async def finish_turn(
                     greeting=not turn.request.messages)
     upstream_prompt = usage.prompt_tokens if usage is not None else None
     length, _ = await asyncio.gather(  # two keys, two round trips, one wait
-        sessions.append_reply(turn.claim.lease, reply),
+        turn.store(turn, reply) if turn.store else sessions.append_reply(turn.claim.lease, reply),
         observe_prompt_tokens(turn.model, turn.plan.local_tokens, upstream_prompt))
     turn.reply_stored = length > 0
     if jobs is None or not length:
@@ -302,7 +309,7 @@ def reply_for(turn: PreparedTurn, content: str, usage: Usage | None, finish_reas
         context_summarized=turn.plan.context_summarized,
         dropped_messages=turn.plan.dropped_messages, summary_scheduled=summary_scheduled,
         finish_reason=finish_reason, message_id=turn.reply_id if turn.reply_stored else None,
-        user_message_id=turn.user_message_id)
+        user_message_id=turn.user_message_id, alternatives=turn.alternatives)
 
 
 async def chat_turn(request: ChatRequest, user: User, jobs: JobRunner | None = None, *,
