@@ -15,12 +15,14 @@ import asyncio
 import itertools
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
@@ -200,6 +202,33 @@ def test_refusals_are_404_or_409_and_change_nothing(llm: ScriptedLLM, client: Te
     assert len(llm.chats) == 1, "no refusal reached the model"
 
 
+def test_another_users_session_does_not_exist_for_any_action(
+        llm: ScriptedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
+    secret = "conversation-control-secret-of-32-bytes-or-more"
+    settings_env(JWT_SECRET=secret)
+
+    def bearer(sub: str) -> dict[str, str]:
+        token = jwt.encode({"sub": sub, "exp": int(time.time()) + 600}, secret, algorithm="HS256")
+        return {"Authorization": f"Bearer {token}"}
+
+    owner, other = bearer("owner-1"), bearer("other-2")
+    started = client.post("/api/chat", headers=owner, json={
+        "session_id": "s-owned", "tts_enabled": False,
+        "messages": [{"role": "user", "content": "msg-1"}]})
+    assert started.status_code == 200, started.text
+    before = client.get(f"{S}/s-owned/messages", headers=owner).json()["data"]["messages"]
+    reply_id = before[1]["id"]
+    for method, path, body in [
+            ("POST", "/regenerate", {}), ("POST", "/continue", {}), ("GET", "/messages", None),
+            ("POST", f"/messages/{reply_id}/select", {"index": 0}),
+            ("PATCH", f"/messages/{reply_id}", {"content": "x"}),
+            ("DELETE", f"/messages/{reply_id}", None), ("PUT", "/summary", {"text": "x"}),
+            ("POST", "/pins", {"text": "x"}), ("DELETE", "/pins", None)]:
+        response = client.request(method, f"{S}/s-owned{path}", json=body, headers=other)
+        _error(response, 404, "session_not_found")
+    assert client.get(f"{S}/s-owned/messages", headers=owner).json()["data"]["messages"] == before
+
+
 # --- edit, delete, rewind ---------------------------------------------------------------------
 
 
@@ -268,6 +297,22 @@ def test_continue_extends_the_last_reply_as_one_message(llm: ScriptedLLM, client
     assert events[-1][0] == "done"
     assert "".join(d["content"] for n, d in events if n == "delta") == "re msg-1 #3"
     assert _messages(client, "s-cont")[-1]["content"] == "re msg-1 #1 re msg-1 #2 re msg-1 #3"
+
+
+def test_speech_follows_the_tts_mode_of_regenerated_and_continued_replies(
+        llm: ScriptedLLM, client: TestClient) -> None:
+    """The embedded eSpeak NG engine speaks (no TTS_BASE_URL)."""
+    _started(client, "s-speak", 1)
+    spoken = client.post(f"{S}/s-speak/regenerate", json={"tts_mode": "realtime"}).json()["data"]
+    assert spoken["audio_url"] and spoken["tts_error"] is None
+    audio = client.get(spoken["audio_url"])
+    assert audio.status_code == 200 and len(audio.content) > 1000
+    silent = client.post(f"{S}/s-speak/continue", json={"tts_mode": "on_click"}).json()["data"]
+    assert silent["audio_url"] is None and silent["tts_error"] is None
+    with client.stream("POST", f"{S}/s-speak/continue",
+                       json={"stream": True, "tts_mode": "realtime"}) as streamed:
+        events = sse_events(streamed.read().decode())
+    assert "audio" in [name for name, _ in events] and events[-1][0] == "done"
 
 
 # --- the paged transcript ---------------------------------------------------------------------

@@ -87,6 +87,9 @@ async def release(user: CurrentUser, body: ReleaseRequest | None = None) -> Enve
 MessageIdPath = Annotated[str, Path(max_length=100, description="message id")]
 PinIdPath = Annotated[str, Path(max_length=100, description="pin id")]
 SESSION = "/api/chat/sessions/{session_id}"
+STREAMED: dict[int | str, dict[str, object]] = {
+    200: {"content": {"text/event-stream": {}},
+          "description": "the reply, or with `stream: true` Server-Sent Events as on /api/chat"}}
 
 
 async def _generated(action: Literal["regenerate", "continue"], session_id: str,
@@ -99,14 +102,14 @@ async def _generated(action: Literal["regenerate", "continue"], session_id: str,
     return ok(await generated_turns.generate(action, session_id, body, user, jobs))
 
 
-@router.post(SESSION + "/regenerate", response_model=Envelope[ChatReply])
+@router.post(SESSION + "/regenerate", response_model=Envelope[ChatReply], responses=STREAMED)
 async def regenerate(session_id: SessionIdPath, user: CurrentUser, background: BackgroundTasks,
                      body: GenerateRequest | None = None) -> Envelope[ChatReply] | StreamingResponse:
     """A new reply to the last user message; the previous one stays as an alternative."""
     return await _generated("regenerate", session_id, body or GenerateRequest(), user, background)
 
 
-@router.post(SESSION + "/continue", response_model=Envelope[ChatReply])
+@router.post(SESSION + "/continue", response_model=Envelope[ChatReply], responses=STREAMED)
 async def continue_reply(session_id: SessionIdPath, user: CurrentUser, background: BackgroundTasks,
                          body: GenerateRequest | None = None) -> Envelope[ChatReply] | StreamingResponse:
     """Extends the last assistant reply; stored as one message."""
