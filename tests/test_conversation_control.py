@@ -482,3 +482,32 @@ def test_regenerates_racing_turns_across_two_processes_keep_the_transcript_alter
             assert version["content"].startswith(f"re {asked['content']} #"), (asked, reply)
     assert sum(len(m["alternatives"] or [1]) for m in messages[1::2]) == 5 + 4
     assert session["user_turns"] == 5
+
+
+# --- on the real model ------------------------------------------------------------------------
+
+
+def test_regenerate_edit_and_continue_on_the_real_llm(
+        real_llm: object, settings_env: Callable[..., None], client: TestClient) -> None:
+    settings_env(TURN_WAIT_S="60")
+    first = client.post("/api/chat", json={
+        "session_id": "s-real-control", "max_tokens": 12, "tts_enabled": False, "temperature": 1.0,
+        "messages": [{"role": "user", "content": "Hi! What is your name?"}]})
+    assert first.status_code == 200, first.text
+    again = client.post(f"{S}/s-real-control/regenerate",
+                        json={"max_tokens": 12, "tts_enabled": False, "temperature": 1.0})
+    assert again.status_code == 200, again.text
+    assert len(again.json()["data"]["alternatives"]) == 2
+    with client.stream("POST", f"{S}/s-real-control/continue",
+                       json={"max_tokens": 12, "stream": True, "tts_enabled": False}) as streamed:
+        events = sse_events(streamed.read().decode())
+    assert events[-1][0] == "done", events
+    added = "".join(d["content"] for n, d in events if n == "delta")
+    messages = _messages(client, "s-real-control")
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[1]["content"].endswith(added) and not messages[1]["cut"]
+    user_id = messages[0]["id"]
+    assert client.patch(f"{S}/s-real-control/messages/{user_id}",
+                        json={"content": "Hello! Who are you?"}).status_code == 200
+    assert client.post(f"{S}/s-real-control/regenerate",
+                       json={"max_tokens": 12, "tts_enabled": False}).status_code == 200
