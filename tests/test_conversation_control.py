@@ -48,6 +48,9 @@ class ScriptedLLM:
     chats: list[list[dict[str, str]]] = field(default_factory=list)
     summaries: list[str] = field(default_factory=list)
     started: threading.Event = field(default_factory=threading.Event)
+    summary_gate: threading.Event | None = None
+    """When set, summary requests wait for it: a summary still being made."""
+    summary_started: threading.Event = field(default_factory=threading.Event)
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -58,6 +61,9 @@ class ScriptedLLM:
             messages = body["messages"]
             if FakeLLM.is_summary(messages):
                 self.summaries.append(messages[1]["content"])
+                self.summary_started.set()
+                if self.summary_gate is not None:
+                    await asyncio.to_thread(self.summary_gate.wait, 30)
                 content = "요약: " + messages[1]["content"].replace("\n", " / ")[:3000]
             else:
                 self.chats.append(messages)
@@ -404,7 +410,29 @@ def test_an_edit_below_the_watermark_rebuilds_the_summary_without_the_edited_awa
     assert not any("나비" in m["content"] for chat in llm.chats[-4:] for m in chat)
 
 
-def test_a_delete_above_the_watermark_keeps_the_summary(
+def test_a_summary_being_made_from_text_edited_meanwhile_is_dropped(
+        llm: ScriptedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
+    settings_env(MAX_CONTEXT_TOKENS="1024", SUMMARY_MAX_TOKENS="128", RECENT_TURNS_TO_KEEP="4")
+    filler = "오늘은 카페에서 라떼를 마시며 창밖의 비를 한참 동안 바라봤어. "
+    lines = ["msg-0 내 고양이 이름은 나비야. " + filler * 2] + [
+        f"msg-{n} " + filler * 2 for n in range(1, 10)]
+    llm.summary_gate = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        turns = pool.submit(lambda: [_say(client, "s-stale", line, max_tokens=64).status_code
+                                     for line in lines])
+        assert llm.summary_started.wait(60), "a summary started in the background"
+        assert "나비" in llm.summaries[0]
+        first = _messages(client, "s-stale")[0]
+        edited = client.patch(f"{S}/s-stale/messages/{first['id']}",
+                              json={"content": lines[0].replace("나비", "모모")})
+        assert edited.status_code == 200, edited.text
+        llm.summary_gate.set()
+        assert turns.result() == [200] * len(lines)
+    session = _session(client, "s-stale")
+    assert "나비" not in (session["summary"] or ""), "the stale summary never landed"
+
+
+def test_a_delete_above_the_watermark_keeps_the_summary_and_one_below_clears_it(
         llm: ScriptedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
     settings_env(MAX_CONTEXT_TOKENS="1024", SUMMARY_MAX_TOKENS="128", RECENT_TURNS_TO_KEEP="4")
     filler = "오늘은 카페에서 라떼를 마시며 창밖의 비를 한참 동안 바라봤어. "
@@ -417,6 +445,11 @@ def test_a_delete_above_the_watermark_keeps_the_summary(
     assert response.json()["data"]["summary_invalidated"] is False
     after = _session(client, "s-keep")
     assert (after["summary"], after["summary_upto"]) == (session["summary"], session["summary_upto"])
+    below = client.delete(f"{S}/s-keep/messages/{session['messages'][0]['id']}")
+    assert below.json()["data"]["summary_invalidated"] is True
+    cleared = _session(client, "s-keep")
+    assert (cleared["summary"], cleared["summary_upto"]) == (None, -1)
+    assert cleared["user_turns"] == 9 and cleared["message_count"] == 18
 
 
 # --- racing normal turns ----------------------------------------------------------------------

@@ -107,6 +107,8 @@ def _plan_for(action: Action, began: Began, session_id: str, token: str,
             message = with_content(old, joined(old.content, reply.content), cut=reply.cut)
             stored = await edits.replace(session_id, last, old_raw, message, token=token,
                                          epoch=window.epoch)
+            if stored is True and message.alternatives:
+                turn.alternatives = listing(message)
             return window.length if stored is True else 0
 
         return prompt_window, store_continued
