@@ -181,6 +181,7 @@ def test_regenerate_after_a_failed_turn_answers_the_last_user_message(
     assert response.status_code == 200, response.text
     assert [(m["role"], m["content"]) for m in _messages(client, "s-regen-user")] == [
         ("user", "msg-1"), ("assistant", "re msg-1 #2")]
+    assert not _messages(client, "s-regen-user")[-1]["greeting"]
 
 
 def test_refusals_are_404_or_409_and_change_nothing(llm: ScriptedLLM, client: TestClient) -> None:

@@ -20,6 +20,8 @@ class GenerateRequest(BaseModel):
     stream: bool = False
     tts_enabled: bool = True
     tts_mode: Literal["realtime", "delayed", "on_click"] = "realtime"
+    tts_delay_ms: Annotated[int, Field(ge=0, le=60000)] = 0
+    """The frontend's own playback delay, accepted as on `/api/chat`."""
     tts_streaming_mode: Annotated[int, Field(ge=0, le=3)] = 0
 
 

@@ -115,6 +115,7 @@ def _plan_for(action: Action, began: Began, session_id: str, token: str,
 
     if tail is not None and tail.role == "user":
         async def store_appended(turn: PreparedTurn, reply: StoredMessage) -> int:
+            reply = reply.model_copy(update={"greeting": False})
             stored = await edits.replace(session_id, window.length, None, reply, token=token,
                                          epoch=window.epoch)
             if stored is True:
@@ -176,7 +177,7 @@ async def prepare(action: Action, session_id: str, body: GenerateRequest, user: 
     request = ChatRequest(session_id=session_id, model=body.model, temperature=body.temperature,
                           max_tokens=body.max_tokens, stream=body.stream,
                           tts_enabled=body.tts_enabled, tts_mode=body.tts_mode,
-                          tts_streaming_mode=body.tts_streaming_mode)
+                          tts_delay_ms=body.tts_delay_ms, tts_streaming_mode=body.tts_streaming_mode)
     turn = PreparedTurn(session_id=session_id, model=model, request=request, window=window,
                         plan=plan, ratio=ratio, claim=claim,
                         summary_failed_at=meta.summary_failed_at,
