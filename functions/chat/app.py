@@ -4,9 +4,9 @@
 HTTP API) the events arrive all at once at the end; the local runner streams them.
 """
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query
 from fastapi.responses import StreamingResponse
 from mangum import Mangum
 
@@ -21,6 +21,19 @@ from roleplay.chat_models import (
     SessionEnded,
     SessionView,
     SlotReleased,
+)
+from roleplay.control import control_service, generated_turns
+from roleplay.control.control_models import (
+    EditRequest,
+    GenerateRequest,
+    MessageChanged,
+    MessagePage,
+    MessagesDeleted,
+    PinRequest,
+    PinsView,
+    SelectRequest,
+    SummaryRequest,
+    SummaryView,
 )
 from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
 from roleplay.function_app import create_function_app
@@ -70,6 +83,86 @@ async def end_session(session_id: SessionIdPath, user: CurrentUser) -> Envelope[
 async def release(user: CurrentUser, body: ReleaseRequest | None = None) -> Envelope[SlotReleased]:
     """Frees the caller's place under the concurrent-user cap now (logout, leaving the chat)."""
     return ok(await session_service.release_slot(user, body.session_id if body else None))
+
+
+# --- conversation control (issue 18): roleplay.control ----------------------------------
+MessageIdPath = Annotated[str, Path(max_length=100, description="message id")]
+PinIdPath = Annotated[str, Path(max_length=100, description="pin id")]
+SESSION = "/api/chat/sessions/{session_id}"
+STREAMED: dict[int | str, dict[str, object]] = {
+    200: {"content": {"text/event-stream": {}},
+          "description": "the reply, or with `stream: true` Server-Sent Events as on /api/chat"}}
+
+
+async def _generated(action: Literal["regenerate", "continue"], session_id: str,
+                     body: GenerateRequest, user: User,
+                     background: BackgroundTasks) -> Envelope[ChatReply] | StreamingResponse:
+    jobs = job_runner(background.add_task)
+    if body.stream:
+        events = await generated_turns.generate_stream(action, session_id, body, user, jobs)
+        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    return ok(await generated_turns.generate(action, session_id, body, user, jobs))
+
+
+@router.post(SESSION + "/regenerate", response_model=Envelope[ChatReply], responses=STREAMED)
+async def regenerate(session_id: SessionIdPath, user: CurrentUser, background: BackgroundTasks,
+                     body: GenerateRequest | None = None) -> Envelope[ChatReply] | StreamingResponse:
+    """A new reply to the last user message; the previous one stays as an alternative."""
+    return await _generated("regenerate", session_id, body or GenerateRequest(), user, background)
+
+
+@router.post(SESSION + "/continue", response_model=Envelope[ChatReply], responses=STREAMED)
+async def continue_reply(session_id: SessionIdPath, user: CurrentUser, background: BackgroundTasks,
+                         body: GenerateRequest | None = None) -> Envelope[ChatReply] | StreamingResponse:
+    """Extends the last assistant reply; stored as one message."""
+    return await _generated("continue", session_id, body or GenerateRequest(), user, background)
+
+
+@router.get(SESSION + "/messages")
+async def list_messages(session_id: SessionIdPath, user: CurrentUser, cursor: str | None = None,
+                        limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Envelope[MessagePage]:
+    return ok(await control_service.page(session_id, user, cursor, limit))
+
+
+@router.post(SESSION + "/messages/{message_id}/select")
+async def select_alternative(session_id: SessionIdPath, message_id: MessageIdPath,
+                             body: SelectRequest, user: CurrentUser) -> Envelope[MessageChanged]:
+    return ok(await control_service.select(session_id, message_id, body.index, user))
+
+
+@router.patch(SESSION + "/messages/{message_id}")
+async def edit_message(session_id: SessionIdPath, message_id: MessageIdPath, body: EditRequest,
+                       user: CurrentUser) -> Envelope[MessageChanged]:
+    return ok(await control_service.edit(session_id, message_id, body.content, user))
+
+
+@router.delete(SESSION + "/messages/{message_id}")
+async def delete_message(session_id: SessionIdPath, message_id: MessageIdPath, user: CurrentUser,
+                         and_after: bool = False) -> Envelope[MessagesDeleted]:
+    """Deletes the message; `and_after=true` rewinds to it (it and all after it go)."""
+    return ok(await control_service.delete(session_id, message_id, user, and_after=and_after))
+
+
+@router.put(SESSION + "/summary")
+async def put_summary(session_id: SessionIdPath, body: SummaryRequest,
+                      user: CurrentUser) -> Envelope[SummaryView]:
+    return ok(await control_service.put_summary(session_id, body.text, user))
+
+
+@router.post(SESSION + "/pins")
+async def add_pin(session_id: SessionIdPath, body: PinRequest, user: CurrentUser) -> Envelope[PinsView]:
+    return ok(await control_service.pin(session_id, body.text, user))
+
+
+@router.delete(SESSION + "/pins")
+async def clear_pins(session_id: SessionIdPath, user: CurrentUser) -> Envelope[PinsView]:
+    return ok(await control_service.unpin(session_id, None, user))
+
+
+@router.delete(SESSION + "/pins/{pin_id}")
+async def remove_pin(session_id: SessionIdPath, pin_id: PinIdPath,
+                     user: CurrentUser) -> Envelope[PinsView]:
+    return ok(await control_service.unpin(session_id, pin_id, user))
 
 
 app = create_function_app("chat", [router])

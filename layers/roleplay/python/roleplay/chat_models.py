@@ -74,6 +74,14 @@ class TtsError(BaseModel):
     message: str
 
 
+class ReplyAlternative(BaseModel):
+    """One version of a regenerated reply."""
+
+    index: int
+    content: str
+    selected: bool
+
+
 class ChatReply(BaseModel):
     content: str
     usage: ChatUsage
@@ -104,6 +112,8 @@ class ChatReply(BaseModel):
     replayed: bool = Field(
         default=False, description="A retry of a turn already answered: this is the reply "
         "stored then, not a new generation.")
+    alternatives: list[ReplyAlternative] | None = Field(
+        default=None, description="`regenerate` and `select`: every version of this reply.")
 
 
 class SessionTokens(BaseModel):
@@ -128,6 +138,8 @@ class SessionView(BaseModel):
                               "covers; -1 when there is no summary.")
     summary_at: float | None = None
     summary_error: str | None = None
+    pins: list[dict[str, str]] = Field(default_factory=list, description="Facts pinned into "
+                                       "the system prompt ({id, text}).")
     tokens: SessionTokens
     lorebook: dict[str, object] | None = Field(
         default=None, description="The character's lorebook entries that fired on the last "

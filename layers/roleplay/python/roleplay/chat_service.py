@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -29,10 +30,12 @@ from roleplay.chat_models import (
     ChatReply,
     ChatRequest,
     ChatUsage,
+    ReplyAlternative,
     TtsError,
 )
 from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
 from roleplay.context_manager import ContextManager, ContextPlan
+from roleplay.control.pins import with_pins
 from roleplay.errors import ApiError, BadRequest
 from roleplay.greetings import greetings_of, pick_greeting
 from roleplay.identity import ANONYMOUS, User
@@ -99,6 +102,9 @@ class PreparedTurn:
     greetings: list[str] | None = None
     reply_id: str = field(default_factory=new_message_id)
     reply_stored: bool = False
+    store: Callable[[PreparedTurn, StoredMessage], Awaitable[int]] | None = None
+    """Stores the reply instead of appending it (regenerate, continue: `roleplay.control`)."""
+    alternatives: list[ReplyAlternative] | None = None
 
     @property
     def speaks(self) -> bool:
@@ -179,6 +185,7 @@ async def prepare_turn(request: ChatRequest, user: User, *, idempotency_key: str
     incoming = [_stored(m.role, m.content) for m in request.messages]
     plain_persona, _ = persona_with_lore(setup, None, [], language=language, settings=settings,
                                          max_tokens=request.max_tokens, ratio=ratio)
+    plain_persona = with_pins(plain_persona, meta.pins if meta else [], language)
     context.check_turn(context.system_prompt(plain_persona, meta.summary if meta else None, language),
                        request.max_tokens, ratio, [m.tokens for m in incoming])
     if idempotency_key:
@@ -212,6 +219,7 @@ async def prepare_turn(request: ChatRequest, user: User, *, idempotency_key: str
             setup, character.character_book if character else None,
             [m.content for m in window.messages], language=language, settings=settings,
             max_tokens=request.max_tokens, ratio=ratio, summary=window.summary)
+        persona_text = with_pins(persona_text, meta.pins if meta else [], language)
         if extra_system:
             persona_text = f"{persona_text}\n\n{extra_system}"
         if lore is not None and greeting is None:
@@ -265,7 +273,7 @@ async def finish_turn(
                     greeting=not turn.request.messages)
     upstream_prompt = usage.prompt_tokens if usage is not None else None
     length, _ = await asyncio.gather(  # two keys, two round trips, one wait
-        sessions.append_reply(turn.claim.lease, reply),
+        turn.store(turn, reply) if turn.store else sessions.append_reply(turn.claim.lease, reply),
         observe_prompt_tokens(turn.model, turn.plan.local_tokens, upstream_prompt))
     turn.reply_stored = length > 0
     if jobs is None or not length:
@@ -323,7 +331,7 @@ def reply_for(turn: PreparedTurn, content: str, usage: Usage | None, finish_reas
         context_summarized=turn.plan.context_summarized,
         dropped_messages=turn.plan.dropped_messages, summary_scheduled=summary_scheduled,
         finish_reason=finish_reason, message_id=turn.reply_id if turn.reply_stored else None,
-        user_message_id=turn.user_message_id)
+        user_message_id=turn.user_message_id, alternatives=turn.alternatives)
 
 
 async def chat_turn(request: ChatRequest, user: User, jobs: JobRunner | None = None, *,

@@ -44,7 +44,7 @@ async def session_view(session_id: str, user: User) -> SessionView:
         messages=[{**m.model_dump(exclude_defaults=True, exclude={"key"}),
                    "id": m.id or f"legacy-{n}"} for n, m in enumerate(messages)],
         summary=meta.summary, summary_upto=meta.summary_upto, summary_at=meta.summary_at,
-        summary_error=meta.summary_error,
+        summary_error=meta.summary_error, pins=meta.pins,
         tokens=SessionTokens(
             transcript=context.window_tokens(messages), summary=meta.summary_tokens,
             after_watermark=context.window_tokens(after),

@@ -301,6 +301,10 @@ redis.call('HSET', KEYS[1], 'summary_error', ARGV[1], 'summary_failed_at', ARGV[
 return 1
 """)
 
+WINDOW_LUA = _WINDOW
+"""The store's Lua pieces, for the conversation-control scripts (`roleplay.control`)."""
+REWIND_LUA = _REWIND
+
 _SPACE = re.compile(r"[ \t\n\v\f\r]+")
 
 
@@ -324,6 +328,10 @@ class StoredMessage(BaseModel):
     greeting: bool = False
     key: str | None = None
     """The `Idempotency-Key` the turn's user message came with."""
+    edited: bool = False
+    alternatives: list[str] | None = None
+    """A regenerated reply's versions (`control.alternatives`); `content` is the selected one."""
+    selected: int | None = None
 
 
 class SessionMeta(BaseModel):
@@ -341,6 +349,8 @@ class SessionMeta(BaseModel):
     summary_at: float | None = None
     summary_error: str | None = None
     summary_failed_at: float | None = None
+    pins: list[dict[str, str]] = []
+    """Facts the user pinned ({id, text}), always in the system prompt (`control.pins`)."""
 
 
 class Window(BaseModel):
@@ -461,6 +471,7 @@ class SessionStore:
             summary_at=_float(raw.get("summary_at")),
             summary_error=raw.get("summary_error") or None,
             summary_failed_at=_float(raw.get("summary_failed_at")),
+            pins=json.loads(raw["pins"]) if raw.get("pins", "{}") != "{}" else [],
         )
 
     async def begin_turn(

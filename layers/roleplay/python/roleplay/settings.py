@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         "within this, is a retry of that turn (its stored reply is returned).")
     # --- end of the session turn settings ---
 
+    # --- conversation control: pins (issue 18) ---
+    max_pins: int = Field(default=5, ge=0, le=20, description="Facts a session may pin into "
+                          "its system prompt.")
+    pin_max_chars: int = Field(default=200, ge=10, le=2000)
+    # --- end of the conversation control settings ---
+
     summarizer_function: str | None = Field(
         default=None, description="Lambda to invoke asynchronously; unset: a background task."
     )
