@@ -174,12 +174,16 @@ def test_upstream_failures_and_the_cap_are_explained(browser: Any, redis_url: st
         cases = [(closed_port_url(), "502"), (hanging, "504")]
         for upstream, status in cases:
             env = _env(redis_url, tmp_path_factory.mktemp("audio"), LLM_BASE_URL=upstream,
-                       LLM_READ_TIMEOUT_S="1", MAX_CONCURRENT_USERS="1")
+                       LLM_READ_TIMEOUT_S="1", MAX_CONCURRENT_USERS="1",
+                       TRUSTED_PROXIES="127.0.0.1/32")
             with server_b_process(env) as served:
                 _open(browser, served.base_url + "/")
                 _set(browser, "tts-mode", "off")
                 assert status in (_send(browser, "안녕?")["error"] or "")
-                # The failed turn's session still holds the only place: a new one is refused.
+                # A failed first turn holds no place; another client takes the only one.
+                other = httpx.post(served.base_url + "/api/tts", json={"text": "안녕"},
+                                   headers={"X-Forwarded-For": "203.0.113.9"}, timeout=30)
+                assert other.status_code == 200, other.text
                 browser.find_element(By.ID, "new-session").click()
                 refused = _send(browser, "안녕?")["error"] or ""
                 assert "최대 동시 접속자 수(1명)에 도달했습니다" in refused, refused
