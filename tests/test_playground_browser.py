@@ -136,6 +136,31 @@ def test_korean_turn_streams_text_and_plays_wav_per_sentence(browser: Any, serve
     assert shot.stat().st_size > 10_000
 
 
+def test_a_card_imported_in_the_page_opens_with_its_greetings_as_swipes(browser: Any, server: str,
+                                                                        tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    from tests.card_files import b64_json, png_card, v3_card
+
+    card = tmp_path / "minji.png"
+    card.write_bytes(png_card(("ccv3", b64_json(v3_card(name="카드 민지")))))
+    _open(browser, server + "/")
+    _set(browser, "tts-mode", "off")
+    browser.find_element(By.ID, "card-file").send_keys(str(card))
+    wait_for(browser, "document.querySelector('.msg.assistant[data-done]')", 30)
+    assert browser.execute_script(
+        "return document.querySelector('#character').selectedOptions[0].text") == "카드 민지"
+    swipes = browser.execute_script("return [...document.querySelectorAll('.swipes button')]"
+                                    ".map(b => [b.textContent, b.disabled])")
+    assert swipes == [["인사 1", True], ["인사 2", False]]
+    browser.find_element(By.CSS_SELECTOR, ".swipes button:not([disabled])").click()
+    second = wait_for(browser, "document.querySelector('.swipes button[disabled]')?.textContent", 30)
+    assert second == "인사 2"
+    greeting = browser.execute_script("return document.querySelector('.msg.assistant .text').textContent")
+    assert "민짱" in greeting
+    assert browser.execute_script("return document.querySelector('#export-png').href").endswith("format=png")
+
+
 def test_page_from_a_listed_origin_calls_the_api_with_cors(browser: Any, server: str,
                                                            page_origin: str) -> None:
     _open(browser, f"{page_origin}/index.html?api={server}")
