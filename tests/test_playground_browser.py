@@ -6,6 +6,7 @@ running as its own process with the real llama.cpp (SmolLM2) and eSpeak NG.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,6 +160,41 @@ def test_a_card_imported_in_the_page_opens_with_its_greetings_as_swipes(browser:
     greeting = browser.execute_script("return document.querySelector('.msg.assistant .text').textContent")
     assert "민짱" in greeting
     assert browser.execute_script("return document.querySelector('#export-png').href").endswith("format=png")
+
+
+def _click(browser: Any, item_js: str, label: str) -> None:
+    browser.execute_script(f"[...({item_js}).querySelectorAll('.controls button, .swipes button')]"
+                           ".find(b => b.textContent === arguments[0]).click()", label)
+
+
+def test_the_page_regenerates_selects_edits_continues_and_deletes(browser: Any, server: str) -> None:
+    _open(browser, server + "/")
+    _set(browser, "character", "")
+    browser.execute_script("document.querySelector('#new-session').click()")
+    _set(browser, "tts-mode", "off")
+    _set(browser, "max-tokens", "12")
+    first = _send(browser, "Hi! Tell me about the weather.")
+    assert first["done"] and first["error"] is None
+    last = "[...document.querySelectorAll('.msg.assistant')].pop()"
+    original = browser.execute_script(f"return {last}.querySelector('.text').textContent")
+
+    _click(browser, last, "다시 생성")
+    versions = wait_for(browser, f"{last}.querySelector('.versions') && "
+                                 f"[...{last}.querySelectorAll('.versions button')].map(b => b.textContent)")
+    assert versions == ["1/2", "2/2"]
+    _click(browser, last, "1/2")
+    wait_for(browser, f"{last}.querySelector('.text').textContent === {json.dumps(original)}", 30)
+
+    browser.execute_script("window.prompt = () => 'Edited by hand.'; window.confirm = () => true;")
+    _click(browser, last, "수정")
+    wait_for(browser, f"{last}.querySelector('.text').textContent === 'Edited by hand.'")
+    _click(browser, last, "이어서")
+    wait_for(browser, f"{last}.dataset.deltas > 0 && !{last}.classList.contains('streaming')"
+                      f" && {last}.querySelector('.text').textContent.startsWith('Edited by hand.')"
+                      f" && {last}.querySelector('.text').textContent.length > 15")
+    _click(browser, last, "삭제")
+    wait_for(browser, "document.querySelectorAll('.msg.assistant').length === 0")
+    assert browser.execute_script("return document.querySelector('#error').hidden")
 
 
 def test_page_from_a_listed_origin_calls_the_api_with_cors(browser: Any, server: str,

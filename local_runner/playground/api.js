@@ -79,28 +79,41 @@ export function apiClient(base = "") {
     getPersona: () => data("GET", "/api/users/me/persona"),
     putPersona: (persona) => data("PUT", "/api/users/me/persona", persona),
 
+    // Conversation control (issue 18), under the session's own path.
+    selectAlternative: (sid, mid, index) =>
+      data("POST", `${session(sid)}/messages/${mid}/select`, { index }),
+    editMessage: (sid, mid, content) => data("PATCH", `${session(sid)}/messages/${mid}`, { content }),
+    deleteMessage: (sid, mid) => data("DELETE", `${session(sid)}/messages/${mid}`),
+    // A regenerated or continued reply, streamed like a turn.
+    streamControl: (sid, action, request) => stream(`${session(sid)}/${action}`, request),
     // Yields {event, data} for each `delta`, `audio`, `done` or `error` event of one turn.
-    async *streamChat(request) {
-      const response = await call("POST", "/api/chat", { ...request, stream: true });
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        buffer += value;
-        let end;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const fields = Object.fromEntries(block.split("\n").map((line) => {
-            const colon = line.indexOf(":");
-            return [line.slice(0, colon), line.slice(colon + 1).trimStart()];
-          }));
-          if (fields.event && fields.data !== undefined) {
-            yield { event: fields.event, data: JSON.parse(fields.data) };
-          }
+    streamChat: (request) => stream("/api/chat", request),
+  };
+
+  function session(sid) {
+    return `/api/chat/sessions/${encodeURIComponent(sid)}`;
+  }
+
+  async function* stream(path, request) {
+    const response = await call("POST", path, { ...request, stream: true });
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const fields = Object.fromEntries(block.split("\n").map((line) => {
+          const colon = line.indexOf(":");
+          return [line.slice(0, colon), line.slice(colon + 1).trimStart()];
+        }));
+        if (fields.event && fields.data !== undefined) {
+          yield { event: fields.event, data: JSON.parse(fields.data) };
         }
       }
-    },
-  };
+    }
+  }
 }

@@ -63,39 +63,52 @@ function ttsOptions() {
   return mode === "off" ? { tts_enabled: false } : { tts_enabled: true, tts_mode: mode };
 }
 
+function generationOptions() {
+  return {
+    ...ttsOptions(),
+    max_tokens: Number($("#max-tokens").value) || 200,
+    temperature: Number($("#temperature").value),
+  };
+}
+
 // Runs one streamed turn into a new assistant message; `messages` may be empty (an
-// opening line). Regenerate and edit buttons would call this with other messages.
+// opening line).
 async function runTurn(messages, extra = {}) {
+  const request = { messages, ...generationOptions(), ...extra };
+  if (state.sessionId) request.session_id = state.sessionId;
+  else if ($("#character").value) request.character_id = $("#character").value;
   const item = addMessage("assistant");
+  const userItem = item.previousElementSibling?.classList.contains("user") ? item.previousElementSibling : null;
+  if (!await streamInto(item, api.streamChat(request), { replace: true, userItem })) item.remove();
+}
+
+// Streams a reply's events into `item`: its text (replacing it, or appended for
+// `continue`), each sentence's audio, then the reply's figures. False if it failed.
+async function streamInto(item, events, { replace, userItem = null }) {
   item.classList.add("streaming");
   item.dataset.deltas = "0";
   const text = item.querySelector(".text");
+  if (replace) text.textContent = "";
   const player = ttsOptions().tts_mode === "on_click" ? null : new SentencePlayer();
-  const request = {
-    messages, ...ttsOptions(),
-    max_tokens: Number($("#max-tokens").value) || 200,
-    temperature: Number($("#temperature").value),
-    ...extra,
-  };
-  if (state.sessionId) request.session_id = state.sessionId;
-  else if ($("#character").value) request.character_id = $("#character").value;
   try {
-    for await (const { event, data } of api.streamChat(request)) {
+    for await (const { event, data } of events) {
       if (event === "delta") {
         text.textContent += data.content;
         item.dataset.deltas = Number(item.dataset.deltas) + 1;
       } else if (event === "audio") {
         addAudio(item, data, player);
       } else if (event === "done") {
-        text.textContent = data.content;
+        if (replace) text.textContent = data.content;
+        if (userItem && data.user_message_id) userItem.dataset.messageId = data.user_message_id;
         finishTurn(item, data);
       } else if (event === "error") {
         addNote(item, `답변이 중간에 끊겼어요: ${data.message}`);
       }
     }
+    return true;
   } catch (error) {
-    item.remove();
     showError(error);
+    return false;
   } finally {
     item.classList.remove("streaming");
   }
@@ -103,6 +116,9 @@ async function runTurn(messages, extra = {}) {
 
 function finishTurn(item, reply) {
   item.dataset.done = "true";
+  if (reply.message_id) item.dataset.messageId = reply.message_id;
+  addControls(item);
+  if (reply.alternatives?.length > 1) addAlternatives(item, reply.alternatives);
   state.sessionId = reply.session_id;
   $("#session-id").textContent = reply.session_id;
   $("#model").textContent = reply.model;
@@ -115,6 +131,77 @@ function finishTurn(item, reply) {
   }
   if ($("#tts-mode").value === "on_click" && reply.content) addSpeakButton(item, reply.content);
   if (reply.greetings?.length > 1) addGreetingSwipes(item, reply);
+  refreshSession();
+}
+
+// ---- conversation control (issue 18): regenerate, versions, edit, delete, continue ---------
+
+function button(label, onClick) {
+  const element = document.createElement("button");
+  element.type = "button";
+  element.textContent = label;
+  element.addEventListener("click", async () => {
+    element.disabled = true;
+    try { await onClick(); } catch (error) { showError(error); } finally { element.disabled = false; }
+  });
+  return element;
+}
+
+// Every stored message can be edited or deleted; the last reply can be regenerated or continued.
+function addControls(item) {
+  for (const message of document.querySelectorAll(".msg")) message.querySelector(".controls")?.remove();
+  for (const message of document.querySelectorAll(".msg[data-message-id]")) {
+    const row = document.createElement("div");
+    row.className = "controls";
+    row.append(button("수정", () => editMessage(message)), button("삭제", () => deleteMessage(message)));
+    if (message === item) {
+      row.append(button("다시 생성", () => regenerate(item)), button("이어서", () => continueReply(item)));
+    }
+    message.append(row);
+  }
+}
+
+function addAlternatives(item, alternatives) {
+  item.querySelector(".versions")?.remove();
+  const row = document.createElement("div");
+  row.className = "versions swipes";
+  for (const version of alternatives) {
+    const choose = button(`${version.index + 1}/${alternatives.length}`, async () => {
+      const changed = await api.selectAlternative(state.sessionId, item.dataset.messageId, version.index);
+      item.querySelector(".text").textContent = changed.message.content;
+      addAlternatives(item, changed.message.alternatives);
+    });
+    choose.disabled = version.selected;
+    row.append(choose);
+  }
+  item.append(row);
+}
+
+async function regenerate(item) {
+  item.querySelector(".audio").replaceChildren();
+  await streamInto(item, api.streamControl(state.sessionId, "regenerate", generationOptions()),
+                   { replace: true });
+}
+
+async function continueReply(item) {
+  await streamInto(item, api.streamControl(state.sessionId, "continue", generationOptions()),
+                   { replace: false });
+}
+
+async function editMessage(item) {
+  const text = item.querySelector(".text");
+  const content = prompt("메시지 수정", text.textContent);
+  if (content === null || !content.trim()) return;
+  const changed = await api.editMessage(state.sessionId, item.dataset.messageId, content);
+  text.textContent = changed.message.content;
+  addNote(item, "(수정됨)");
+  refreshSession();
+}
+
+async function deleteMessage(item) {
+  if (!confirm("이 메시지를 지울까요?")) return;
+  await api.deleteMessage(state.sessionId, item.dataset.messageId);
+  item.remove();
   refreshSession();
 }
 
