@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from roleplay import character_service, tts_service
 from roleplay.background_jobs import JobRunner, SpeechJob, SummaryJob
@@ -25,6 +25,7 @@ from roleplay.chat_models import (
     TtsError,
 )
 from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
+from roleplay.context_fit import fit_context, send_within_context
 from roleplay.context_manager import ContextManager, ContextPlan
 from roleplay.errors import ApiError, BadRequest, Conflict
 from roleplay.identity import User
@@ -36,7 +37,7 @@ from roleplay.settings import Settings, get_settings
 from roleplay.speech_text import spoken_text
 from roleplay.summarizer import Summarizer
 from roleplay.token_counter import count_tokens, message_tokens
-from roleplay.token_ratio import corrected, observe_prompt_tokens, token_ratio
+from roleplay.token_ratio import corrected, observe_prompt_tokens
 from roleplay.voice_catalog import voice_for_character
 
 sessions = SessionStore()
@@ -65,7 +66,8 @@ class PreparedTurn:
     def completion_request(self) -> CompletionRequest:
         return CompletionRequest(model=self.model, messages=self.plan.prompt,
                                  temperature=self.request.temperature,
-                                 max_tokens=self.request.max_tokens)
+                                 max_tokens=self.request.max_tokens,
+                                 context_tokens=self.plan.context_tokens)
 
 
 def _stored_greeting(character: Character) -> str | None:
@@ -129,16 +131,15 @@ async def prepare_turn(request: ChatRequest, user: User) -> PreparedTurn:
     language = settings.persona_language
     persona_text = format_persona_for_roleplay(setup, language)
     model = request.model or settings.default_model
-    ratio = await token_ratio(model)
-    context = ContextManager(settings)
-    system = context.system_prompt(persona_text, window.summary, language)
-    if greeting is None and context.summary_due_now(window, system, request.max_tokens, ratio):
+
+    async def summarize_now() -> Window | None:
         summarized = await Summarizer(sessions).summarize(session_id, max_passes=1)
-        if summarized.outcome == "summarized":
-            window = await sessions.read_window(session_id)
-    plan = context.plan(window, persona=persona_text, summary=window.summary,
-                        max_tokens=request.max_tokens, ratio=ratio, character_name=setup.name,
-                        language=language)
+        return await sessions.read_window(session_id) if summarized.outcome == "summarized" else None
+
+    window, plan, ratio = await fit_context(
+        window, model=model, persona=persona_text, max_tokens=request.max_tokens,
+        character_name=setup.name, language=language,
+        summarize=summarize_now if greeting is None else None)
     return PreparedTurn(session_id=session_id, model=model, request=request, window=window,
                         plan=plan, ratio=ratio,
                         summary_failed_at=meta.summary_failed_at if meta else None,
@@ -227,7 +228,10 @@ async def chat_turn(request: ChatRequest, user: User,
     turn = await prepare_turn(request, user)
     if turn.greeting is not None:
         return await chat_turn_from_greeting(turn, jobs)
-    completion = await llm_client().complete(turn.completion_request())
+    plan, completion = await send_within_context(
+        turn.plan, turn.model,
+        lambda plan: llm_client().complete(replace(turn, plan=plan).completion_request()))
+    turn = replace(turn, plan=plan)
     scheduled = await finish_turn(turn, completion.content, completion.usage, jobs)
     speech = await _speech(turn, completion.content, jobs)
     return reply_for(turn, completion.content, completion.usage, completion.finish_reason,

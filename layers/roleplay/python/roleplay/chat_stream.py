@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import anyio
 
@@ -22,6 +23,8 @@ from roleplay.chat_service import (
     prepare_turn,
     reply_for,
 )
+from roleplay.context_fit import send_within_context
+from roleplay.context_manager import ContextPlan
 from roleplay.errors import ApiError
 from roleplay.identity import User
 from roleplay.llm_client import StreamChunk, llm_client
@@ -42,9 +45,13 @@ async def open_stream(request: ChatRequest, user: User,
     if turn.greeting is not None:
         reply = await chat_turn_from_greeting(turn, jobs)
         return _single_event_stream(reply)
-    chunks = llm_client().stream(turn.completion_request())
-    first = await anext(chunks)
-    return _relay(turn, first, chunks, jobs)
+
+    async def start(plan: ContextPlan) -> tuple[AsyncIterator[StreamChunk], StreamChunk]:
+        chunks = llm_client().stream(replace(turn, plan=plan).completion_request())
+        return chunks, await anext(chunks)
+
+    plan, (chunks, first) = await send_within_context(turn.plan, turn.model, start)
+    return _relay(replace(turn, plan=plan), first, chunks, jobs)
 
 
 async def _single_event_stream(reply: ChatReply) -> AsyncIterator[str]:

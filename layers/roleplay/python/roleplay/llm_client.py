@@ -12,6 +12,7 @@ ignored, since local estimates stand in for it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ class CompletionRequest:
     messages: list[ChatMessage]
     temperature: float = 0.7
     max_tokens: int = 512
+    context_tokens: int | None = None
+    """The context the prompt was planned for: Ollama's `num_ctx` (one value per model)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class UpstreamModel:
 
 class LLMClient(Protocol):
     service: str
+    base_url: str
 
     async def list_models(self) -> list[UpstreamModel]: ...
 
@@ -102,6 +106,42 @@ def upstream_message(body: bytes, fallback: str) -> str:
     return fallback
 
 
+_LIMIT = re.compile(r"maximum context length is (\d+) tokens|available context size \((\d+) tokens")
+_INPUT = re.compile(r"(\d+) input tokens|request \((\d+) tokens\)")
+_TOO_LONG = ("longer than the context length", "exceeds the context length",
+             "exceeds the available context")
+
+
+class ContextOverflow(UpstreamError):
+    """The upstream refused the prompt as too long for its context: vLLM's 400 (with its
+    limit and the prompt's size in its own tokens) or Ollama's (with neither)."""
+
+    def __init__(self, message: str, *, limit: int | None, prompt_tokens: int | None) -> None:
+        super().__init__(message, details={"upstream_status": 400})
+        self.limit = limit
+        self.prompt_tokens = prompt_tokens
+
+
+def context_overflow(status: int, message: str, name: str) -> ContextOverflow | None:
+    """vLLM's "This model's maximum context length is N tokens. However, your request has
+    M input tokens" (or its `max_tokens` variant), llama.cpp's "request (M tokens) exceeds
+    the available context size (N tokens)", which Ollama passes on with truncate off, or
+    Ollama's own "the prompt is longer than the context length" (llm/llama_server.go)."""
+    if status != 400:
+        return None
+    limit, count = _LIMIT.search(message), _INPUT.search(message)
+    if limit is None and not any(phrase in message for phrase in _TOO_LONG):
+        return None
+    return ContextOverflow(f"{name} answered 400: {message}",
+                           limit=_first_group(limit), prompt_tokens=_first_group(count))
+
+
+def _first_group(match: re.Match[str] | None) -> int | None:
+    if match is None:
+        return None
+    return next((int(group) for group in match.groups() if group), None)
+
+
 @asynccontextmanager
 async def upstream_call(name: str) -> AsyncIterator[None]:
     """Maps transport failures of one upstream call to the API's errors."""
@@ -120,6 +160,9 @@ async def _raise_for_status(response: httpx.Response, name: str) -> None:
         return
     body = await response.aread()
     message = upstream_message(body, f"HTTP {response.status_code}")
+    overflow = context_overflow(response.status_code, message, name)
+    if overflow is not None:
+        raise overflow
     raise UpstreamError(
         f"{name} answered {response.status_code}: {message}",
         details={"upstream_status": response.status_code},
@@ -267,15 +310,25 @@ class OllamaClient:
     service = "ollama"
     name = "LLM upstream (Ollama)"
 
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, base_url: str, keep_alive: str = "30m") -> None:
+        self.base_url = base_url.rstrip("/").removesuffix("/v1")
+        self.keep_alive = keep_alive
 
     def _payload(self, request: CompletionRequest, stream: bool) -> dict[str, Any]:
+        """`num_ctx` so Ollama's default context does not apply; `truncate` and `shift`
+        off so a prompt too long is a 400, not history silently cut (server/prompt.go)."""
+        options: dict[str, Any] = {"temperature": request.temperature,
+                                   "num_predict": request.max_tokens}
+        if request.context_tokens:
+            options["num_ctx"] = request.context_tokens
         return {
             "model": request.model,
             "messages": [m.as_dict() for m in request.messages],
             "stream": stream,
-            "options": {"temperature": request.temperature, "num_predict": request.max_tokens},
+            "options": options,
+            "keep_alive": ollama_duration(self.keep_alive),
+            "truncate": False,
+            "shift": False,
         }
 
     @staticmethod
@@ -341,10 +394,18 @@ class OllamaClient:
         raise UpstreamError(f"{self.name} ended the stream without a done line")
 
 
+def ollama_duration(value: str) -> str | float:
+    """Ollama's `keep_alive`: a number is seconds (negative: for ever), else a Go duration."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
 def llm_client(settings: Settings | None = None) -> LLMClient:
     settings = settings or get_settings()
     if not settings.llm_base_url:
         raise NotConfigured("no LLM upstream: set LLM_BASE_URL (the local runner embeds one)")
     if settings.llm_service == "ollama":
-        return OllamaClient(settings.llm_base_url)
+        return OllamaClient(settings.llm_base_url, settings.ollama_keep_alive)
     return OpenAICompatibleClient(settings.llm_base_url)
