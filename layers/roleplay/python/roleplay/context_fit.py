@@ -111,9 +111,9 @@ async def fit_context(
     budget = await budget_for(model, settings)
     ratio = await token_ratio(model)
     context = ContextManager(settings, budget.planning)
-    for _ in range(REQUEST_PATH_SUMMARIES if summarize is not None else 0):
+    for _ in range(REQUEST_PATH_SUMMARIES):
         system = context.system_prompt(persona, window.summary, language)
-        if not context.summary_due_now(window, system, max_tokens, ratio):
+        if summarize is None or not context.summary_due_now(window, system, max_tokens, ratio):
             break
         summarized = await summarize()
         if summarized is None:
