@@ -119,6 +119,11 @@ class Settings(BaseSettings):
         default=0.05, ge=0, le=0.5, description="Ollama has no tokenizer endpoint: prompts are "
         "planned this fraction below num_ctx.")
 
+    @field_validator("llm_context_length", mode="before")
+    @classmethod
+    def _blank_length_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
 
     @field_validator("llm_base_url", "tts_base_url", "redis_url", "characters_table", "voices_file",
                      "audio_bucket", "summary_model", "summarizer_function", "speech_function",
