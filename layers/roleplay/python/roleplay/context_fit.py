@@ -41,6 +41,9 @@ EXACT_PASSES = 3
 REQUEST_PATH_SUMMARIES = 2
 """Summary passes a turn may wait for when its prompt cannot fit otherwise: a pass folds
 no more than the summary model's context holds, which a small context keeps small."""
+RETRY_SAFETY = 1.05
+"""The refused prompt's ratio, applied to the smaller one with this much to spare: the
+dropped messages' ratio is not the whole prompt's, and there is no second retry."""
 OVERFLOW_RATIO_STEP = 1.15
 """With no count in the refusal (Ollama), plan as if the prompt were this much bigger."""
 
@@ -139,7 +142,8 @@ async def replan_after_overflow(plan: ContextPlan, overflow: ContextOverflow,
     budget = await budget_for(model, settings)
     if overflow.prompt_tokens:
         await observe_prompt_tokens(model, plan.local_tokens, overflow.prompt_tokens)
-        ratio = max(inputs.ratio, overflow.prompt_tokens / max(1, plan.local_tokens)) * 1.01
+        ratio = (max(inputs.ratio, overflow.prompt_tokens / max(1, plan.local_tokens))
+                 * RETRY_SAFETY)
     else:
         ratio = inputs.ratio * OVERFLOW_RATIO_STEP
     logger.warning("%s refused a prompt as too long (%s); planning again for %d tokens at "
