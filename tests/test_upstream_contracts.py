@@ -191,6 +191,9 @@ def test_models_report_the_runner_context_for_llama_cpp_python(
     ("'max_tokens' or 'max_completion_tokens' is too large: 64. This model's maximum context "
      "length is 1024 tokens and your request has 1000 input tokens (64 > 1024 - 1000).",
      1024, 1000),
+    ("This model's maximum context length is 1024 tokens. However, you requested 1090 tokens "
+     "(1026 in the messages, 64 in the completion). Please reduce the length of the messages "
+     "or completion.", 1024, 1026),
     ('{"error":{"message":"request (302 tokens) exceeds the available context size '
      '(256 tokens), try increasing it"}}', 256, 302),
     ("the prompt is longer than the context length currently available to the model; shorten "

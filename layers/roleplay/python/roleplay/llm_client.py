@@ -107,7 +107,7 @@ def upstream_message(body: bytes, fallback: str) -> str:
 
 
 _LIMIT = re.compile(r"maximum context length is (\d+) tokens|available context size \((\d+) tokens")
-_INPUT = re.compile(r"(\d+) input tokens|request \((\d+) tokens\)")
+_INPUT = re.compile(r"(\d+) input tokens|request \((\d+) tokens\)|\((\d+) in the messages")
 _TOO_LONG = ("longer than the context length", "exceeds the context length",
              "exceeds the available context")
 
@@ -124,7 +124,8 @@ class ContextOverflow(UpstreamError):
 
 def context_overflow(status: int, message: str, name: str) -> ContextOverflow | None:
     """vLLM's "This model's maximum context length is N tokens. However, your request has
-    M input tokens" (or its `max_tokens` variant), llama.cpp's "request (M tokens) exceeds
+    M input tokens" (or its `max_tokens` variant), llama-cpp-python's "... However, you
+    requested T tokens (M in the messages, C in the completion)", llama.cpp's "request (M tokens) exceeds
     the available context size (N tokens)", which Ollama passes on with truncate off, or
     Ollama's own "the prompt is longer than the context length" (llm/llama_server.go)."""
     if status != 400:
