@@ -55,6 +55,7 @@ def _start_embedded_services(stack: ExitStack, data_dir: Path) -> None:
         stack.enter_context(llm)
         os.environ["LLM_BASE_URL"] = llm.base_url
         os.environ["LLM_SERVICE"] = "vllm"
+        os.environ["LLM_CONTEXT_LENGTH"] = str(llm.n_ctx)  # its server cannot say
         os.environ.setdefault("DEFAULT_MODEL", llm.model_alias)
         logger.info("embedded LLM (%s) at %s", llm.model_alias, llm.base_url)
 

@@ -48,7 +48,8 @@ def settings_env(
     to set more."""
     for name in ("LLM_BASE_URL", "TTS_BASE_URL", "TTS_SERVICE", "CHARACTERS_TABLE", "VOICES_FILE",
                  "MODEL_METADATA", "LLM_SERVICE", "DEFAULT_MODEL", "MAX_TURNS", "AUDIO_BUCKET",
-                 "SUMMARIZER_FUNCTION", "SPEECH_FUNCTION", "JWT_SECRET", "JWT_SECRET_ARN"):
+                 "SUMMARIZER_FUNCTION", "SPEECH_FUNCTION", "JWT_SECRET", "JWT_SECRET_ARN",
+                 "LLM_CONTEXT_LENGTH"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("REDIS_KEY_PREFIX", key_prefix)
@@ -137,7 +138,8 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 @pytest.fixture
 def real_llm(llm_server: object, settings_env: Callable[..., None]) -> object:
     settings_env(LLM_BASE_URL=llm_server.base_url, LLM_SERVICE="vllm",  # type: ignore[attr-defined]
-                 DEFAULT_MODEL=llm_server.model_alias)  # type: ignore[attr-defined]
+                 DEFAULT_MODEL=llm_server.model_alias,  # type: ignore[attr-defined]
+                 LLM_CONTEXT_LENGTH=str(llm_server.n_ctx))  # type: ignore[attr-defined]
     return llm_server
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 
@@ -34,6 +34,7 @@ from roleplay.chat_models import (
     TtsError,
 )
 from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
+from roleplay.context_fit import fit_context, send_within_context
 from roleplay.context_manager import ContextManager, ContextPlan
 from roleplay.control.pins import with_pins
 from roleplay.errors import ApiError, BadRequest
@@ -119,7 +120,8 @@ class PreparedTurn:
     def completion_request(self) -> CompletionRequest:
         return CompletionRequest(model=self.model, messages=self.plan.prompt,
                                  temperature=self.request.temperature,
-                                 max_tokens=self.request.max_tokens)
+                                 max_tokens=self.request.max_tokens,
+                                 context_tokens=self.plan.context_tokens)
 
 
 def _stored(role: str, content: str, **fields: object) -> StoredMessage:
@@ -224,19 +226,20 @@ async def prepare_turn(request: ChatRequest, user: User, *, idempotency_key: str
             persona_text = f"{persona_text}\n\n{extra_system}"
         if lore is not None and greeting is None:
             await save_fired(session_id, lore)
-        system = context.system_prompt(persona_text, window.summary, language)
         failed_at = meta.summary_failed_at if meta else None
         backing_off = failed_at is not None and time.time() - failed_at < settings.summary_retry_after_s
-        if greeting is None and not backing_off and context.summary_due_now(
-                window, system, request.max_tokens, ratio):
+
+        async def summarize_now() -> Window | None:
+            nonlocal failed_at
             summarized = await Summarizer(sessions).summarize(session_id, max_passes=1)
-            if summarized.outcome == "summarized":
-                window = await sessions.read_window(session_id)
-            elif summarized.outcome == "failed":
+            if summarized.outcome == "failed":
                 failed_at = time.time()  # and no second try off the request path either
-        plan = context.plan(window, persona=persona_text, summary=window.summary,
-                            max_tokens=request.max_tokens, ratio=ratio, character_name=setup.name,
-                            language=language)
+            return await sessions.read_window(session_id) if summarized.outcome == "summarized" else None
+
+        window, plan, ratio = await fit_context(
+            window, model=model, persona=persona_text, max_tokens=request.max_tokens,
+            character_name=setup.name, language=language,
+            summarize=summarize_now if greeting is None and not backing_off else None)
     except BaseException:
         await abandon_turn(claim)
         raise
@@ -341,11 +344,15 @@ async def chat_turn(request: ChatRequest, user: User, jobs: JobRunner | None = N
         return turn
     if turn.greeting is not None:
         return await chat_turn_from_greeting(turn, jobs)
+    prepared = turn
     try:
-        completion = await llm_client().complete(turn.completion_request())
+        plan, completion = await send_within_context(
+            prepared.plan, prepared.model,
+            lambda plan: llm_client().complete(replace(prepared, plan=plan).completion_request()))
     except BaseException:
-        await abandon_turn(turn.claim)
+        await abandon_turn(prepared.claim)
         raise
+    turn = replace(prepared, plan=plan)
     scheduled = await finish_turn(turn, completion.content, completion.usage, jobs)
     speech = await _speech(turn, completion.content, jobs)
     reply = reply_for(turn, completion.content, completion.usage, completion.finish_reason,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import anyio
 
@@ -26,6 +27,8 @@ from roleplay.chat_service import (
     prepare_turn,
     reply_for,
 )
+from roleplay.context_fit import send_within_context
+from roleplay.context_manager import ContextPlan
 from roleplay.errors import ApiError
 from roleplay.identity import ANONYMOUS, User
 from roleplay.llm_client import StreamChunk, llm_client
@@ -51,14 +54,18 @@ async def open_stream(request: ChatRequest, user: User, jobs: JobRunner | None =
     if turn.greeting is not None:
         reply = await chat_turn_from_greeting(turn, jobs)
         return _single_event_stream(reply)
+
+    async def start(plan: ContextPlan) -> tuple[AsyncIterator[StreamChunk], StreamChunk]:
+        chunks = llm_client().stream(replace(turn, plan=plan).completion_request())
+        return chunks, await anext(chunks)
+
     try:
-        chunks = llm_client().stream(turn.completion_request())
-        first = await anext(chunks)
+        plan, (chunks, first) = await send_within_context(turn.plan, turn.model, start)
     except BaseException:
         await abandon_turn(turn.claim)
         raise
     turn_observer.first_token()
-    return _relay(turn, first, chunks, jobs)
+    return _relay(replace(turn, plan=plan), first, chunks, jobs)
 
 
 def _is_redis_error(error: BaseException) -> bool:

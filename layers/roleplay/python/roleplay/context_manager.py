@@ -14,7 +14,7 @@ if even that is not enough the oldest verbatim messages are left out of the prom
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from roleplay.chat_prompt import build_prompt
 from roleplay.errors import BadRequest
@@ -35,6 +35,19 @@ def stored_tokens(message: StoredMessage) -> int:
 
 
 @dataclass(frozen=True)
+class PlanInputs:
+    """What a plan was made from, so it can be made again with a better ratio."""
+
+    window: Window
+    persona: str
+    summary: str | None
+    max_tokens: int
+    ratio: float
+    character_name: str | None
+    language: PersonaLanguage
+
+
+@dataclass(frozen=True)
 class ContextPlan:
     prompt: list[ChatMessage]
     local_tokens: int
@@ -44,21 +57,26 @@ class ContextPlan:
     history_tokens: int
     context_summarized: bool
     dropped_messages: int
+    context_tokens: int | None = None
+    """The context planned for (MAX_CONTEXT_TOKENS clamped to the upstream's): Ollama's num_ctx."""
+    inputs: PlanInputs | None = field(default=None, compare=False, repr=False)
 
 
 class ContextManager:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, max_context: int | None = None) -> None:
         self.settings = settings
+        self.max_context = max_context or settings.max_context_tokens
+        """The prompt and reply's room: `MAX_CONTEXT_TOKENS`, or less if the upstream has less."""
 
     def system_prompt(self, persona: str, summary: str | None, language: PersonaLanguage) -> str:
         return f"{persona}\n\n{summary_block(summary, language)}" if summary else persona
 
     def history_budget(self, system_local: int, max_tokens: int, ratio: float) -> int:
-        budget = self.settings.max_context_tokens - max_tokens - corrected(system_local, ratio)
+        budget = self.max_context - max_tokens - corrected(system_local, ratio)
         if budget < MIN_HISTORY_BUDGET:
             raise BadRequest(
                 f"max_tokens={max_tokens} and the persona leave no room for the conversation in "
-                f"the model's context of {self.settings.max_context_tokens} tokens; "
+                f"the model's context of {self.max_context} tokens; "
                 "lower max_tokens or shorten the persona", code="context_too_small")
         return budget
 
@@ -117,6 +135,8 @@ class ContextManager:
             prompt=prompt, local_tokens=local, prompt_tokens=corrected(local, ratio),
             history_budget=budget, history_tokens=corrected(history_local, ratio),
             context_summarized=bool(summary), dropped_messages=dropped + window.unread,
+            context_tokens=self.max_context,
+            inputs=PlanInputs(window, persona, summary, max_tokens, ratio, character_name, language),
         )
 
     def summarizable_upto(self, length: int) -> int:

@@ -12,6 +12,7 @@ ignored, since local estimates stand in for it.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,6 +46,8 @@ class CompletionRequest:
     max_tokens: int = 512
     top_p: float | None = None
     stop: tuple[str, ...] = ()
+    context_tokens: int | None = None
+    """The context the prompt was planned for: Ollama's `num_ctx` (one value per model)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class UpstreamModel:
 
 class LLMClient(Protocol):
     service: str
+    base_url: str
 
     async def list_models(self) -> list[UpstreamModel]: ...
 
@@ -110,6 +114,43 @@ def upstream_message(body: bytes, fallback: str) -> str:
     return fallback
 
 
+_LIMIT = re.compile(r"maximum context length is (\d+) tokens|available context size \((\d+) tokens")
+_INPUT = re.compile(r"(\d+) input tokens|request \((\d+) tokens\)|\((\d+) in the messages")
+_TOO_LONG = ("longer than the context length", "exceeds the context length",
+             "exceeds the available context")
+
+
+class ContextOverflow(UpstreamError):
+    """The upstream refused the prompt as too long for its context: vLLM's 400 (with its
+    limit and the prompt's size in its own tokens) or Ollama's (with neither)."""
+
+    def __init__(self, message: str, *, limit: int | None, prompt_tokens: int | None) -> None:
+        super().__init__(message, details={"upstream_status": 400})
+        self.limit = limit
+        self.prompt_tokens = prompt_tokens
+
+
+def context_overflow(status: int, message: str, name: str) -> ContextOverflow | None:
+    """vLLM's "This model's maximum context length is N tokens. However, your request has
+    M input tokens" (or its `max_tokens` variant), llama-cpp-python's "... However, you
+    requested T tokens (M in the messages, C in the completion)", llama.cpp's "request (M tokens) exceeds
+    the available context size (N tokens)", which Ollama passes on with truncate off, or
+    Ollama's own "the prompt is longer than the context length" (llm/llama_server.go)."""
+    if status != 400:
+        return None
+    limit, count = _LIMIT.search(message), _INPUT.search(message)
+    if limit is None and not any(phrase in message for phrase in _TOO_LONG):
+        return None
+    return ContextOverflow(f"{name} answered 400: {message}",
+                           limit=_first_group(limit), prompt_tokens=_first_group(count))
+
+
+def _first_group(match: re.Match[str] | None) -> int | None:
+    if match is None:
+        return None
+    return next((int(group) for group in match.groups() if group), None)
+
+
 @asynccontextmanager
 async def upstream_call(name: str) -> AsyncIterator[None]:
     """Maps transport failures of one upstream call to the API's errors."""
@@ -131,6 +172,9 @@ async def _raise_for_status(response: httpx.Response, name: str) -> None:
         return
     body = await response.aread()
     message = upstream_message(body, f"HTTP {response.status_code}")
+    overflow = context_overflow(response.status_code, message, name)
+    if overflow is not None:
+        raise overflow
     raise UpstreamError(
         f"{name} answered {response.status_code}: {message}",
         details={"upstream_status": response.status_code},
@@ -286,12 +330,17 @@ class OllamaClient:
     service = "ollama"
     name = "LLM upstream (Ollama)"
 
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, base_url: str, keep_alive: str = "30m") -> None:
+        self.base_url = base_url.rstrip("/").removesuffix("/v1")
+        self.keep_alive = keep_alive
 
     def _payload(self, request: CompletionRequest, stream: bool) -> dict[str, Any]:
+        """`num_ctx` so Ollama's default context does not apply; `truncate` and `shift`
+        off so a prompt too long is a 400, not history silently cut (server/prompt.go)."""
         options: dict[str, Any] = {"temperature": request.temperature,
                                    "num_predict": request.max_tokens}
+        if request.context_tokens:
+            options["num_ctx"] = request.context_tokens
         if request.top_p is not None:
             options["top_p"] = request.top_p
         if request.stop:
@@ -301,6 +350,9 @@ class OllamaClient:
             "messages": [m.as_dict() for m in request.messages],
             "stream": stream,
             "options": options,
+            "keep_alive": ollama_duration(self.keep_alive),
+            "truncate": False,
+            "shift": False,
         }
 
     @staticmethod
@@ -371,6 +423,16 @@ class OllamaClient:
         yield closing  # after the GPU lease ends: generation is over
 
 
+def ollama_duration(value: str) -> str | float:
+    """Ollama's `keep_alive`: a number is seconds (negative: for ever), else a Go duration."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+
+
 class FailoverLLMClient:
     """The configured upstreams behind one client: each call goes through
     `ops.failover` (retry before the first byte, breakers); a stream fails over only
@@ -381,6 +443,8 @@ class FailoverLLMClient:
         self.primary = clients[0]
         self.service = self.primary.service
         self.name = self.primary.name
+        self.base_url = self.primary.base_url
+        """The first upstream's: what limits, counts and health ask (failover serves turns)."""
 
     async def list_models(self) -> list[UpstreamModel]:
         return await with_failover(self.name, list(self.clients),
@@ -414,5 +478,5 @@ def llm_client(settings: Settings | None = None) -> FailoverLLMClient:
     if not urls:
         raise NotConfigured("no LLM upstream: set LLM_BASE_URL (the local runner embeds one)")
     if settings.llm_service == "ollama":
-        return FailoverLLMClient([OllamaClient(url) for url in urls])
+        return FailoverLLMClient([OllamaClient(url, settings.ollama_keep_alive) for url in urls])
     return FailoverLLMClient([OpenAICompatibleClient(url) for url in urls])

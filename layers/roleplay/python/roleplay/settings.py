@@ -247,6 +247,26 @@ class Settings(BaseSettings):
     @cached_property
     def allowed_model_names(self) -> frozenset[str]:
         return frozenset(_comma_list(self.allowed_models))
+    # upstream limits and probes (issue 16)
+    llm_context_length: int | None = Field(
+        default=None, ge=256, description="The context the LLM server runs with, for a server "
+        "that cannot say (llama-cpp-python's; the local runner sets it to its --n_ctx). Unset: "
+        "read from the upstream (vLLM /v1/models, llama.cpp /props, Ollama /api/show).")
+    exact_count_margin: float = Field(
+        default=0.1, ge=0, le=0.5, description="A prompt estimated within this fraction of its "
+        "budget is counted by the upstream's own tokenizer before it is sent.")
+    ollama_keep_alive: str = Field(
+        default="30m", min_length=1, description="How long Ollama keeps the model loaded after "
+        "a request (its keep_alive: a duration such as 30m, or -1 for ever).")
+    ollama_safety_margin: float = Field(
+        default=0.05, ge=0, le=0.5, description="Ollama has no tokenizer endpoint: prompts are "
+        "planned this fraction below num_ctx.")
+
+    @field_validator("llm_context_length", mode="before")
+    @classmethod
+    def _blank_length_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
 
     @field_validator("llm_base_url", "tts_base_url", "redis_url", "characters_table", "voices_file",
                      "audio_bucket", "summary_model", "summarizer_function", "speech_function",

@@ -12,22 +12,31 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from roleplay import character_service
+from roleplay.context_fit import budget_for
 from roleplay.context_manager import ContextManager, stored_tokens
 from roleplay.errors import ApiError, UpstreamError
-from roleplay.llm_client import ChatMessage, CompletionRequest, llm_client
+from roleplay.llm_client import (
+    ChatMessage,
+    Completion,
+    CompletionRequest,
+    ContextOverflow,
+    llm_client,
+)
 from roleplay.lua_script import LuaScript
 from roleplay.persona import PersonaLanguage
+from roleplay.prompt_counter import upstream_prompt_tokens
 from roleplay.redis_client import get_redis
 from roleplay.redis_keys import redis_keys
 from roleplay.session_store import SessionMeta, SessionStore, StoredMessage
 from roleplay.settings import get_settings
 from roleplay.token_counter import count_tokens, message_tokens, truncate_to_tokens
 from roleplay.token_ratio import corrected, token_ratio
+from roleplay.upstream_limits import forget, remember
 
 logger = logging.getLogger("roleplay.summarizer")
 
@@ -139,6 +148,47 @@ def _cut(message: StoredMessage, limit: int) -> StoredMessage:
     return message.model_copy(update={"content": truncate_to_tokens(message.content, limit) + " …"})
 
 
+async def _complete_within_context(
+    prompt_for: Callable[[int], list[ChatMessage]], taken: int,
+) -> tuple[int, Completion]:
+    """The summary request under the same rules as a chat turn: the summary model's real
+    context (and Ollama's num_ctx), an exact count at the edge, and one retry with half
+    the stretch if the upstream refuses the prompt as too long. Answers how many
+    messages the summary folded, and the completion."""
+    settings = get_settings()
+    model = settings.summary_model or settings.default_model
+    budget = await budget_for(model, settings)
+    ratio = await token_ratio(model)
+    reply = settings.summary_max_tokens
+    room = budget.planning - reply
+    local = sum(message_tokens(m.content) for m in prompt_for(taken))
+    while taken > 1 and corrected(local, ratio) > room:
+        taken -= 1
+        local = sum(message_tokens(m.content) for m in prompt_for(taken))
+    if (settings.llm_service != "ollama"
+            and corrected(local, ratio) + reply > budget.planning * (1 - settings.exact_count_margin)):
+        exact = await upstream_prompt_tokens(model, prompt_for(taken), settings)
+        if exact is not None and exact > room and taken > 1:
+            taken = max(1, taken * room // exact)
+    client = llm_client(settings)
+
+    def request(count: int) -> CompletionRequest:
+        return CompletionRequest(model=model, messages=prompt_for(count), temperature=0.3,
+                                 max_tokens=reply, context_tokens=budget.sent)
+
+    try:
+        return taken, await client.complete(request(taken))
+    except ContextOverflow as overflow:
+        forget(model, settings)
+        if overflow.limit:
+            remember(model, overflow.limit, settings)
+        if taken == 1:
+            raise
+        logger.warning("the summary prompt was too long for %s; folding half as much", model)
+        taken //= 2
+        return taken, await client.complete(request(taken))
+
+
 class SummaryLock:
     """`SET NX PX` with a token, released only by its holder."""
 
@@ -208,12 +258,13 @@ class Summarizer:
             except ApiError:
                 character = None
         language = settings.summary_language
-        prompt = summary_prompt(meta.summary, [_cut(m, limit) for m in stretch[:taken]],
-                                character_name=character.name if character else None,
-                                language=language)
-        completion = await llm_client(settings).complete(CompletionRequest(
-            model=model, messages=prompt,
-            temperature=0.3, max_tokens=settings.summary_max_tokens))
+
+        def prompt_for(count: int) -> list[ChatMessage]:
+            return summary_prompt(meta.summary, [_cut(m, limit) for m in stretch[:count]],
+                                  character_name=character.name if character else None,
+                                  language=language)
+
+        taken, completion = await _complete_within_context(prompt_for, taken)
         text = truncate_to_tokens(completion.content.strip(), settings.summary_max_tokens)
         if not text:
             raise UpstreamError("the model answered the summary request with nothing")
