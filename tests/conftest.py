@@ -176,3 +176,23 @@ def gpu_server_a(settings_env: Callable[..., None], tmp_path: Path) -> Iterator[
                      GPU_MODES=json.dumps(switching_config(vllm_url, sovits_url)),
                      GPU_MIN_RESIDENCY_S="0", GPU_SWITCH_WAIT_S="20", GPU_ACTION_TIMEOUT_S="5")
         yield GpuServerA(vram, vllm, sovits, vllm_url, sovits_url)
+
+
+@pytest.fixture
+def admin_health(settings_env: Callable[..., None], client: TestClient) -> Callable[[], dict[str, object]]:
+    """`GET /api/health` as a signed-in admin: only an admin sees each check's target and error."""
+    import time
+
+    import jwt
+
+    secret = "health-admin-secret-" + "0123456789abcdef" * 3
+    settings_env(JWT_SECRET=secret)
+    token = jwt.encode({"sub": "ops", "admin": True, "exp": int(time.time()) + 300}, secret,
+                       algorithm="HS256")
+
+    def health() -> dict[str, object]:
+        answer: dict[str, object] = client.get(
+            "/api/health", headers={"Authorization": f"Bearer {token}"}).json()
+        return answer
+
+    return health

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +24,9 @@ from tests.upstream_server import serve
 from tests.vllm_standin import VllmStandin
 
 MAX_TOKENS = 64
+
+AdminHealth = Callable[[], dict[str, Any]]
+"""`GET /api/health` as an admin (tests/conftest.py): only an admin sees targets and errors."""
 
 
 def _line(n: int) -> str:
@@ -209,19 +213,21 @@ def test_context_refusals_are_read_with_their_numbers(message: str, limit: int |
 
 
 def test_health_is_down_for_a_vllm_whose_health_is_503(vllm: VllmStandin,
-                                                       client: TestClient) -> None:
-    assert client.get("/api/health").json()["data"]["checks"]["llm"]["status"] == "ok"
+                                                       client: TestClient,
+        admin_health: AdminHealth) -> None:
+    assert admin_health()["data"]["checks"]["llm"]["status"] == "ok"
     vllm.engine_dead = True
-    data = client.get("/api/health").json()["data"]
+    data = admin_health()["data"]
     assert data["checks"]["llm"]["status"] == "down" and "503" in data["checks"]["llm"]["error"]
     assert data["status"] == "degraded"
 
 
 def test_health_is_down_when_ollama_lacks_the_model(ollama: OllamaStandin, client: TestClient,
-                                                    settings_env: Callable[..., None]) -> None:
-    assert client.get("/api/health").json()["data"]["checks"]["llm"]["status"] == "ok"
+                                                    settings_env: Callable[..., None],
+        admin_health: AdminHealth) -> None:
+    assert admin_health()["data"]["checks"]["llm"]["status"] == "ok"
     settings_env(DEFAULT_MODEL="llama3:8b")
-    llm = client.get("/api/health").json()["data"]["checks"]["llm"]
+    llm = admin_health()["data"]["checks"]["llm"]
     assert llm["status"] == "down" and "llama3:8b" in llm["error"]
 
 
@@ -234,17 +240,19 @@ def test_health_probes_the_ollama_url_the_client_uses(ollama: OllamaStandin, cli
 
 
 def test_health_is_down_for_a_tts_that_answers_404(settings_env: Callable[..., None],
-                                                   client: TestClient) -> None:
+                                                   client: TestClient,
+        admin_health: AdminHealth) -> None:
     with serve(FastAPI()) as url:
         settings_env(TTS_BASE_URL=url)
-        tts = client.get("/api/health").json()["data"]["checks"]["tts"]
+        tts = admin_health()["data"]["checks"]["tts"]
     assert tts["status"] == "down" and "404" in tts["error"]
 
 
 def test_health_is_ok_for_gpt_sovits_control_without_a_command(
-        settings_env: Callable[..., None], client: TestClient) -> None:
+        settings_env: Callable[..., None], client: TestClient,
+        admin_health: AdminHealth) -> None:
     app = FastAPI()
     app.get("/control")(lambda: JSONResponse({"message": "command is required"}, 400))
     with serve(app) as url:
         settings_env(TTS_BASE_URL=url)
-        assert client.get("/api/health").json()["data"]["checks"]["tts"]["status"] == "ok"
+        assert admin_health()["data"]["checks"]["tts"]["status"] == "ok"
