@@ -236,10 +236,15 @@ async def prepare_turn(request: ChatRequest, user: User, *, idempotency_key: str
                 failed_at = time.time()  # and no second try off the request path either
             return await sessions.read_window(session_id) if summarized.outcome == "summarized" else None
 
-        window, plan, ratio = await fit_context(
-            window, model=model, persona=persona_text, max_tokens=request.max_tokens,
-            character_name=setup.name, language=language,
-            summarize=summarize_now if greeting is None and not backing_off else None)
+        if greeting is not None:  # a stored opening line: no upstream is asked anything
+            plan = context.plan(window, persona=persona_text, summary=window.summary,
+                                max_tokens=request.max_tokens, ratio=ratio,
+                                character_name=setup.name, language=language)
+        else:
+            window, plan, ratio = await fit_context(
+                window, model=model, persona=persona_text, max_tokens=request.max_tokens,
+                character_name=setup.name, language=language,
+                summarize=None if backing_off else summarize_now)
     except BaseException:
         await abandon_turn(claim)
         raise
