@@ -20,6 +20,7 @@ from typing import Any
 
 from roleplay.errors import ApiError
 from roleplay.llm_client import http_holder, llm_client, upstream_call
+from roleplay.served_models import served_models
 from roleplay.settings import Settings, get_settings
 
 logger = logging.getLogger("roleplay.upstream_limits")
@@ -59,13 +60,12 @@ async def _get_json(url: str, name: str, body: dict[str, Any] | None = None) -> 
 
 
 async def _openai_limits(base: str, model: str) -> ModelLimits:
-    models = await _get_json(f"{base}/v1/models", "LLM upstream")
-    cards = models.get("data") if isinstance(models, dict) else None
-    for card in cards if isinstance(cards, list) else []:
-        if isinstance(card, dict) and card.get("id") == model:
-            length = _positive_int(card.get("max_model_len"))
-            if length:
-                return ModelLimits(length, source="vLLM /v1/models max_model_len")
+    # The model list `served_models` keeps (and checks `model` names against) has vLLM's
+    # max_model_len: one fetch serves both, and every model.
+    listed = {card.id: card for card in await served_models()}
+    card = listed.get(model)
+    if card is not None and card.context_length:
+        return ModelLimits(card.context_length, source="vLLM /v1/models max_model_len")
     props = await _get_json(f"{base}/props", "LLM upstream")
     if isinstance(props, dict):
         settings_ = props.get("default_generation_settings")
