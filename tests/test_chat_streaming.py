@@ -54,6 +54,7 @@ def test_ollama_reply_uses_its_counts_and_num_predict(settings_env, client: Test
     assert data["content"] == "안녕! 반가워."
     assert data["usage"] == {"prompt_tokens": 26, "completion_tokens": 7, "estimated": False}
     assert seen[0]["options"] == {"temperature": 0.7, "num_predict": 64, "num_ctx": 4096}
+    assert seen[0]["keep_alive"] == "30m" and seen[0]["truncate"] is False
     assert seen[0]["model"] == "gemma3:27b" and seen[0]["stream"] is False
 
 

@@ -255,4 +255,32 @@ def test_health_is_ok_for_gpt_sovits_control_without_a_command(
     app.get("/control")(lambda: JSONResponse({"message": "command is required"}, 400))
     with serve(app) as url:
         settings_env(TTS_BASE_URL=url)
-        assert admin_health()["data"]["checks"]["tts"]["status"] == "ok"
+        assert client.get("/api/health").json()["data"]["checks"]["tts"]["status"] == "ok"
+
+
+@pytest.mark.llm
+@pytest.mark.timeout(1200)
+def test_forty_turns_on_the_real_llm_never_exceed_the_budget_as_llama_cpp_counts(
+        real_llm: object, settings_env: Callable[..., None], client: TestClient) -> None:
+    """The issue's session: MAX_CONTEXT_TOKENS=1024 against the embedded llama.cpp, which
+    reports every prompt's size in its own tokens (usage.prompt_tokens)."""
+    settings_env(MAX_CONTEXT_TOKENS="1024", RECENT_TURNS_TO_KEEP="4", SUMMARY_MAX_TOKENS="96",
+                 SUMMARY_LANGUAGE="en", PERSONA_LANGUAGE="en")
+    character = client.post("/api/characters", json={
+        "name": "Mia", "persona": "A cheerful barista in Seoul who loves rainy days."}).json()
+    sid, prompts = None, []
+    for n in range(40):
+        text = (f"Turn {n}: my name is Alex, 오늘은 카페에서 라떼를 마셨어. I love rainy days "
+                f"and jazz. Tell me about your cafe, your favourite coffee and your day. "
+                + "그리고 " * (n % 6))
+        body: dict = {"character_id": character["data"]["id"], "max_tokens": 48,
+                      "messages": [{"role": "user", "content": text}]}
+        if sid:
+            body["session_id"] = sid
+        response = client.post("/api/chat", json=body)
+        assert response.status_code == 200, response.text
+        data = response.json()["data"]
+        sid = data["session_id"]
+        prompts.append(data["usage"]["prompt_tokens"])
+    assert all(p + 48 <= 1024 for p in prompts), prompts
+    assert max(prompts) > 1024 // 2, "the context was used, not wasted"

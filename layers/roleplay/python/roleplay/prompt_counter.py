@@ -177,7 +177,7 @@ async def upstream_prompt_tokens(model: str, messages: Sequence[ChatMessage],
     """`messages` as the upstream will count them, or None when it cannot say (Ollama, an
     unknown server, or a failure: the caller keeps its estimate)."""
     settings = settings or get_settings()
-    if settings.llm_service == "ollama" or not messages:
+    if settings.llm_service == "ollama" or not messages or not settings.llm_base_url:
         return None
     base = llm_client(settings).base_url
     try:

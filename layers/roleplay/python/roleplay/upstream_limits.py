@@ -100,6 +100,8 @@ async def _ollama_limits(base: str, model: str) -> ModelLimits:
 async def model_limits(model: str, settings: Settings | None = None) -> ModelLimits:
     """The upstream's own limits for `model`, cached; never raises (unknown is an answer)."""
     settings = settings or get_settings()
+    if not settings.llm_base_url:  # nothing to ask (a stored greeting needs no LLM)
+        return ModelLimits()
     base = llm_client(settings).base_url
     key = (settings.llm_service, base, model)
     cached = _cache.get(key)
