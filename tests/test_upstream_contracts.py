@@ -4,6 +4,7 @@ served over real HTTP, and the health probes against the same."""
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -106,6 +107,36 @@ def test_vllm_refusal_during_a_stream_is_retried_before_the_first_byte(
         "messages": [{"role": "user", "content": "긴 이야기: " + "비가 오는 날. " * 30}]})
     assert response.status_code == 200 and "event: done" in response.text, response.text
     assert len(vllm.rejected) == 1 and vllm.accepted[-1] + MAX_TOKENS <= 1024
+
+
+def test_vllm_limit_holds_for_regenerate_and_continue_as_for_a_turn(
+        vllm: VllmStandin, client: TestClient, sync_redis: redis.Redis, key_prefix: str,
+        settings_env: Callable[..., None]) -> None:
+    """Regenerate and continue plan their prompt as a chat turn does: against the clamped
+    context (not MAX_CONTEXT_TOKENS=4096) with room for their reply, and a refusal (here
+    from a learned ratio that is far too low) is planned again and resent."""
+    settings_env(SUMMARY_THRESHOLD="1.0")
+    vllm.tokenize_route = False
+    for n in range(12):
+        _turn(client, "s-control", _line(n))
+    reply_tokens = 700
+    for action, stream in (("regenerate", False), ("continue", False), ("regenerate", True),
+                           ("continue", True)):
+        sync_redis.hset(f"{key_prefix}token-ratios", vllm.model, "0.5")
+        token_ratio._cache.clear()
+        rejected = len(vllm.rejected)
+        response = client.post(f"/api/chat/sessions/s-control/{action}",
+                               json={"max_tokens": reply_tokens, "stream": stream,
+                                     "tts_enabled": False})
+        assert response.status_code == 200, (action, stream, response.text)
+        if stream:
+            done = response.text.split("event: done\ndata: ", 1)[1].split("\n", 1)[0]
+            usage = json.loads(done)["usage"]
+        else:
+            usage = response.json()["data"]["usage"]
+        assert usage["prompt_tokens"] + reply_tokens <= 1024, (action, stream, usage)
+        assert len(vllm.rejected) <= rejected + 1, "refused once at most, then resent"
+    assert vllm.rejected, "the ratio of 0.5 was refused, and the turn was planned again"
 
 
 def test_a_message_that_cannot_fit_even_alone_is_a_4xx_not_a_502(vllm: VllmStandin,

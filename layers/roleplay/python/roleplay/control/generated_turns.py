@@ -6,6 +6,8 @@ speech per `tts_mode`) with a `store` hook: the reply goes into the stored messa
 compare-and-set under the lease, which also releases it. Everything that can refuse
 (owner, budget, what the last message is) is checked before anything is written, and
 a refusal or an upstream failure releases the lease with the transcript untouched.
+The prompt is planned as a chat turn's is (`context_fit`): against the upstream's real
+context, counted exactly at the edge, planned again and resent once if refused as too long.
 
 Regenerate answers the last user message again: the new text becomes a version of
 the reply (the old ones stay as alternatives), or, when the last message is the
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Literal
 
 from roleplay import character_service
@@ -35,7 +38,8 @@ from roleplay.chat_service import (
 )
 from roleplay.chat_stream import _relay
 from roleplay.concurrent_user_limiter import occupant_id
-from roleplay.context_manager import ContextManager
+from roleplay.context_fit import budget_for, fit_context, send_within_context
+from roleplay.context_manager import ContextManager, ContextPlan
 from roleplay.control.alternatives import listing, with_content, with_new_version
 from roleplay.control.control_models import GenerateRequest
 from roleplay.control.pins import with_pins
@@ -43,7 +47,7 @@ from roleplay.control.session_wait import when_free
 from roleplay.control.transcript_edits import Began, TranscriptEdits
 from roleplay.errors import Conflict, NotFound
 from roleplay.identity import User
-from roleplay.llm_client import llm_client
+from roleplay.llm_client import StreamChunk, llm_client
 from roleplay.lorebook.prompt import persona_with_lore
 from roleplay.persona import RoleplaySetup
 from roleplay.served_models import checked_model
@@ -161,7 +165,7 @@ async def prepare(action: Action, client_session_id: str, body: GenerateRequest,
     ratio = await token_ratio(model)
     plain_persona, _ = persona_with_lore(setup, None, [], language=language, settings=settings,
                                          max_tokens=body.max_tokens, ratio=ratio)
-    context = ContextManager(settings)
+    context = ContextManager(settings, (await budget_for(model, settings)).planning)
     context.check_turn(context.system_prompt(with_pins(plain_persona, meta.pins, language),
                                              meta.summary, language), body.max_tokens, ratio, [])
     occupant = occupant_id(user)
@@ -180,9 +184,9 @@ async def prepare(action: Action, client_session_id: str, body: GenerateRequest,
             [m.content for m in window.messages], language=language, settings=settings,
             max_tokens=body.max_tokens, ratio=ratio, summary=window.summary)
         persona_text = with_pins(persona_text, meta.pins, language)
-        plan = context.plan(window, persona=persona_text, summary=window.summary,
-                            max_tokens=body.max_tokens, ratio=ratio, character_name=setup.name,
-                            language=language)
+        window, plan, ratio = await fit_context(
+            window, model=model, persona=persona_text, max_tokens=body.max_tokens,
+            character_name=setup.name, language=language, summarize=None)
     except BaseException:
         await abandon_turn(claim)
         raise
@@ -210,10 +214,13 @@ async def generate(action: Action, session_id: str, body: GenerateRequest, user:
                    jobs: JobRunner | None) -> ChatReply:
     turn = await prepare(action, session_id, body, user)
     try:
-        completion = await llm_client().complete(turn.completion_request())
+        plan, completion = await send_within_context(
+            turn.plan, turn.model,
+            lambda plan: llm_client().complete(replace(turn, plan=plan).completion_request()))
     except BaseException:
         await abandon_turn(turn.claim)
         raise
+    turn = replace(turn, plan=plan)
     scheduled = await finish_turn(turn, completion.content, completion.usage, jobs)
     speech = await _speech(turn, completion.content, jobs)
     reply = reply_for(turn, completion.content, completion.usage, completion.finish_reason,
@@ -229,10 +236,14 @@ async def generate_stream(action: Action, session_id: str, body: GenerateRequest
                           jobs: JobRunner | None) -> AsyncIterator[str]:
     """As `/api/chat` with `stream: true`: the upstream is reached before the first byte."""
     turn = await prepare(action, session_id, body, user)
+
+    async def start(plan: ContextPlan) -> tuple[AsyncIterator[StreamChunk], StreamChunk]:
+        chunks = llm_client().stream(replace(turn, plan=plan).completion_request())
+        return chunks, await anext(chunks)
+
     try:
-        chunks = llm_client().stream(turn.completion_request())
-        first = await anext(chunks)
+        plan, (chunks, first) = await send_within_context(turn.plan, turn.model, start)
     except BaseException:
         await abandon_turn(turn.claim)
         raise
-    return _relay(turn, first, chunks, jobs)
+    return _relay(replace(turn, plan=plan), first, chunks, jobs)
