@@ -33,6 +33,10 @@ class FakeLLM:
     summary_delay_s: float = 0.0
     gate: threading.Event | None = None
     """When set, summary requests wait for it: a summary that is still running."""
+    stream_gate: threading.Event | None = None
+    """When set, a streamed reply holds after `stream_hold_after_words` words until it is set
+    (10 s at most): a model still writing while the client watches."""
+    stream_hold_after_words: int = 0
     chat_prompts: list[list[dict[str, str]]] = field(default_factory=list)
     summary_prompts: list[list[dict[str, str]]] = field(default_factory=list)
     summary_started: threading.Event = field(default_factory=threading.Event)
@@ -80,6 +84,8 @@ class FakeLLM:
         words = content.split(" ")
         for n, word in enumerate(words):
             await asyncio.sleep(self.token_delay_s)
+            if self.stream_gate is not None and n == self.stream_hold_after_words:
+                await asyncio.to_thread(self.stream_gate.wait, 10)
             text = word if n == len(words) - 1 else word + " "
             chunk = {"choices": [{"delta": {"content": text}, "finish_reason": None}]}
             yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"

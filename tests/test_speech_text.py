@@ -50,3 +50,23 @@ def test_numbers_with_a_point_are_not_sentence_ends() -> None:
 
 def test_pieces_with_nothing_to_say_are_skipped() -> None:
     assert _feed_all(SentenceSplitter(), ["*끄덕* ", "... ", "좋아!"]) == ["좋아!"]
+
+
+def test_streamed_speech_starts_at_a_word_boundary_before_the_first_sentence_ends() -> None:
+    splitter = SentenceSplitter(first_piece_at_word=True)
+    assert splitter.feed("*창밖을 보며* 오늘 ") == []  # stage directions do not count
+    assert splitter.feed("비가 ") == []
+    assert splitter.feed("많이 ") == ["오늘 비가 많이"]
+    assert splitter.feed("오네. 우산은 ") == ["오네."]
+    assert splitter.feed("챙겨 왔어? 나는 ") == ["우산은 챙겨 왔어?"]  # later pieces are sentences
+
+
+def test_the_word_cut_waits_when_the_sentence_is_already_ending() -> None:
+    splitter = SentenceSplitter(first_piece_at_word=True)
+    assert splitter.feed("오늘 비가 많이 오네.") == []
+    assert splitter.feed(" 우산") == ["오늘 비가 많이 오네."]
+
+
+def test_whole_sentences_without_streaming_keep_their_prosody() -> None:
+    assert _feed_all(SentenceSplitter(), ["오늘 비가 ", "많이 ", "오네. 우산은?"]) == [
+        "오늘 비가 많이 오네.", "우산은?"]

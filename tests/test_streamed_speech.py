@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 import wave
 from collections.abc import Callable, Iterator
@@ -99,7 +100,8 @@ def test_streamed_chat_failing_before_any_audio_reports_the_sentence_and_stores_
     fake_upstream.reply = ONE_SENTENCE
     events = _chat_events(api, mode=2)
     audio = [data for name, data in events if name == "audio"]
-    assert [a["error"]["code"] for a in audio] == ["upstream_error"]
+    # the first piece (cut at a word boundary) and the rest of the sentence
+    assert [a["error"]["code"] for a in audio] == ["upstream_error"] * 2
     assert events[-1][0] == "done"
     assert _audio_files(tmp_path) == []
 
@@ -133,6 +135,8 @@ def test_streamed_chat_announces_audio_at_its_first_chunk_and_the_url_grows(
     def on_audio(event: dict[str, Any]) -> None:
         if mode == 1 and "," not in event["text"]:
             return  # one piece: mode 1 has it all at once
+        if mode > 1 and event["index"] == 0:
+            return  # the first piece, cut at a word boundary, is shorter than one chunk
         synthesis = _synthesis_of(sovits, event["text"])
         assert synthesis.loaded_at_end is None, "the event comes before the sentence is spoken"
         assert event["streaming"] is True and event["duration"] is None
@@ -159,6 +163,29 @@ def test_streamed_chat_announces_audio_at_its_first_chunk_and_the_url_grows(
     assert sovits.requests[-1]["streaming_mode"] == mode
 
 
+@pytest.mark.parametrize("mode", [2, 3])
+def test_streamed_speech_starts_before_the_first_sentence_is_written(
+        fake_upstream: Any, sovits: FakeGptSovits, api: httpx.Client, mode: int) -> None:
+    """The model holds after four words until the client has the first audio event: only a
+    first piece cut at a word boundary, sent between two deltas, lets the turn go on."""
+    fake_upstream.reply = "*창밖을 보며* " + ONE_SENTENCE
+    fake_upstream.stream_gate = threading.Event()
+    fake_upstream.stream_hold_after_words = 5
+    seen: list[str] = []
+
+    def on_audio(event: dict[str, Any]) -> None:
+        seen.append(event["text"])
+        fake_upstream.stream_gate.set()
+
+    events = _chat_events(api, mode=mode, on_audio=on_audio)
+    first_audio = next(n for n, (name, _) in enumerate(events) if name == "audio")
+    written = "".join(data["content"] for name, data in events[:first_audio] if name == "delta")
+    assert written == "*창밖을 보며* 오늘은 비가 많이 "
+    assert seen[0] == "오늘은 비가 많이"
+    assert "".join(seen[1:2]) == ONE_SENTENCE.removeprefix("오늘은 비가 많이 ")
+    assert sovits.requests[0]["text"] == "오늘은 비가 많이"
+
+
 def test_a_stream_cut_mid_sentence_is_a_second_event_with_the_error_and_a_404(
         fake_upstream: Any, sovits: FakeGptSovits, api: httpx.Client, tmp_path: Path) -> None:
     sovits.fail_after_chunks = 1
@@ -166,12 +193,14 @@ def test_a_stream_cut_mid_sentence_is_a_second_event_with_the_error_and_a_404(
     fake_upstream.reply = ONE_SENTENCE
     events = _chat_events(api, mode=3)
     audio = [data for name, data in events if name == "audio"]
-    assert [a["index"] for a in audio] == [0, 0]
-    assert audio[0]["streaming"] is True
-    assert audio[1]["error"]["code"] == "upstream_error"
-    assert "cut its audio stream short" in audio[1]["error"]["message"]
-    assert api.get(audio[0]["audio_url"]).status_code == 404
-    assert _audio_files(tmp_path) == []
+    # the first piece is one chunk and is spoken; the rest of the sentence fails after one
+    assert [a["index"] for a in audio] == [0, 1, 1]
+    assert audio[1]["streaming"] is True
+    assert audio[2]["error"]["code"] == "upstream_error"
+    assert "cut its audio stream short" in audio[2]["error"]["message"]
+    assert api.get(audio[1]["audio_url"]).status_code == 404
+    assert api.get(audio[0]["audio_url"]).status_code == 200
+    assert len(_audio_files(tmp_path)) == 1
 
 
 def test_mode_0_and_the_embedded_engine_keep_whole_sentences(fake_upstream: Any,
@@ -233,10 +262,12 @@ def test_another_instance_serves_the_growing_wav(fake_upstream: Any, sovits: Fak
 
     sovits.delay_per_char_s, sovits.chunk_decode_s = 0.06, 0.05
     fake_upstream.reply = ONE_SENTENCE
-    seen: list[bytes] = []
+    seen: list[tuple[str, bytes]] = []
     for speaker, listener in _instances({}):
 
         def on_audio(event: dict[str, Any], listener: httpx.Client = listener) -> None:
+            if event["index"] == 0:
+                return  # the first piece, cut at a word boundary, is shorter than one chunk
             synthesis = _synthesis_of(sovits, event["text"])
             with listener.stream("GET", event["audio_url"]) as response:
                 assert response.status_code == 200
@@ -244,12 +275,12 @@ def test_another_instance_serves_the_growing_wav(fake_upstream: Any, sovits: Fak
                 pieces = response.iter_bytes()
                 first = next(pieces)
                 assert synthesis.loaded_at_end is None, "the other instance streams it while spoken"
-                seen.append(first + b"".join(pieces))
+                seen.append((event["audio_url"], first + b"".join(pieces)))
 
         events = _chat_events(speaker, mode=3, on_audio=on_audio)
         assert events[-1][0] == "done" and seen
-        url = next(data["audio_url"] for name, data in events if name == "audio")
-        assert _pcm(listener.get(url).content) == seen[0][44:]
+        url, growing = seen[0]
+        assert _pcm(listener.get(url).content) == growing[44:]
 
 
 def test_with_s3_streamed_speech_is_stored_whole_once_spoken(
@@ -266,13 +297,15 @@ def test_with_s3_streamed_speech_is_stored_whole_once_spoken(
                                               "messages": [{"role": "user", "content": "뭐 했어?"}]})
     audio = [json.loads(block.split("data: ", 1)[1]) for block in response.text.split("\n\n")
              if block.startswith("event: audio")]
-    assert len(audio) == 1 and "streaming" not in audio[0] and audio[0]["duration"] > 0
+    assert len(audio) == 2, "the first piece, cut at a word boundary, and the rest"
+    assert all("streaming" not in a and a["duration"] > 0 for a in audio)
     assert sovits.requests[-1]["streaming_mode"] == 2
     assert "audio-stream-test" in audio[0]["audio_url"] and "X-Amz-Signature" in audio[0]["audio_url"]
+    stored = len(boto3.client("s3").list_objects_v2(Bucket="audio-stream-test")["Contents"])
 
     sovits.fail_after_chunks = 0
     response = client.post("/api/chat", json={"stream": True, "tts_streaming_mode": 2,
                                               "messages": [{"role": "user", "content": "또?"}]})
     assert '"code": "upstream_error"' in response.text
     listing = boto3.client("s3").list_objects_v2(Bucket="audio-stream-test").get("Contents", [])
-    assert len(listing) == 1, "the failed sentence left nothing in the bucket"
+    assert len(listing) == stored, "the failed sentence left nothing in the bucket"

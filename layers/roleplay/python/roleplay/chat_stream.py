@@ -10,6 +10,8 @@ streams the stored reply as one `delta` and `done` (with `replayed`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -96,7 +98,8 @@ async def _relay(
     jobs: JobRunner | None,
 ) -> AsyncIterator[str]:
     """Text deltas as they come; with speech on, an `audio` event per spoken sentence as
-    soon as it is ready; then `done` once the reply is stored and every sentence spoken."""
+    soon as it is ready (between deltas if need be); then `done` once the reply is stored
+    and every sentence spoken."""
     settings = get_settings()
     speech = (SpeechPipeline(voice_for_character(turn.voice_id),
                              streaming_mode=turn.request.tts_streaming_mode,
@@ -105,6 +108,7 @@ async def _relay(
     parts: list[str] = []
     closing: StreamChunk | None = None
     finished = False
+    pending: asyncio.Future[StreamChunk | None] | None = None
     try:
         chunk: StreamChunk | None = first
         while chunk is not None:
@@ -116,10 +120,21 @@ async def _relay(
                 yield _sse("delta", {"content": chunk.delta})
                 if speech is not None:
                     speech.feed(chunk.delta)
-                    for spoken in speech.ready():
-                        await _observe_speech(turn, spoken)
-                        yield _sse("audio", spoken.event())
-            chunk = await anext(chunks, None)
+            if speech is None:
+                chunk = await anext(chunks, None)
+                continue
+            # Speech that is ready goes out at once, not with the next delta (up to a token later).
+            pending = asyncio.ensure_future(anext(chunks, None))
+            while True:
+                for spoken in speech.ready():
+                    await _observe_speech(turn, spoken)
+                    yield _sse("audio", spoken.event())
+                if pending.done():
+                    break
+                waiter = asyncio.ensure_future(speech.wait_ready())
+                await asyncio.wait((pending, waiter), return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+            chunk, pending = pending.result(), None
         content = "".join(parts)
         usage = closing.usage if closing else None
         with anyio.CancelScope(shield=True):
@@ -155,6 +170,10 @@ async def _relay(
         with anyio.CancelScope(shield=True):
             if speech is not None:
                 await speech.aclose()
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
             await chunks.aclose()  # type: ignore[attr-defined]
         if not finished:
             await _store_cut(turn, "".join(parts))

@@ -9,8 +9,10 @@ A failed sentence is an event with an error, never a failed chat.
 With `streaming_mode` 1-3 (and an engine and store that can stream, see
 `tts_service.speak_live`), a sentence's event comes as soon as its first chunk of audio
 exists, with `streaming: true` and no duration yet: its URL serves a WAV that grows
-while the rest is spoken. If the synthesis then fails, a second event for the same
-index carries the error (the URL then stops growing and answers 404).
+while the rest is spoken; and the first piece may end at a word boundary before its
+sentence does (`SentenceSplitter`'s `first_piece_at_word`). If the synthesis then fails,
+a second event for the same index carries the error (the URL then stops growing and
+answers 404).
 """
 
 from __future__ import annotations
@@ -51,9 +53,11 @@ class SpeechPipeline:
     def __init__(self, voice: Voice, *, streaming_mode: int = 0, strip_directions: bool = True) -> None:
         self.voice = voice
         self.streaming_mode = streaming_mode
-        self._splitter = SentenceSplitter(strip_directions=strip_directions)
+        self._splitter = SentenceSplitter(strip_directions=strip_directions,
+                                          first_piece_at_word=streaming_mode > 0)
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
         self._spoken: asyncio.Queue[SpokenSentence | None] = asyncio.Queue()
+        self._has_spoken = asyncio.Event()
         self._worker = asyncio.create_task(self._speak_in_order())
 
     def feed(self, delta: str) -> None:
@@ -66,8 +70,14 @@ class SpeechPipeline:
             self._sentences.put_nowait(sentence)
         self._sentences.put_nowait(None)
 
+    async def wait_ready(self) -> None:
+        """Returns once a sentence is ready to be taken (or the end marker is queued), so a
+        relay can send it between two text deltas instead of with the next one."""
+        await self._has_spoken.wait()
+
     def ready(self) -> list[SpokenSentence]:
         """Sentences spoken so far and not yet taken, without waiting."""
+        self._has_spoken.clear()
         taken: list[SpokenSentence] = []
         while not self._spoken.empty():
             spoken = self._spoken.get_nowait()
@@ -88,6 +98,10 @@ class SpeechPipeline:
         with contextlib.suppress(asyncio.CancelledError):
             await self._worker
 
+    def _put(self, spoken: SpokenSentence | None) -> None:
+        self._spoken.put_nowait(spoken)
+        self._has_spoken.set()
+
     async def _speak_in_order(self) -> None:
         index = 0
         while (sentence := await self._sentences.get()) is not None:
@@ -100,9 +114,9 @@ class SpeechPipeline:
                 except ApiError as error:
                     spoken = SpokenSentence(index, sentence, error_code=error.error_code,
                                             error=error.message)
-                self._spoken.put_nowait(spoken)
+                self._put(spoken)
             index += 1
-        self._spoken.put_nowait(None)
+        self._put(None)
 
     async def _speak_live(self, index: int, sentence: str) -> None:
         """One sentence, announced at its first chunk; the next waits until it is whole."""
@@ -112,12 +126,12 @@ class SpeechPipeline:
                                                       streaming_mode=self.streaming_mode)) as steps:
                 async for step in steps:
                     if step.result is None:
-                        self._spoken.put_nowait(SpokenSentence(index, sentence, step.audio_url,
+                        self._put(SpokenSentence(index, sentence, step.audio_url,
                                                                streaming=True))
                         announced = True
                     elif not announced:
-                        self._spoken.put_nowait(SpokenSentence(index, sentence, step.result.audio_url,
+                        self._put(SpokenSentence(index, sentence, step.result.audio_url,
                                                                step.result.duration))
         except ApiError as error:
-            self._spoken.put_nowait(SpokenSentence(index, sentence, error_code=error.error_code,
+            self._put(SpokenSentence(index, sentence, error_code=error.error_code,
                                                    error=error.message))

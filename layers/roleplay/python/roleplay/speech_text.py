@@ -3,7 +3,11 @@
 Role-play replies carry stage directions (`*waves*`, `(smiles)`, `（웃으며）`) that a
 voice must not read aloud. And a streamed reply is cut into sentences as tokens
 arrive, so speech can start with the first sentence instead of the whole reply: the
-first piece may end early at a comma, so the first audio comes sooner still.
+first piece may end early at a comma, so the first audio comes sooner still. When speech
+streams (GPT-SoVITS modes 1-3, chosen for latency over prosody), the first piece may end
+at any word boundary once it is long enough, as RealtimeTTS's `fast_sentence_fragment`
+and `force_first_fragment_after_words` do: the voice starts while the LLM is still
+writing the first sentence.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ _CLAUSE_END = frozenset(",，、;；")
 _OPENERS = {"*": "*", "(": ")", "（": "）", "[": "]"}
 
 FIRST_PIECE_MIN_CHARS = 8
-"""A first piece this long may end at a comma: a quick first sound, still a phrase."""
+"""A first piece this long (spoken characters) may end at a comma, or, when speech streams,
+at a word boundary: a quick first sound, still a phrase."""
 MIN_SENTENCE_CHARS = 2
 """Shorter sentences ('네.', '...') ride along with the next one rather than cost a synthesis."""
 
@@ -41,9 +46,11 @@ class SentenceSplitter:
     already cleaned by `spoken_text`; pieces with nothing to say are skipped.
     """
 
-    def __init__(self, *, strip_directions: bool = True, first_piece_early: bool = True) -> None:
+    def __init__(self, *, strip_directions: bool = True, first_piece_early: bool = True,
+                 first_piece_at_word: bool = False) -> None:
         self.strip_directions = strip_directions
         self.first_piece_early = first_piece_early
+        self.first_piece_at_word = first_piece_at_word
         self._buffer = ""
         self._emitted = 0
 
@@ -68,6 +75,31 @@ class SentenceSplitter:
         return []
 
     def _next_cut(self) -> int | None:
+        cut = self._sentence_cut()
+        if cut is None and self.first_piece_at_word and self._emitted == 0:
+            return self._word_cut()
+        return cut
+
+    def _word_cut(self) -> int | None:
+        """The first word boundary after `FIRST_PIECE_MIN_CHARS` spoken characters, unless the
+        buffer already ends a sentence (then the whole sentence is one delta away)."""
+        text = self._buffer
+        if text.rstrip()[-1:] in _SENTENCE_END:
+            return None
+        closing: str | None = None
+        for index, char in enumerate(text):
+            if closing is not None:
+                if char == closing:
+                    closing = None
+                continue
+            if char in _OPENERS and self.strip_directions:
+                closing = _OPENERS[char]
+            elif char == " " and len(spoken_text(text[:index], strip_directions=self.strip_directions)
+                                     ) >= FIRST_PIECE_MIN_CHARS:
+                return index
+        return None
+
+    def _sentence_cut(self) -> int | None:
         """Index just after the first complete sentence in the buffer, if there is one."""
         text = self._buffer
         closing: str | None = None
