@@ -166,7 +166,9 @@ def markdown(r: dict[str, Any], judged: list[dict[str, Any]]) -> str:
                             ("long first sentence", t.get("long_first_sentence_ms", {}))):
             for mode, m in sorted(part.items()):
                 piece = m.get("first_piece_text_median", m["first_sentence_text_median"])
-                lines.append(f"| {label} | {mode.split('_')[1]} | {m['first_sentence_text_median']} ms | "
+                sentence = m["first_sentence_text_median"]
+                sentence_cell = "after first audio" if sentence is None else f"{sentence} ms"
+                lines.append(f"| {label} | {mode.split('_')[1]} | {sentence_cell} | "
                              f"{piece} ms | {m['first_audio_event_median']} ms | "
                              f"{m['first_audio_bytes_median']} ms | {m['speech_after_text_ms']} ms | "
                              f"{m['as_fraction_of_pipelined']} |")

@@ -54,9 +54,11 @@ STREAMING_MODES = (2, 3)
 ROUNDS = 5
 
 
-def _first_streamed_audio(http: httpx.Client, body: dict[str, Any], mode: int) -> dict[str, float]:
-    """Seconds to the first sentence's text, to the first `audio` event, and to the first
-    bytes of that audio's growing WAV."""
+def _first_streamed_audio(http: httpx.Client, body: dict[str, Any],
+                          mode: int) -> dict[str, Any]:
+    """Seconds to the first sentence's text (None: not written yet when the audio came), to
+    the first piece's text, to the first `audio` event, and to the first bytes of that
+    audio's growing WAV."""
     started = time.perf_counter()
     text, sentence_at = "", None
     written: list[tuple[float, str]] = []
@@ -83,15 +85,15 @@ def _first_streamed_audio(http: httpx.Client, body: dict[str, Any], mode: int) -
                     next(audio.iter_raw())
                     bytes_at = time.perf_counter() - started
                 piece_at = next((at for at, said in written if said.startswith(data["text"])), event_at)
-                return {"sentence": sentence_at or event_at, "piece": piece_at, "event": event_at,
+                return {"sentence": sentence_at, "piece": piece_at, "event": event_at,
                         "bytes": bytes_at}
     raise RuntimeError("the stream carried no audio")
 
 
 def _alternating(http: httpx.Client, body: dict[str, Any], name: str, modes: tuple[int, ...],
-                 rounds: int) -> dict[int, list[dict[str, float]]]:
+                 rounds: int) -> dict[int, list[dict[str, Any]]]:
     """Each mode once per round, in turn, so the machine's drift hits every mode alike."""
-    runs: dict[int, list[dict[str, float]]] = {mode: [] for mode in modes}
+    runs: dict[int, list[dict[str, Any]]] = {mode: [] for mode in modes}
     for n in range(rounds):
         for mode in modes:
             runs[mode].append(_first_streamed_audio(http, {**body, "session_id": f"{name}{mode}-{n}"},
@@ -101,6 +103,12 @@ def _alternating(http: httpx.Client, body: dict[str, Any], name: str, modes: tup
 
 def _ms(values: list[float]) -> float:
     return round(statistics.median(values) * 1000, 1)
+
+
+def _ms_or_none(values: list[float | None]) -> float | None:
+    """The median of the runs that had the value, None if most did not."""
+    known = [value for value in values if value is not None]
+    return _ms(known) if len(known) * 2 > len(values) else None
 
 
 def _whole(http: httpx.Client, body: dict[str, Any]) -> float:
@@ -142,9 +150,9 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
     times["pipelined_as_fraction_of_whole"] = round(
         times["sentence_pipelined_median"] / times["whole_reply_then_synthesize_median"], 3)
 
-    def summary(runs: list[dict[str, float]], against: float) -> dict[str, Any]:
+    def summary(runs: list[dict[str, Any]], against: float) -> dict[str, Any]:
         first = _ms([run["event"] for run in runs])
-        text = _ms([run["sentence"] for run in runs])
+        text = _ms_or_none([run["sentence"] for run in runs])
         piece = _ms([run["piece"] for run in runs])
         return {"first_sentence_text_median": text, "first_piece_text_median": piece,
                 "first_audio_event_median": first,
