@@ -17,7 +17,7 @@ def test_defaults_follow_the_design_document(settings_env) -> None:
 @pytest.mark.parametrize(
     ("variable", "value"),
     [("MAX_CONCURRENT_USERS", "many"), ("LLM_SERVICE", "openai"), ("SUMMARY_THRESHOLD", "1.5"),
-     ("SESSION_TTL_S", "-1")],
+     ("SESSION_TTL_S", "-1"), ("MODEL_METADATA", "{gemma: 8192}")],
 )
 def test_bad_value_fails_with_the_variable_named(settings_env, variable: str, value: str) -> None:
     settings_env(**{variable: value})
@@ -40,3 +40,8 @@ def test_blank_choice_counts_as_unset(settings_env) -> None:
     settings_env(TTS_SERVICE="", SUMMARIZER_FUNCTION=" ")
     assert get_settings().tts_service is None
     assert get_settings().summarizer_function is None
+
+
+def test_blank_model_metadata_is_none(settings_env) -> None:
+    settings_env(MODEL_METADATA="")
+    assert get_settings().model_metadata == {}

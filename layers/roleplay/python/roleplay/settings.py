@@ -13,7 +13,7 @@ from functools import cached_property, lru_cache
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
@@ -44,7 +44,21 @@ class Settings(BaseSettings):
     llm_connect_timeout_s: float = Field(default=3.0, gt=0)
     llm_read_timeout_s: float = Field(default=120.0, gt=0)
     default_model: str = Field(default="gemma-3-27b-it", min_length=1)
-    model_metadata: dict[str, dict[str, object]] = Field(default_factory=dict)
+    model_metadata: Annotated[dict[str, dict[str, object]], NoDecode] = Field(default_factory=dict)
+
+    @field_validator("model_metadata", mode="before")
+    @classmethod
+    def _metadata_object(cls, value: object) -> object:
+        """A JSON object; blank is none (a template's empty parameter)."""
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return {}
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError('not JSON: give an object such as {"gemma-3-27b-it": '
+                             '{"context_length": 131072}}') from None
 
     tts_base_url: str | None = None
     voices_file: str | None = None
@@ -298,3 +312,5 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as error:
         raise ConfigurationError(_describe(error)) from None
+    except SettingsError as error:  # a value pydantic-settings could not even decode
+        raise ConfigurationError(f"invalid environment: {error}") from None
