@@ -75,6 +75,8 @@ def test_vllm_limit_clamps_the_budget_and_no_turn_is_refused(
     assert len(clamps) == 1, "the clamp is logged once"
     chats = [r for r in vllm.requests if r["messages"][0]["content"] not in _INSTRUCTIONS.values()]
     assert 0 < vllm.tokenize_calls < len(chats), "exact counts only at the edge"
+    view = client.get("/api/chat/sessions/s-vllm").json()["data"]
+    assert view["tokens"]["max_context"] == 1024, "the session shows the context it is planned in"
 
 
 def test_vllm_refusal_is_replanned_with_its_count_and_retried_once(

@@ -123,7 +123,8 @@ class SessionTokens(BaseModel):
     summary: int
     after_watermark: int
     ratio: float
-    max_context: int
+    max_context: int = Field(description="The context a turn is planned in, in the model's tokens: "
+                             "MAX_CONTEXT_TOKENS, or less if the upstream runs with less.")
 
 
 class SessionView(BaseModel):

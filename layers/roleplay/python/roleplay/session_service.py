@@ -12,6 +12,7 @@ from roleplay.session_scope import owned_session
 from roleplay.session_store import SessionMeta, SessionStore
 from roleplay.settings import get_settings
 from roleplay.token_ratio import token_ratio
+from roleplay.upstream_limits import context_budget
 
 sessions = SessionStore()
 limiter = ConcurrentUserLimiter()
@@ -49,7 +50,7 @@ async def session_view(session_id: str, user: User) -> SessionView:
             transcript=context.window_tokens(messages), summary=meta.summary_tokens,
             after_watermark=context.window_tokens(after),
             ratio=await token_ratio(settings.default_model),
-            max_context=settings.max_context_tokens),
+            max_context=await context_budget(settings.default_model, settings)),
         lorebook=await load_fired(key),
     )
 
