@@ -141,6 +141,36 @@ def test_vllm_limit_holds_for_regenerate_and_continue_as_for_a_turn(
     assert vllm.rejected, "the ratio of 0.5 was refused, and the turn was planned again"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_vllm_refusal_of_an_openai_api_session_turn_is_replanned_and_retried(
+        vllm: VllmStandin, client: TestClient, sync_redis: redis.Redis, key_prefix: str,
+        settings_env: Callable[..., None], stream: bool) -> None:
+    """/v1/chat/completions with a session (the client re-sends its history) plans and
+    retries like /api/chat: the OpenAI SDK's caller never sees a 502 for a prompt that fits."""
+    settings_env(SUMMARY_THRESHOLD="1.0")
+    vllm.tokenize_route = False
+    history: list[dict[str, str]] = []
+    session = f"v1-edge-{stream}"
+
+    def send(text: str, **more: object) -> httpx.Response:
+        history.append({"role": "user", "content": text})
+        return client.post("/v1/chat/completions", headers={"X-Session-Id": session},
+                           json={"model": vllm.model, "max_tokens": MAX_TOKENS,
+                                 "messages": history, **more})
+
+    for n in range(11):
+        response = send(_line(n))
+        assert response.status_code == 200, response.text
+        history.append({"role": "assistant", "content": vllm.reply})
+    sync_redis.hset(f"{key_prefix}token-ratios", vllm.model, "0.5")
+    token_ratio._cache.clear()
+    response = send("긴 이야기: " + "비가 오는 날의 카페는 조용했다. " * 12, stream=stream)
+    assert response.status_code == 200, response.text
+    assert response.text.endswith("data: [DONE]\n\n") if stream else response.json()["choices"]
+    assert len(vllm.rejected) == 1, "refused once"
+    assert vllm.accepted[-1] + MAX_TOKENS <= 1024, "...and the retry fitted"
+
+
 def test_a_message_that_cannot_fit_even_alone_is_a_4xx_not_a_502(vllm: VllmStandin,
                                                                  client: TestClient) -> None:
     response = client.post("/api/chat", json={
