@@ -97,11 +97,25 @@ def _cold_start_table(cold: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _measured_on(r: dict[str, Any]) -> str:
+    """Where and when the results were measured: each result file records its machine, and
+    a rerun of one benchmark (`make bench BENCH=tts`) may come from another machine."""
+    groups: dict[str, list[str]] = {}
+    for name, result in r.items():
+        m = result.get("machine") or machine()
+        day = str(result.get("when", time.strftime("%Y-%m-%d")))[:10]
+        where = (f"{day} on {m.get('cpus', '?')} cores ({m.get('cpu_model', 'unknown CPU')}), "
+                 f"Python {m.get('python', '?')}")
+        groups.setdefault(where, []).append(name)
+    if len(groups) == 1:
+        return f"Measured {next(iter(groups))}, by `make bench`."
+    parts = [f"{', '.join(names)}: {where}" for where, names in groups.items()]
+    return "Measured by `make bench` (machines differ; compare numbers within a benchmark): " + \
+        "; ".join(parts) + "."
+
+
 def markdown(r: dict[str, Any], judged: list[dict[str, Any]]) -> str:
-    m = machine()
-    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {m['cpus']} cores ({m['cpu_model']}), "
-             f"Python {m['python']}, by `make bench`.", "",
-             "| goal | measured | met |", "|---|---|---|"]
+    lines = [_measured_on(r), "", "| goal | measured | met |", "|---|---|---|"]
     lines += [f"| {g['goal']} | {g['measured']} | {'yes' if g['met'] else '**no**'} |" for g in judged]
     if "overhead" in r:
         lines += ["", "Chat turn through Server B vs the same request straight to an instant stub upstream "
