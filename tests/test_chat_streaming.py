@@ -5,6 +5,7 @@ import json
 import time
 
 import httpx
+import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
@@ -90,7 +91,12 @@ def _slow_openai(state: dict) -> FastAPI:
     return app
 
 
-def test_disconnect_mid_stream_stops_upstream_and_stores_the_cut_reply(settings_env) -> None:
+@pytest.mark.parametrize("speech", [{"tts_enabled": False},
+                                    {"tts_enabled": True, "tts_streaming_mode": 3}])
+def test_disconnect_mid_stream_stops_upstream_and_stores_the_cut_reply(
+        settings_env, speech: dict) -> None:
+    """With speech on, the client leaves while the relay waits for both the next delta and
+    the next sentence's audio (its first piece, "w0 w1 w2", is already spoken)."""
     from local_runner.app import build_app
 
     state: dict = {}
@@ -98,12 +104,13 @@ def test_disconnect_mid_stream_stops_upstream_and_stores_the_cut_reply(settings_
         settings_env(LLM_BASE_URL=upstream)
         with serve(build_app()) as api:
             with httpx.stream("POST", f"{api}/api/chat", json={
-                    "session_id": "s-cut", "stream": True,
+                    "session_id": "s-cut", "stream": True, **speech,
                     "messages": [{"role": "user", "content": "talk"}]}) as response:
                 received = ""
                 for text in response.iter_text():
                     received += text
-                    if received.count("event: delta") >= 3:
+                    if received.count("event: delta") >= 3 and (
+                            not speech["tts_enabled"] or "event: audio" in received):
                         break
             deadline = time.monotonic() + 5
             while "upstream_closed" not in state and time.monotonic() < deadline:
