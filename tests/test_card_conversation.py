@@ -137,6 +137,22 @@ def test_the_budget_cuts_the_lowest_priority_entries_first(
     assert lore["tokens"] <= 150
 
 
+def test_the_stored_persona_is_read_afresh_on_every_turn(fake_upstream: Any,
+                                                         client: TestClient) -> None:
+    """A new session reads it alone, a later turn with the session's metadata (one round
+    trip): either way the persona as it is now."""
+    character_id = _import(client, v3_card())
+    client.put("/api/users/me/persona", json={"name": "철수"})
+    sid = _chat(client, character_id=character_id,
+                messages=[{"role": "user", "content": "안녕"}])["session_id"]
+    assert "상대방: 철수" in _system(fake_upstream)
+    client.put("/api/users/me/persona", json={"name": "영희", "description": "학생"})
+    _say(client, sid, "또 왔어")
+    assert "상대방: 영희" in _system(fake_upstream) and "철수" not in _system(fake_upstream)
+    _say(client, sid, "오늘은 영희야", user_persona={"name": "민수"})
+    assert "상대방: 민수" in _system(fake_upstream), "the request's own persona wins"
+
+
 def test_a_request_may_bring_its_own_user_persona(fake_upstream: Any, client: TestClient) -> None:
     client.put("/api/users/me/persona", json={"name": "철수"})
     character_id = _import(client, v3_card())

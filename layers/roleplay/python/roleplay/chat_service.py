@@ -46,7 +46,7 @@ from roleplay.lorebook.prompt import persona_with_lore
 from roleplay.ops import quotas, turn_observer
 from roleplay.persona import RoleplaySetup
 from roleplay.served_models import checked_model
-from roleplay.session_scope import owned_session
+from roleplay.session_scope import owned_session_and
 from roleplay.session_service import ensure_session_owner
 from roleplay.session_store import (
     Replay,
@@ -64,7 +64,7 @@ from roleplay.speech_text import spoken_text
 from roleplay.summarizer import Summarizer
 from roleplay.token_counter import count_tokens, message_tokens
 from roleplay.token_ratio import corrected, observe_prompt_tokens, token_ratio
-from roleplay.user_persona import persona_for_turn
+from roleplay.user_persona import persona_from, persona_keys
 from roleplay.voice_catalog import voice_for_character
 
 sessions = SessionStore()
@@ -160,7 +160,9 @@ async def prepare_turn(request: ChatRequest, user: User, *, idempotency_key: str
     await quotas.check(user, "chat")
     model = await checked_model(request.model)
     new_session = request.session_id is None
-    scoped, meta = await owned_session(user, request.session_id, sessions)
+    given = request.user_persona
+    scoped, meta, stored_persona = await owned_session_and(
+        user, request.session_id, sessions, persona_keys(user) if given is None else ())
     session_id = scoped.key
     ensure_session_owner(meta, user)
     character_id = request.character_id or (meta.character_id if meta else None)
@@ -171,7 +173,7 @@ async def prepare_turn(request: ChatRequest, user: User, *, idempotency_key: str
     scenario_fields = scenario.model_dump(exclude_none=True) if scenario else None
     setup_changed = meta is None or (character_id, persona, scenario_fields) != (
         meta.character_id, meta.persona, meta.scenario)
-    played = await persona_for_turn(request.user_persona, user)
+    played = given if given is not None else persona_from(stored_persona)
     setup = RoleplaySetup.merge(character, persona, scenario,
                                 user_name=played.name if played else None,
                                 user_description=played.description if played else None)

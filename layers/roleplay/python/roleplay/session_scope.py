@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from roleplay.identity import ADDRESS_PREFIX, User
@@ -46,16 +47,29 @@ async def owned_session(user: User, session_id: str | None,
     stored). The metadata read is the one a turn makes anyway, so scoping costs no round
     trip. An anonymous browser's session begun before it held its cookie is filed under its
     address (`fallback_owner`): that is read too, first for ids the server made there."""
+    scoped, meta, _ = await owned_session_and(user, session_id, store, ())
+    return scoped, meta
+
+
+async def owned_session_and(
+    user: User, session_id: str | None, store: SessionStore, keys: Sequence[str],
+) -> tuple[ScopedSession, SessionMeta | None, list[str | None]]:
+    """`owned_session`, and the string values at `keys` read with the first metadata
+    read (alone when there is no session to read yet)."""
     if session_id is None:
         new_id = _new_id(user)
-        return ScopedSession(new_id, storage_id(user.id, new_id)), None
+        values = await store.read_values(keys)
+        return ScopedSession(new_id, storage_id(user.id, new_id)), None, values
     own = ScopedSession(session_id, storage_id(user.id, session_id))
     candidates = [own]
     if user.fallback_owner is not None:
         fallback = ScopedSession(session_id, storage_id(user.fallback_owner, session_id))
         candidates = [fallback, own] if session_id.startswith(ADDRESS_FILED) else [own, fallback]
-    for candidate in candidates:
+    meta, values = await store.load_meta_and(candidates[0].key, keys)
+    if meta is not None:
+        return candidates[0], meta, values
+    for candidate in candidates[1:]:
         meta = await store.load_meta(candidate.key)
         if meta is not None:
-            return candidate, meta
-    return own, None
+            return candidate, meta, values
+    return own, None, values

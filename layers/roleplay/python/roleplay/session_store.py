@@ -26,6 +26,7 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -444,6 +445,29 @@ def _window(values: list[Any]) -> Window:
                   messages=[StoredMessage.model_validate_json(item) for item in raw])
 
 
+def _meta(session_id: str, found: dict[Any, Any]) -> SessionMeta | None:
+    raw = {str(k): str(v) for k, v in found.items()}
+    if not raw:
+        return None
+    return SessionMeta(
+        session_id=session_id,
+        owner=raw.get("owner"),
+        character_id=raw.get("character_id") or None,
+        persona=raw.get("persona") or None,
+        scenario=json.loads(raw["scenario"]) if raw.get("scenario") else None,
+        created_at=_float(raw.get("created_at")),
+        user_turns=int(raw.get("user_turns", 0)),
+        epoch=int(raw.get("epoch") or 0),
+        summary=raw.get("summary") or None,
+        summary_upto=int(raw.get("summary_upto", -1)),
+        summary_tokens=int(raw.get("summary_tokens") or 0),
+        summary_at=_float(raw.get("summary_at")),
+        summary_error=raw.get("summary_error") or None,
+        summary_failed_at=_float(raw.get("summary_failed_at")),
+        pins=json.loads(raw["pins"]) if raw.get("pins", "{}") != "{}" else [],
+    )
+
+
 class SessionStore:
     def _keys(self, session_id: str) -> list[str]:
         keys = redis_keys()
@@ -452,27 +476,25 @@ class SessionStore:
                 keys.session_ids(session_id)]
 
     async def load_meta(self, session_id: str) -> SessionMeta | None:
-        found = await (await get_redis()).hgetall(redis_keys().session(session_id))
-        raw = {str(k): str(v) for k, v in found.items()}
-        if not raw:
-            return None
-        return SessionMeta(
-            session_id=session_id,
-            owner=raw.get("owner"),
-            character_id=raw.get("character_id") or None,
-            persona=raw.get("persona") or None,
-            scenario=json.loads(raw["scenario"]) if raw.get("scenario") else None,
-            created_at=_float(raw.get("created_at")),
-            user_turns=int(raw.get("user_turns", 0)),
-            epoch=int(raw.get("epoch") or 0),
-            summary=raw.get("summary") or None,
-            summary_upto=int(raw.get("summary_upto", -1)),
-            summary_tokens=int(raw.get("summary_tokens") or 0),
-            summary_at=_float(raw.get("summary_at")),
-            summary_error=raw.get("summary_error") or None,
-            summary_failed_at=_float(raw.get("summary_failed_at")),
-            pins=json.loads(raw["pins"]) if raw.get("pins", "{}") != "{}" else [],
-        )
+        return _meta(session_id, await (await get_redis()).hgetall(redis_keys().session(session_id)))
+
+    async def read_values(self, keys: Sequence[str]) -> list[str | None]:
+        """The string values at `keys` (none: no round trip)."""
+        if not keys:
+            return []
+        return [None if v is None else str(v) for v in await (await get_redis()).mget(list(keys))]
+
+    async def load_meta_and(self, session_id: str,
+                            keys: Sequence[str]) -> tuple[SessionMeta | None, list[str | None]]:
+        """The metadata and, in the same round trip, the string values at `keys`: what a
+        turn reads anyway (the user's persona) costs no round trip of its own."""
+        if not keys:
+            return await self.load_meta(session_id), []
+        async with (await get_redis()).pipeline(transaction=False) as pipe:
+            pipe.hgetall(redis_keys().session(session_id))
+            pipe.mget(list(keys))
+            found, values = await pipe.execute()
+        return _meta(session_id, found), [None if v is None else str(v) for v in values]
 
     async def begin_turn(
         self, session_id: str, messages: list[StoredMessage], *, token: str,

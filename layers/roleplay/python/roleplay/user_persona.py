@@ -7,6 +7,7 @@ may bring its own (`user_persona`), which wins for that turn.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
@@ -24,15 +25,24 @@ class UserPersona(BaseModel):
     description: SceneText = ""
 
 
-async def load_user_persona(user: User) -> UserPersona | None:
-    """The user's persona; an anonymous browser's first request (before its cookie) was
-    filed under its address (`User.fallback_owner`), so that is looked at too, in the
-    same round trip."""
+def persona_keys(user: User) -> list[str]:
+    """Where the user's persona may be: under the user, and, for an anonymous browser
+    whose first request came before its cookie, under its address (`fallback_owner`)."""
     keys = redis_keys()
-    owners = [user.id, *([user.fallback_owner] if user.fallback_owner else [])]
-    found = await (await get_redis()).mget([keys.user_persona(owner) for owner in owners])
-    raw = next((item for item in found if item), None)
+    return [keys.user_persona(owner)
+            for owner in [user.id, *([user.fallback_owner] if user.fallback_owner else [])]]
+
+
+def persona_from(values: Sequence[str | None]) -> UserPersona | None:
+    """The persona among the values read at `persona_keys`, the user's own first."""
+    raw = next((item for item in values if item), None)
     return UserPersona.model_validate_json(raw) if raw else None
+
+
+async def load_user_persona(user: User) -> UserPersona | None:
+    """The user's persona, in one round trip (`persona_keys`)."""
+    found = await (await get_redis()).mget(persona_keys(user))
+    return persona_from([None if item is None else str(item) for item in found])
 
 
 async def save_user_persona(user: User, persona: UserPersona) -> UserPersona:
