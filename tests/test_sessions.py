@@ -14,6 +14,7 @@ import asyncio
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -249,6 +250,24 @@ def test_a_turn_that_waits_too_long_is_409_turn_in_progress(
     assert refused.json()["error"]["code"] == "turn_in_progress"
     assert refused.headers["Retry-After"] == "1"
     assert _pairs(_transcript(client, "s-busy")) == [("user", "msg-1"), ("assistant", "re msg-1")]
+
+
+def test_a_stream_longer_than_the_lease_keeps_its_session(
+        settings_env: Callable[..., None], client: TestClient) -> None:
+    """TURN_LEASE_S=5 and a reply streamed over 8 s: the lease is renewed as chunks come,
+    so a turn sent at 6.5 s is refused, not let in to make the first reply's fence drop it."""
+    llm = FakeLLM(reply=" ".join(f"w{n}" for n in range(40)), token_delay_s=0.2)
+    with serve(llm.app()) as url:
+        settings_env(LLM_BASE_URL=url, TURN_LEASE_S="5", TURN_WAIT_S="0")
+        with ThreadPoolExecutor(1) as pool:
+            long = pool.submit(_say, client, "s-long", "msg-1", stream=True)
+            time.sleep(6.5)
+            refused = _say(client, "s-long", "msg-2")
+            streamed = long.result()
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "turn_in_progress"
+    assert sse_events(streamed.text)[-1][0] == "done"
+    assert _pairs(_transcript(client, "s-long")) == [("user", "msg-1"), ("assistant", llm.reply)]
 
 
 # --- refusals store nothing and hold no slot -------------------------------------------------

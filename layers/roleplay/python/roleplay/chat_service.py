@@ -270,6 +270,12 @@ def _usage(turn: PreparedTurn, content: str, usage: Usage | None) -> ChatUsage:
     return ChatUsage(prompt_tokens=prompt, completion_tokens=completion, estimated=estimated)
 
 
+async def keep_turn(turn: PreparedTurn) -> bool:
+    """Extends the turn's hold on its session while its reply is still streaming (a long
+    generation outlives `TURN_LEASE_S`); False when the hold is already lost."""
+    return await sessions.renew_turn(turn.claim.lease)
+
+
 async def finish_turn(
     turn: PreparedTurn, content: str, usage: Usage | None, jobs: JobRunner | None,
     *, cut: bool = False,

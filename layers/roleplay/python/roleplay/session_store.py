@@ -263,6 +263,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """)
 
+# KEYS: turn lease. ARGV: token, lease ms. Extends the lease only for its holder.
+_RENEW_TURN_SCRIPT = LuaScript("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+""")
+
 # KEYS: messages list, meta hash, summary lock, turn lease, id hash. ARGV: token.
 # Removes a session its holder created and failed to answer (the client never learned its id).
 _DISCARD_SCRIPT = LuaScript("""
@@ -545,6 +551,13 @@ class SessionStore:
             turn.token, str(turn.window.epoch), turn.window.length, get_settings().session_ttl_s,
             message.id, message.model_dump_json(exclude_defaults=True)])
         return int(length)
+
+    async def renew_turn(self, turn: Turn) -> bool:
+        """Extends the turn's lease by `TURN_LEASE_S` from now: a stream still generating
+        keeps its session. False: the lease is gone (the session was deleted, or the lease
+        lapsed and another turn holds it); the reply's fence will drop the reply."""
+        return bool(await _RENEW_TURN_SCRIPT([self._keys(turn.session_id)[3]],
+                                             [turn.token, get_settings().turn_lease_s * 1000]))
 
     async def end_turn(self, turn: Turn) -> None:
         """Releases the turn's lease (nothing to store, or the turn failed)."""
