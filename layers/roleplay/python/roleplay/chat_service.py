@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 import anyio
@@ -40,7 +40,7 @@ from roleplay.control.pins import with_pins
 from roleplay.errors import ApiError, BadRequest
 from roleplay.greetings import greetings_of, pick_greeting
 from roleplay.identity import ANONYMOUS, User
-from roleplay.llm_client import CompletionRequest, Usage, llm_client
+from roleplay.llm_client import Completion, CompletionRequest, StreamChunk, Usage, llm_client
 from roleplay.lorebook.fired_store import save_fired
 from roleplay.lorebook.prompt import persona_with_lore
 from roleplay.ops import quotas, turn_observer
@@ -350,6 +350,49 @@ def reply_for(turn: PreparedTurn, content: str, usage: Usage | None, finish_reas
         user_message_id=turn.user_message_id, alternatives=turn.alternatives)
 
 
+RequestShape = Callable[[CompletionRequest], CompletionRequest]
+"""What a caller adds to the turn's upstream request (the OpenAI API's `top_p`, `stop`)."""
+
+
+def _upstream_request(turn: PreparedTurn, plan: ContextPlan,
+                      shape: RequestShape | None) -> CompletionRequest:
+    request = replace(turn, plan=plan).completion_request()
+    return shape(request) if shape else request
+
+
+async def complete_turn(turn: PreparedTurn, shape: RequestShape | None = None,
+                        ) -> tuple[PreparedTurn, Completion]:
+    """The turn's reply from the upstream, sent within its context (`send_within_context`:
+    a refusal as too long is planned again and resent once); a failure releases the turn.
+    Answers the turn as it was finally planned."""
+    try:
+        plan, completion = await send_within_context(
+            turn.plan, turn.model,
+            lambda plan: llm_client().complete(_upstream_request(turn, plan, shape)))
+    except BaseException:
+        await abandon_turn(turn.claim)
+        raise
+    return replace(turn, plan=plan), completion
+
+
+async def start_turn_stream(
+    turn: PreparedTurn, shape: RequestShape | None = None,
+) -> tuple[PreparedTurn, AsyncIterator[StreamChunk], StreamChunk]:
+    """`complete_turn` streamed: the upstream is reached and its first chunk read before
+    the caller sends a byte, so a refusal is planned again and resent, and any other
+    failure is a plain error (the turn released), not a broken stream."""
+    async def start(plan: ContextPlan) -> tuple[AsyncIterator[StreamChunk], StreamChunk]:
+        chunks = llm_client().stream(_upstream_request(turn, plan, shape))
+        return chunks, await anext(chunks)
+
+    try:
+        plan, (chunks, first) = await send_within_context(turn.plan, turn.model, start)
+    except BaseException:
+        await abandon_turn(turn.claim)
+        raise
+    return replace(turn, plan=plan), chunks, first
+
+
 async def chat_turn(request: ChatRequest, user: User, jobs: JobRunner | None = None, *,
                     idempotency_key: str | None = None) -> ChatReply:
     turn = await prepare_turn(request, user, idempotency_key=idempotency_key)
@@ -357,15 +400,7 @@ async def chat_turn(request: ChatRequest, user: User, jobs: JobRunner | None = N
         return turn
     if turn.greeting is not None:
         return await chat_turn_from_greeting(turn, jobs)
-    prepared = turn
-    try:
-        plan, completion = await send_within_context(
-            prepared.plan, prepared.model,
-            lambda plan: llm_client().complete(replace(prepared, plan=plan).completion_request()))
-    except BaseException:
-        await abandon_turn(prepared.claim)
-        raise
-    turn = replace(prepared, plan=plan)
+    turn, completion = await complete_turn(turn)
     scheduled = await finish_turn(turn, completion.content, completion.usage, jobs)
     speech = await _speech(turn, completion.content, jobs)
     reply = reply_for(turn, completion.content, completion.usage, completion.finish_reason,

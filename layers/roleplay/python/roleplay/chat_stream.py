@@ -17,7 +17,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import anyio
 
@@ -25,18 +24,16 @@ from roleplay.background_jobs import JobRunner
 from roleplay.chat_models import ChatReply, ChatRequest
 from roleplay.chat_service import (
     PreparedTurn,
-    abandon_turn,
     chat_turn_from_greeting,
     finish_turn,
     keep_turn,
     prepare_turn,
     reply_for,
+    start_turn_stream,
 )
-from roleplay.context_fit import send_within_context
-from roleplay.context_manager import ContextPlan
 from roleplay.errors import ApiError
 from roleplay.identity import ANONYMOUS, User
-from roleplay.llm_client import StreamChunk, llm_client
+from roleplay.llm_client import StreamChunk
 from roleplay.ops import turn_observer
 from roleplay.settings import get_settings
 from roleplay.speech_pipeline import SpeechPipeline, SpokenSentence
@@ -59,18 +56,9 @@ async def open_stream(request: ChatRequest, user: User, jobs: JobRunner | None =
     if turn.greeting is not None:
         reply = await chat_turn_from_greeting(turn, jobs)
         return _single_event_stream(reply)
-
-    async def start(plan: ContextPlan) -> tuple[AsyncIterator[StreamChunk], StreamChunk]:
-        chunks = llm_client().stream(replace(turn, plan=plan).completion_request())
-        return chunks, await anext(chunks)
-
-    try:
-        plan, (chunks, first) = await send_within_context(turn.plan, turn.model, start)
-    except BaseException:
-        await abandon_turn(turn.claim)
-        raise
+    turn, chunks, first = await start_turn_stream(turn)
     turn_observer.first_token()
-    return _relay(replace(turn, plan=plan), first, chunks, jobs)
+    return _relay(turn, first, chunks, jobs)
 
 
 def _is_redis_error(error: BaseException) -> bool:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from typing import Literal
 
 from roleplay import character_service
@@ -32,14 +31,16 @@ from roleplay.chat_service import (
     TurnClaim,
     _speech,
     abandon_turn,
+    complete_turn,
     finish_turn,
     limiter,
     reply_for,
+    start_turn_stream,
 )
 from roleplay.chat_stream import _relay
 from roleplay.concurrent_user_limiter import occupant_id
-from roleplay.context_fit import budget_for, fit_context, send_within_context
-from roleplay.context_manager import ContextManager, ContextPlan
+from roleplay.context_fit import budget_for, fit_context
+from roleplay.context_manager import ContextManager
 from roleplay.control.alternatives import listing, with_content, with_new_version
 from roleplay.control.control_models import GenerateRequest
 from roleplay.control.pins import with_pins
@@ -47,7 +48,6 @@ from roleplay.control.session_wait import when_free
 from roleplay.control.transcript_edits import Began, TranscriptEdits
 from roleplay.errors import Conflict, NotFound
 from roleplay.identity import User
-from roleplay.llm_client import StreamChunk, llm_client
 from roleplay.lorebook.prompt import persona_with_lore
 from roleplay.persona import RoleplaySetup
 from roleplay.served_models import checked_model
@@ -212,15 +212,7 @@ async def prepare(action: Action, client_session_id: str, body: GenerateRequest,
 
 async def generate(action: Action, session_id: str, body: GenerateRequest, user: User,
                    jobs: JobRunner | None) -> ChatReply:
-    turn = await prepare(action, session_id, body, user)
-    try:
-        plan, completion = await send_within_context(
-            turn.plan, turn.model,
-            lambda plan: llm_client().complete(replace(turn, plan=plan).completion_request()))
-    except BaseException:
-        await abandon_turn(turn.claim)
-        raise
-    turn = replace(turn, plan=plan)
+    turn, completion = await complete_turn(await prepare(action, session_id, body, user))
     scheduled = await finish_turn(turn, completion.content, completion.usage, jobs)
     speech = await _speech(turn, completion.content, jobs)
     reply = reply_for(turn, completion.content, completion.usage, completion.finish_reason,
@@ -235,15 +227,5 @@ async def generate(action: Action, session_id: str, body: GenerateRequest, user:
 async def generate_stream(action: Action, session_id: str, body: GenerateRequest, user: User,
                           jobs: JobRunner | None) -> AsyncIterator[str]:
     """As `/api/chat` with `stream: true`: the upstream is reached before the first byte."""
-    turn = await prepare(action, session_id, body, user)
-
-    async def start(plan: ContextPlan) -> tuple[AsyncIterator[StreamChunk], StreamChunk]:
-        chunks = llm_client().stream(replace(turn, plan=plan).completion_request())
-        return chunks, await anext(chunks)
-
-    try:
-        plan, (chunks, first) = await send_within_context(turn.plan, turn.model, start)
-    except BaseException:
-        await abandon_turn(turn.claim)
-        raise
-    return _relay(replace(turn, plan=plan), first, chunks, jobs)
+    turn, chunks, first = await start_turn_stream(await prepare(action, session_id, body, user))
+    return _relay(turn, first, chunks, jobs)

@@ -4,7 +4,7 @@
 caller's history goes through `chat_service.prepare_turn` exactly as `/api/chat`'s
 does, so the stored transcript absorbs a re-sent history without duplicates and the
 prompt is the persona, the summary and the window, not whatever the client re-sent;
-it is sent as `/api/chat` sends it too (`context_fit.send_within_context`: a prompt the
+it is sent as `/api/chat` sends it too (`chat_service.complete_turn`: a prompt the
 upstream refuses as too long is planned again and resent once).
 The caller's system messages are told after the persona, never stored (clients
 rebuild them every turn). A plain model name without a session header passes the
@@ -30,8 +30,6 @@ from roleplay.background_jobs import JobRunner
 from roleplay.characters import ID_PATTERN
 from roleplay.chat_models import ChatReply, ChatRequest, MessageIn
 from roleplay.concurrent_user_limiter import occupant_id
-from roleplay.context_fit import send_within_context
-from roleplay.context_manager import ContextPlan
 from roleplay.errors import ApiError, BadRequest, NotFound, UpstreamError
 from roleplay.identity import User
 from roleplay.llm_client import ChatMessage, CompletionRequest, StreamChunk, Usage, llm_client
@@ -151,29 +149,15 @@ async def _session_turn(body: ChatCompletionRequest, user: User, session_id: str
         if body.stream:
             return CompletionAnswer(session_id, events=_single(_format(body), reply.content, usage))
         return CompletionAnswer(session_id, _completion(body, reply.content, usage, "stop"))
-    prepared = turn
 
-    def upstream(plan: ContextPlan) -> CompletionRequest:
-        """The turn's request as planned, with the OpenAI fields a turn does not carry."""
-        return replace(replace(prepared, plan=plan).completion_request(), top_p=body.top_p,
-                       stop=body.stops)
+    def shape(request: CompletionRequest) -> CompletionRequest:
+        return replace(request, top_p=body.top_p, stop=body.stops)
 
-    async def start(plan: ContextPlan) -> tuple[AsyncIterator[StreamChunk], StreamChunk]:
-        chunks = llm_client().stream(upstream(plan))
-        return chunks, await anext(chunks)
-
-    try:
-        if body.stream:
-            plan, (chunks, first) = await send_within_context(prepared.plan, prepared.model, start)
-            turn = replace(prepared, plan=plan)
-            return CompletionAnswer(session_id, events=_relay(_format(body), first, chunks,
-                                                              _TurnEnd(turn, jobs)))
-        plan, completion = await send_within_context(
-            prepared.plan, prepared.model, lambda plan: llm_client().complete(upstream(plan)))
-        turn = replace(prepared, plan=plan)
-    except BaseException:
-        await chat_service.abandon_turn(turn.claim)
-        raise
+    if body.stream:
+        turn, chunks, first = await chat_service.start_turn_stream(turn, shape)
+        return CompletionAnswer(session_id, events=_relay(_format(body), first, chunks,
+                                                          _TurnEnd(turn, jobs)))
+    turn, completion = await chat_service.complete_turn(turn, shape)
     await chat_service.finish_turn(turn, completion.content, completion.usage, jobs)
     usage = _TurnEnd(turn, jobs).usage(completion.content, completion.usage)
     return CompletionAnswer(session_id, _completion(body, completion.content, usage,
