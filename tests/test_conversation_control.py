@@ -11,79 +11,31 @@ a test can see what a summary was made from.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
 
 from roleplay.chat_prompt import is_gemma_valid
 from roleplay.llm_client import ChatMessage
 from roleplay.token_counter import message_tokens
-from tests.fake_llm import FakeLLM
 from tests.server_process import server_b_process
 from tests.sse import sse_events
-from tests.test_sessions import _events
+from tests.tagged_llm import TaggedLLM
 from tests.upstream_server import serve
 
-TAG = re.compile(r"msg-\d+")
 S = "/api/chat/sessions"
 
 
-@dataclass
-class ScriptedLLM:
-    delay_s: float = 0.0
-    serial: Iterator[int] = field(default_factory=lambda: itertools.count(1))
-    chats: list[list[dict[str, str]]] = field(default_factory=list)
-    summaries: list[str] = field(default_factory=list)
-    started: threading.Event = field(default_factory=threading.Event)
-    summary_gate: threading.Event | None = None
-    """When set, summary requests wait for it: a summary still being made."""
-    summary_started: threading.Event = field(default_factory=threading.Event)
-
-    def app(self) -> FastAPI:
-        app = FastAPI()
-
-        @app.post("/v1/chat/completions")
-        async def complete(request: Request) -> Any:
-            body = await request.json()
-            messages = body["messages"]
-            if FakeLLM.is_summary(messages):
-                self.summaries.append(messages[1]["content"])
-                self.summary_started.set()
-                if self.summary_gate is not None:
-                    await asyncio.to_thread(self.summary_gate.wait, 30)
-                content = "요약: " + messages[1]["content"].replace("\n", " / ")[:3000]
-            else:
-                self.chats.append(messages)
-                self.started.set()
-                tags = TAG.findall(" ".join(m["content"] for m in messages if m["role"] == "user"))
-                content = f"re {tags[-1] if tags else 'nothing'} #{next(self.serial)}"
-                await asyncio.sleep(self.delay_s)
-            usage = {"prompt_tokens": sum(message_tokens(m["content"]) for m in messages),
-                     "completion_tokens": 3}
-            if body.get("stream"):
-                return StreamingResponse(_events(content, usage), media_type="text/event-stream")
-            return {"choices": [{"message": {"role": "assistant", "content": content},
-                                 "finish_reason": "stop"}], "usage": usage}
-
-        return app
-
-
 @pytest.fixture
-def llm(settings_env: Callable[..., None]) -> Iterator[ScriptedLLM]:
-    scripted = ScriptedLLM()
+def llm(settings_env: Callable[..., None]) -> Iterator[TaggedLLM]:
+    scripted = TaggedLLM(numbered=True)
     with serve(scripted.app()) as url:
         settings_env(LLM_BASE_URL=url)
         yield scripted
@@ -127,7 +79,7 @@ def _started(client: TestClient, sid: str, turns: int) -> None:
 
 
 def test_regenerate_keeps_the_previous_reply_as_an_alternative_and_select_switches_back(
-        llm: ScriptedLLM, client: TestClient) -> None:
+        llm: TaggedLLM, client: TestClient) -> None:
     _started(client, "s-regen", 2)
     before = _messages(client, "s-regen")
     old = before[-1]
@@ -155,7 +107,7 @@ def test_regenerate_keeps_the_previous_reply_as_an_alternative_and_select_switch
     assert _session(client, "s-regen")["user_turns"] == 3
 
 
-def test_regenerate_streams_the_same_events_as_a_turn(llm: ScriptedLLM, client: TestClient) -> None:
+def test_regenerate_streams_the_same_events_as_a_turn(llm: TaggedLLM, client: TestClient) -> None:
     _started(client, "s-regen-sse", 1)
     with client.stream("POST", f"{S}/s-regen-sse/regenerate",
                        json={"stream": True, "tts_enabled": False}) as response:
@@ -172,7 +124,7 @@ def test_regenerate_streams_the_same_events_as_a_turn(llm: ScriptedLLM, client: 
 
 
 def test_regenerate_after_a_failed_turn_answers_the_last_user_message(
-        llm: ScriptedLLM, client: TestClient) -> None:
+        llm: TaggedLLM, client: TestClient) -> None:
     _started(client, "s-regen-user", 1)
     messages = _messages(client, "s-regen-user")
     assert client.delete(f"{S}/s-regen-user/messages/{messages[-1]['id']}").status_code == 200
@@ -184,7 +136,7 @@ def test_regenerate_after_a_failed_turn_answers_the_last_user_message(
     assert not _messages(client, "s-regen-user")[-1]["greeting"]
 
 
-def test_refusals_are_404_or_409_and_change_nothing(llm: ScriptedLLM, client: TestClient) -> None:
+def test_refusals_are_404_or_409_and_change_nothing(llm: TaggedLLM, client: TestClient) -> None:
     _started(client, "s-refuse", 1)
     before = _messages(client, "s-refuse")
     user_id = before[0]["id"]
@@ -210,7 +162,7 @@ def test_refusals_are_404_or_409_and_change_nothing(llm: ScriptedLLM, client: Te
 
 
 def test_another_users_session_does_not_exist_for_any_action(
-        llm: ScriptedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
+        llm: TaggedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
     secret = "conversation-control-secret-of-32-bytes-or-more"
     settings_env(JWT_SECRET=secret)
 
@@ -240,7 +192,7 @@ def test_another_users_session_does_not_exist_for_any_action(
 
 
 def test_an_edit_changes_the_message_in_place_and_in_later_prompts(
-        llm: ScriptedLLM, client: TestClient) -> None:
+        llm: TaggedLLM, client: TestClient) -> None:
     _started(client, "s-edit", 2)
     first = _messages(client, "s-edit")[0]
     response = client.patch(f"{S}/s-edit/messages/{first['id']}",
@@ -259,7 +211,7 @@ def test_an_edit_changes_the_message_in_place_and_in_later_prompts(
 
 
 def test_delete_removes_one_message_and_and_after_rewinds_keeping_turn_counts_exact(
-        llm: ScriptedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
+        llm: TaggedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
     settings_env(MAX_TURNS="3")
     _started(client, "s-del", 3)
     _error(_say(client, "s-del", "msg-4"), 409, "turn_limit_reached")
@@ -284,7 +236,7 @@ def test_delete_removes_one_message_and_and_after_rewinds_keeping_turn_counts_ex
 # --- continue ---------------------------------------------------------------------------------
 
 
-def test_continue_extends_the_last_reply_as_one_message(llm: ScriptedLLM, client: TestClient) -> None:
+def test_continue_extends_the_last_reply_as_one_message(llm: TaggedLLM, client: TestClient) -> None:
     _started(client, "s-cont", 1)
     reply = _messages(client, "s-cont")[-1]
     response = client.post(f"{S}/s-cont/continue", json={"tts_enabled": False})
@@ -307,7 +259,7 @@ def test_continue_extends_the_last_reply_as_one_message(llm: ScriptedLLM, client
 
 
 def test_speech_follows_the_tts_mode_of_regenerated_and_continued_replies(
-        llm: ScriptedLLM, client: TestClient) -> None:
+        llm: TaggedLLM, client: TestClient) -> None:
     """The embedded eSpeak NG engine speaks (no TTS_BASE_URL)."""
     _started(client, "s-speak", 1)
     spoken = client.post(f"{S}/s-speak/regenerate", json={"tts_mode": "realtime"}).json()["data"]
@@ -325,7 +277,7 @@ def test_speech_follows_the_tts_mode_of_regenerated_and_continued_replies(
 # --- the paged transcript ---------------------------------------------------------------------
 
 
-def test_messages_are_paged_with_ids_indexes_and_flags(llm: ScriptedLLM, client: TestClient) -> None:
+def test_messages_are_paged_with_ids_indexes_and_flags(llm: TaggedLLM, client: TestClient) -> None:
     _started(client, "s-page", 3)
     seen, cursor = [], None
     while True:
@@ -347,7 +299,7 @@ def test_messages_are_paged_with_ids_indexes_and_flags(llm: ScriptedLLM, client:
 
 
 def test_a_fixed_summary_keeps_its_watermark_and_is_used_by_the_next_turn(
-        llm: ScriptedLLM, client: TestClient) -> None:
+        llm: TaggedLLM, client: TestClient) -> None:
     _started(client, "s-sum", 1)
     response = client.put(f"{S}/s-sum/summary", json={"text": "사용자의 이름은 지수다."})
     assert response.status_code == 200, response.text
@@ -359,7 +311,7 @@ def test_a_fixed_summary_keeps_its_watermark_and_is_used_by_the_next_turn(
 
 
 def test_pins_stay_in_the_system_prompt_after_the_persona_up_to_max_pins(
-        llm: ScriptedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
+        llm: TaggedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
     settings_env(MAX_PINS="2")
     assert _say(client, "s-pins", "msg-1", persona="너는 민지야.").status_code == 200
     first = client.post(f"{S}/s-pins/pins", json={"text": "사용자는 고양이 알레르기가 있다"})
@@ -383,7 +335,7 @@ def test_pins_stay_in_the_system_prompt_after_the_persona_up_to_max_pins(
 
 
 def test_an_edit_below_the_watermark_rebuilds_the_summary_without_the_edited_away_fact(
-        llm: ScriptedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
+        llm: TaggedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
     settings_env(MAX_CONTEXT_TOKENS="1024", SUMMARY_MAX_TOKENS="128", RECENT_TURNS_TO_KEEP="4",
                  SUMMARY_RETRY_AFTER_S="0")
     filler = "오늘은 카페에서 라떼를 마시며 창밖의 비를 한참 동안 바라봤어. "
@@ -412,7 +364,7 @@ def test_an_edit_below_the_watermark_rebuilds_the_summary_without_the_edited_awa
 
 
 def test_a_summary_being_made_from_text_edited_meanwhile_is_dropped(
-        llm: ScriptedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
+        llm: TaggedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
     settings_env(MAX_CONTEXT_TOKENS="1024", SUMMARY_MAX_TOKENS="128", RECENT_TURNS_TO_KEEP="4")
     filler = "오늘은 카페에서 라떼를 마시며 창밖의 비를 한참 동안 바라봤어. "
     lines = ["msg-0 내 고양이 이름은 나비야. " + filler * 2] + [
@@ -434,7 +386,7 @@ def test_a_summary_being_made_from_text_edited_meanwhile_is_dropped(
 
 
 def test_a_delete_above_the_watermark_keeps_the_summary_and_one_below_clears_it(
-        llm: ScriptedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
+        llm: TaggedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
     settings_env(MAX_CONTEXT_TOKENS="1024", SUMMARY_MAX_TOKENS="128", RECENT_TURNS_TO_KEEP="4")
     filler = "오늘은 카페에서 라떼를 마시며 창밖의 비를 한참 동안 바라봤어. "
     for n in range(10):
@@ -457,7 +409,7 @@ def test_a_delete_above_the_watermark_keeps_the_summary_and_one_below_clears_it(
 
 
 def test_an_action_waiting_too_long_for_a_turn_is_409_and_changes_nothing(
-        llm: ScriptedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
+        llm: TaggedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
     settings_env(TURN_WAIT_S="0.2")
     _started(client, "s-wait", 1)
     llm.delay_s, llm.started = 1.0, threading.Event()
@@ -477,7 +429,7 @@ def test_an_action_waiting_too_long_for_a_turn_is_409_and_changes_nothing(
 
 
 def test_regenerates_racing_turns_across_two_processes_keep_the_transcript_alternating(
-        llm: ScriptedLLM) -> None:
+        llm: TaggedLLM) -> None:
     llm.delay_s = 0.1
     with server_b_process({}) as one, server_b_process({}) as two:
         urls = [one.base_url, two.base_url]

@@ -3,7 +3,7 @@ store nothing, deletes that stick, edited histories, on real Redis over real HTT
 
 Concurrency runs through two local-runner processes (tests/server_process.py) sharing
 the test's Redis, so only Redis can keep the turns in order. The upstream is a scripted
-OpenAI-compatible server (`EchoLLM`) that answers each turn with the tag of the message
+OpenAI-compatible server (`tests/tagged_llm.py`) that answers each turn with the tag of the message
 it answers (`re msg-3`), slowly enough for turns to overlap; one test runs on the real
 llama.cpp server.
 """
@@ -11,93 +11,31 @@ llama.cpp server.
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.testclient import TestClient
 
-from roleplay.token_counter import message_tokens
 from tests.fake_llm import FakeLLM
 from tests.real_redis import RedisServer
 from tests.server_process import server_b_process
 from tests.session_keys import session_key
 from tests.sse import sse_events
+from tests.tagged_llm import TaggedLLM
 from tests.upstream_server import closed_port_url, serve
-
-TAG = re.compile(r"msg-\d+")
-
-
-@dataclass
-class EchoLLM:
-    """Answers `re <tag>` for the newest tagged user message; summaries echo the dialogue
-    they were given, so a test can see exactly what a summary was made from."""
-
-    delay_s: float = 0.15
-    summary_context: int | None = None
-    """Refuse (400, as vLLM does) a summary request whose prompt and max_tokens exceed this."""
-    chats: list[list[dict[str, str]]] = field(default_factory=list)
-    summaries: list[str] = field(default_factory=list)
-    started: threading.Event = field(default_factory=threading.Event)
-
-    def app(self) -> FastAPI:
-        app = FastAPI()
-
-        @app.post("/v1/chat/completions")
-        async def complete(request: Request) -> Any:
-            body = await request.json()
-            messages = body["messages"]
-            if self.summary_context is not None and FakeLLM.is_summary(messages):
-                size = sum(len(m["content"]) for m in messages) // 3 + body.get("max_tokens", 0)
-                if size > self.summary_context:
-                    return JSONResponse({"object": "error", "code": 400, "message":
-                                         "This model's maximum context length is exceeded"}, 400)
-            if FakeLLM.is_summary(messages):
-                dialogue = messages[1]["content"]
-                self.summaries.append(dialogue)
-                content = "요약: " + dialogue.replace("\n", " / ")[:3000]
-            else:
-                self.chats.append(messages)
-                self.started.set()
-                users = [m["content"] for m in messages if m["role"] == "user"]
-                tags = TAG.findall(users[-1]) if users else []
-                content = f"re {tags[-1]}" if tags else "re nothing"
-                await asyncio.sleep(self.delay_s)
-            usage = {"prompt_tokens": sum(message_tokens(m["content"]) for m in messages),
-                     "completion_tokens": 2}
-            if body.get("stream"):
-                return StreamingResponse(_events(content, usage), media_type="text/event-stream")
-            return {"choices": [{"message": {"role": "assistant", "content": content},
-                                 "finish_reason": "stop"}], "usage": usage}
-
-        return app
-
-
-async def _events(content: str, usage: dict[str, int]) -> Any:
-    for n, word in enumerate(content.split(" ")):
-        text = word if n == 0 else " " + word
-        yield f"data: {json.dumps({'choices': [{'delta': {'content': text}}]})}\n\n"
-        await asyncio.sleep(0.02)
-    yield f"data: {json.dumps({'choices': [{'delta': {}, 'finish_reason': 'stop'}]})}\n\n"
-    yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
-    yield "data: [DONE]\n\n"
 
 
 @pytest.fixture
-def echo(settings_env: Callable[..., None]) -> Iterator[EchoLLM]:
-    llm = EchoLLM()
+def echo(settings_env: Callable[..., None]) -> Iterator[TaggedLLM]:
+    llm = TaggedLLM(delay_s=0.15)
     with serve(llm.app()) as url:
         settings_env(LLM_BASE_URL=url)
         yield llm
@@ -112,7 +50,7 @@ def _runners(env: dict[str, str]) -> Iterator[list[str]]:
 
 
 @pytest.fixture
-def two_runners(echo: EchoLLM) -> Iterator[list[str]]:
+def two_runners(echo: TaggedLLM) -> Iterator[list[str]]:
     with _runners({}) as urls:
         yield urls
 
@@ -172,7 +110,7 @@ def _active_users(url: str, prefix: str) -> int:
 
 
 def test_ten_different_concurrent_turns_alternate_each_reply_after_its_message(
-        echo: EchoLLM, two_runners: list[str]) -> None:
+        echo: TaggedLLM, two_runners: list[str]) -> None:
     sid = "s-ten"
     calls = [lambda n=n: _post(two_runners[n % 2], {  # type: ignore[misc]
         "session_id": sid, "stream": n % 3 == 0,
@@ -192,7 +130,7 @@ def test_ten_different_concurrent_turns_alternate_each_reply_after_its_message(
 
 
 def test_the_same_turn_ten_times_at_once_is_generated_once(
-        echo: EchoLLM, two_runners: list[str]) -> None:
+        echo: TaggedLLM, two_runners: list[str]) -> None:
     sid = "s-storm"
     _post(two_runners[0], {"session_id": sid, "messages": [{"role": "user", "content": "msg-0"}]})
     body = {"session_id": sid, "messages": [{"role": "user", "content": "msg-1"}]}
@@ -220,7 +158,7 @@ def test_the_same_turn_ten_times_at_once_is_generated_once(
 
 
 def test_a_retry_with_the_same_idempotency_key_returns_the_stored_reply(
-        echo: EchoLLM, client: TestClient) -> None:
+        echo: TaggedLLM, client: TestClient) -> None:
     key = {"Idempotency-Key": "turn-7"}
     first = client.post("/api/chat", headers=key, json={
         "session_id": "s-key", "tts_enabled": False,
@@ -238,7 +176,7 @@ def test_a_retry_with_the_same_idempotency_key_returns_the_stored_reply(
 
 
 def test_a_turn_that_waits_too_long_is_409_turn_in_progress(
-        echo: EchoLLM, settings_env: Callable[..., None], client: TestClient) -> None:
+        echo: TaggedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
     settings_env(TURN_WAIT_S="0.2")
     echo.delay_s = 1.0
     with ThreadPoolExecutor(1) as pool:
@@ -279,7 +217,7 @@ def test_a_stream_longer_than_the_lease_keeps_its_session(
     ({"character_id": "missing"}, "msg-1", 404, "character_not_found"),
 ])
 def test_a_refused_turn_stores_nothing_and_holds_no_slot(
-        echo: EchoLLM, client: TestClient, redis_url: str, key_prefix: str,
+        echo: TaggedLLM, client: TestClient, redis_url: str, key_prefix: str,
         extra: dict[str, Any], text: str, status: int, code: str) -> None:
     assert _say(client, "s-kept", "msg-0").status_code == 200
     before = _transcript(client, "s-kept")
@@ -310,7 +248,7 @@ def test_a_first_turn_whose_upstream_fails_leaves_no_session_and_no_slot(
 
 
 def test_max_turns_holds_for_many_messages_in_one_request_and_for_racing_turns(
-        echo: EchoLLM) -> None:
+        echo: TaggedLLM) -> None:
     with _runners({"MAX_TURNS": "3"}) as runners:
         many = _post(runners[0], {"session_id": "s-many", "messages": [
             {"role": "user", "content": f"msg-{n}"} for n in range(10)]})
@@ -332,7 +270,7 @@ def test_max_turns_holds_for_many_messages_in_one_request_and_for_racing_turns(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 def test_a_session_deleted_while_its_reply_is_generated_stays_gone(
-        echo: EchoLLM, two_runners: list[str], stream: bool) -> None:
+        echo: TaggedLLM, two_runners: list[str], stream: bool) -> None:
     """The turn runs on one instance, the DELETE lands on the other."""
     turning, deleting = two_runners
     body = {"session_id": "s-gone", "messages": [{"role": "user", "content": "msg-0"}]}
@@ -359,7 +297,7 @@ def test_a_session_deleted_while_its_reply_is_generated_stays_gone(
 # --- message ids, re-sent and edited histories ------------------------------------------------
 
 
-def test_every_message_has_an_id_in_answers_and_in_the_session(echo: EchoLLM,
+def test_every_message_has_an_id_in_answers_and_in_the_session(echo: TaggedLLM,
                                                                 client: TestClient) -> None:
     reply = _say(client, "s-ids", "msg-0").json()["data"]
     messages = _transcript(client, "s-ids")
@@ -368,7 +306,7 @@ def test_every_message_has_an_id_in_answers_and_in_the_session(echo: EchoLLM,
 
 
 def test_client_state_keys_are_accepted_and_an_empty_character_is_none(
-        echo: EchoLLM, client: TestClient) -> None:
+        echo: TaggedLLM, client: TestClient) -> None:
     response = client.post("/api/chat", json={
         "session_id": "s-react", "character_id": "", "tts_enabled": False,
         "messages": [{"role": "user", "content": "msg-0", "id": 1732600000000,
@@ -377,7 +315,7 @@ def test_client_state_keys_are_accepted_and_an_empty_character_is_none(
 
 
 def test_a_resent_history_with_trimmed_spaces_and_ids_is_not_stored_twice(
-        echo: EchoLLM, client: TestClient) -> None:
+        echo: TaggedLLM, client: TestClient) -> None:
     first = _say(client, "s-resend", "msg-0").json()["data"]
     history = [{"role": "user", "content": "  msg-0 ", "id": "client-temp-1"},
                {"role": "assistant", "content": "re  msg-0", "id": first["message_id"]},
@@ -389,7 +327,7 @@ def test_a_resent_history_with_trimmed_spaces_and_ids_is_not_stored_twice(
 
 
 def test_an_edited_history_rewinds_to_the_edit_and_continues_from_the_client(
-        echo: EchoLLM, client: TestClient) -> None:
+        echo: TaggedLLM, client: TestClient) -> None:
     for n in range(3):
         _say(client, "s-edit", f"msg-{n}")
     stored = _transcript(client, "s-edit")
@@ -408,7 +346,7 @@ def test_an_edited_history_rewinds_to_the_edit_and_continues_from_the_client(
 
 
 def test_an_edited_whole_conversation_without_ids_or_the_opening_line_is_not_duplicated(
-        echo: EchoLLM, client: TestClient) -> None:
+        echo: TaggedLLM, client: TestClient) -> None:
     character = client.post("/api/characters", json={"name": "민지", "first_message": "어서 와!"})
     sid = client.post("/api/chat", json={"character_id": character.json()["data"]["id"],
                                          "tts_enabled": False}).json()["data"]["session_id"]
@@ -425,7 +363,7 @@ def test_an_edited_whole_conversation_without_ids_or_the_opening_line_is_not_dup
 
 
 def test_an_edit_below_the_summary_rebuilds_the_summary_without_the_edited_fact(
-        echo: EchoLLM, settings_env: Callable[..., None], client: TestClient) -> None:
+        echo: TaggedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
     settings_env(MAX_CONTEXT_TOKENS="1024", SUMMARY_MAX_TOKENS="128", RECENT_TURNS_TO_KEEP="4",
                  SUMMARY_RETRY_AFTER_S="0")
     echo.delay_s = 0
@@ -481,7 +419,7 @@ def test_a_summary_made_across_a_rewind_is_not_saved(
     assert [m["content"] for m in session["messages"]][:2] == ["msg-0", "msg-1 (고쳐 씀)"]
 
 
-def test_the_store_rewinds_to_an_index_for_edits(echo: EchoLLM, client: TestClient) -> None:
+def test_the_store_rewinds_to_an_index_for_edits(echo: TaggedLLM, client: TestClient) -> None:
     """`SessionStore.rewind_to`, which edit/delete/regenerate build on."""
     from roleplay.session_store import SessionStore
 
@@ -521,7 +459,7 @@ def test_request_path_summaries_honour_the_retry_backoff(
 
 def test_one_huge_message_cannot_make_every_summary_fail(
         settings_env: Callable[..., None], client: TestClient) -> None:
-    echo = EchoLLM(delay_s=0, summary_context=4096)
+    echo = TaggedLLM(summary_context=4096)
     with serve(echo.app()) as url:
         settings_env(LLM_BASE_URL=url, MAX_CONTEXT_TOKENS="32768")
         huge = "msg-0 " + "비가 오는 날의 카페는 조용했다. " * 800  # ~15,000 characters
@@ -547,7 +485,7 @@ def test_redis_failing_during_a_streamed_turn_ends_it_with_an_error_event(
 
     server = RedisServer(tmp_path / "redis")
     server.start()
-    echo = EchoLLM(delay_s=0)
+    echo = TaggedLLM()
     try:
         with serve(echo.app()) as url:
             settings_env(REDIS_URL=server.url, LLM_BASE_URL=url)
