@@ -7,6 +7,7 @@ tests never see each other's data, and the run's keys are removed at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -153,6 +154,22 @@ def fake_upstream(settings_env: Callable[..., None]) -> Iterator[object]:
     with serve(llm.app()) as url:
         settings_env(LLM_BASE_URL=url)
         yield llm
+
+
+@pytest.fixture
+def sovits(settings_env: Callable[..., None], tmp_path: Path,
+           sovits_voices: dict[str, object]) -> Iterator[object]:
+    """GPT-SoVITS (the api_v2 stand-in, tests/gpt_sovits_server.py) as TTS_BASE_URL, with
+    the voices a test module names in its own `sovits_voices` fixture."""
+    from tests.gpt_sovits_server import FakeGptSovits
+    from tests.upstream_server import serve
+
+    voices_file = tmp_path / "voices.json"
+    voices_file.write_text(json.dumps(sovits_voices, ensure_ascii=False))
+    fake = FakeGptSovits()
+    with serve(fake.build()) as url:
+        settings_env(TTS_BASE_URL=url, VOICES_FILE=str(voices_file))
+        yield fake
 
 
 @pytest.fixture

@@ -34,13 +34,9 @@ PIECES = "응. 오늘은 비가 많이 와서, 창밖을 오래 바라보면서,
 
 
 @pytest.fixture
-def sovits(settings_env: Callable[..., None], tmp_path: Path) -> Iterator[FakeGptSovits]:
-    voices_file = tmp_path / "voices.json"
-    voices_file.write_text(json.dumps(VOICES, ensure_ascii=False))
-    fake = FakeGptSovits()
-    with serve(fake.build()) as url:
-        settings_env(TTS_BASE_URL=url, VOICES_FILE=str(voices_file))
-        yield fake
+def sovits_voices() -> dict[str, object]:
+    """The voices of the GPT-SoVITS stand-in (`sovits`, tests/conftest.py)."""
+    return VOICES
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ import io
 import json
 import time
 import wave
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -36,14 +34,9 @@ def _wav_seconds(data: bytes) -> float:
 
 
 @pytest.fixture
-def sovits(settings_env: Callable[..., None], tmp_path: Path) -> Iterator[FakeGptSovits]:
-    """GPT-SoVITS (the api_v2 stand-in) as TTS_BASE_URL, with a voices file naming two voices."""
-    voices_file = tmp_path / "voices.json"
-    voices_file.write_text(json.dumps(VOICES, ensure_ascii=False))
-    fake = FakeGptSovits()
-    with serve(fake.build()) as url:
-        settings_env(TTS_BASE_URL=url, VOICES_FILE=str(voices_file))
-        yield fake
+def sovits_voices() -> dict[str, object]:
+    """The voices of the GPT-SoVITS stand-in (`sovits`, tests/conftest.py)."""
+    return VOICES
 
 
 def test_tts_with_the_embedded_engine_gives_a_playable_url(client: TestClient) -> None:
