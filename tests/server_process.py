@@ -23,6 +23,7 @@ from tests.upstream_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 30.0
+READY_PROBE_TIMEOUT_S = 5.0
 
 
 class ServedApp(NamedTuple):
@@ -76,7 +77,9 @@ def _wait_until_ready(process: subprocess.Popen[bytes], url: str, stderr: IO[byt
             tail = stderr.read().decode("utf-8", "replace")[-2000:]
             raise RuntimeError(f"{url} exited with {process.returncode}: {tail}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200 or any_status:
+            # Health probes each upstream for up to HEALTH_TIMEOUT_S (1 s), so with one that
+            # hangs it answers just past 1 s: wait for it longer than that.
+            if httpx.get(url, timeout=READY_PROBE_TIMEOUT_S).status_code == 200 or any_status:
                 return
         except httpx.TransportError:
             pass
