@@ -52,7 +52,7 @@ class RoundTrips:
 
 
 async def _admissions(n: int) -> dict[str, Any]:
-    from roleplay.concurrent_user_limiter import ConcurrentUserLimiter
+    from roleplay.sessions.concurrent_user_limiter import ConcurrentUserLimiter
 
     limiter = ConcurrentUserLimiter(max_users=20)
     await limiter.admit("warm-up")
@@ -124,7 +124,7 @@ def _run(coroutine: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
 
 def run(admissions: int = ADMISSIONS) -> dict[str, Any]:
     from local_runner.app import build_app
-    from roleplay.settings import get_settings
+    from roleplay.core.settings import get_settings
 
     llm = FakeLLM()
     with bench_env("limiter") as (redis_url, prefix), serve(llm.app()) as upstream:

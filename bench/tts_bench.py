@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 from bench.harness import bench_env, save
-from roleplay.speech_text import spoken_text
+from roleplay.speech.text import spoken_text
 from tests.fake_llm import FakeLLM
 from tests.gpt_sovits_server import FakeGptSovits
 from tests.server_process import server_b_process

@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
-from roleplay.settings import ConfigurationError, get_settings
+from roleplay.core.settings import ConfigurationError, get_settings
 
 logger = logging.getLogger("local_runner")
 
@@ -30,7 +30,7 @@ def _forget_active_users(redis_url: str) -> None:
     serves, and would otherwise keep a developer out until SESSION_TTL_S passed."""
     import redis
 
-    from roleplay.redis_keys import redis_keys
+    from roleplay.core.redis_keys import redis_keys
 
     with redis.Redis.from_url(redis_url) as client:
         client.delete(redis_keys().active_users)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # Each request writes one JSON line (roleplay.ops.access_log) instead of uvicorn's;
         # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1 on its
-        # own; TRUSTED_PROXIES decides that (roleplay.anonymous_client).
+        # own; TRUSTED_PROXIES decides that (roleplay.web.anonymous_client).
         uvicorn.run(build_app(), host=host, port=int(port_text), log_level="info",
                     access_log=False, proxy_headers=False)
     return 0

@@ -12,8 +12,8 @@ import importlib
 from fastapi import APIRouter, FastAPI
 
 from local_runner.playground import add_playground
-from roleplay.function_app import create_function_app
 from roleplay.openai_compat.errors import OpenAIErrorShape
+from roleplay.web.function_app import create_function_app
 
 FUNCTIONS = ("health", "characters", "models", "chat", "tts", "voices", "users", "openai_api")
 

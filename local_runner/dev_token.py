@@ -10,9 +10,9 @@ import argparse
 import sys
 import time
 
-from roleplay.auth import ALGORITHM
-from roleplay.jwt_key import auth_enabled, jwt_key
-from roleplay.settings import ConfigurationError, get_settings
+from roleplay.core.settings import ConfigurationError, get_settings
+from roleplay.web.auth import ALGORITHM
+from roleplay.web.jwt_key import auth_enabled, jwt_key
 
 DEFAULT_TTL_S = 3600
 

@@ -11,10 +11,10 @@ import hmac
 
 from fastapi import APIRouter, Request, Response
 
-from roleplay.errors import Forbidden, Unauthorized
-from roleplay.jwt_key import auth_enabled
-from roleplay.ops import metrics
-from roleplay.settings import get_settings
+from roleplay.core import metrics
+from roleplay.core.errors import Forbidden, Unauthorized
+from roleplay.core.settings import get_settings
+from roleplay.web.jwt_key import auth_enabled
 
 router = APIRouter(tags=["operations"])
 

@@ -19,7 +19,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from local_runner.embedded_redis import EmbeddedRedis
-from roleplay.settings import get_settings
+from roleplay.core.settings import get_settings
 from tests.gpu_standins import GpuServerA
 from tests.real_redis import answers, delete_keys
 
@@ -103,7 +103,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def characters_table(aws: None, settings_env: Callable[..., None]) -> Iterator[str]:
     import boto3
 
-    from roleplay.character_store import _dynamo_store
+    from roleplay.characters.store import _dynamo_store
 
     name = f"characters-{uuid.uuid4().hex[:6]}"
     boto3.client("dynamodb").create_table(

@@ -17,8 +17,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from roleplay.summarizer import _INSTRUCTIONS
-from roleplay.token_counter import count_tokens, message_tokens
+from roleplay.chat.summarizer import _INSTRUCTIONS
+from roleplay.core.token_counter import count_tokens, message_tokens
 
 
 @dataclass

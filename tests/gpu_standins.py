@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from roleplay.speech import pcm_to_wav
+from roleplay.speech.engine import pcm_to_wav
 
 CARD_GB = 24.0
 

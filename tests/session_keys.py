@@ -1,5 +1,5 @@
 """The session store's id of a test client's session: sessions are kept under a key
-derived from (owner, session id) (roleplay.session_scope), so tests that reach past the
+derived from (owner, session id) (roleplay.sessions.scope), so tests that reach past the
 HTTP API into the store or the summarizer ask for it here."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import asyncio
 from fastapi.testclient import TestClient
 from starlette.requests import Request
 
-from roleplay.anonymous_client import anonymous_user
-from roleplay.session_scope import owned_session
-from roleplay.session_store import SessionStore
+from roleplay.sessions.scope import owned_session
+from roleplay.sessions.store import SessionStore
+from roleplay.web.anonymous_client import anonymous_user
 
 
 def session_key(client: TestClient, session_id: str) -> str:

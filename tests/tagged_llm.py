@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from roleplay.token_counter import message_tokens
+from roleplay.core.token_counter import message_tokens
 from tests.fake_llm import FakeLLM
 
 TAG = re.compile(r"msg-\d+")

@@ -18,7 +18,7 @@ import jwt
 import pytest
 import redis
 
-from roleplay.redis_keys import redis_keys
+from roleplay.core.redis_keys import redis_keys
 from tests.fake_llm import FakeLLM
 
 SECRET = "test-secret-of-at-least-32-bytes-for-hs256"
@@ -231,8 +231,8 @@ def test_on_lambda_the_client_is_api_gateways_source_ip(fake_upstream: FakeLLM,
 ])
 def test_the_client_address(settings_env: Callable[..., None], peer: str, forwarded: str | None,
                             trusted: str, client: str) -> None:
-    from roleplay.anonymous_client import client_address
-    from roleplay.settings import get_settings
+    from roleplay.core.settings import get_settings
+    from roleplay.web.anonymous_client import client_address
 
     settings_env(TRUSTED_PROXIES=trusted)
     headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
@@ -241,7 +241,7 @@ def test_the_client_address(settings_env: Callable[..., None], peer: str, forwar
 
 
 def test_a_bad_trusted_proxies_value_stops_the_process(settings_env: Callable[..., None]) -> None:
-    from roleplay.settings import ConfigurationError, get_settings
+    from roleplay.core.settings import ConfigurationError, get_settings
 
     settings_env(TRUSTED_PROXIES="10.0.0.0/8, proxy.internal")
     with pytest.raises(ConfigurationError, match="TRUSTED_PROXIES"):

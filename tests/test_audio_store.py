@@ -11,7 +11,9 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from roleplay.audio_store import (
+from roleplay.core.errors import BadRequest, ServiceUnavailable
+from roleplay.speech.audio import PcmFormat, streaming_wav_header
+from roleplay.speech.audio_store import (
     MAX_PENDING_S,
     SWEEP_EVERY_S,
     AudioStore,
@@ -20,8 +22,6 @@ from roleplay.audio_store import (
     S3AudioStore,
     get_audio_store,
 )
-from roleplay.errors import BadRequest, ServiceUnavailable
-from roleplay.speech_audio import PcmFormat, streaming_wav_header
 
 TTL = 120
 WAV = b"RIFF$\x00\x00\x00WAVEfmt " + bytes(28)

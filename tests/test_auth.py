@@ -18,11 +18,11 @@ from fastapi import APIRouter, Depends
 from fastapi.testclient import TestClient
 from starlette.requests import Request
 
-from roleplay.auth import user_from_request
-from roleplay.errors import Unauthorized
-from roleplay.function_app import create_function_app
-from roleplay.identity import ANONYMOUS_PREFIX, User
-from roleplay.settings import get_settings
+from roleplay.core.errors import Unauthorized
+from roleplay.core.identity import ANONYMOUS_PREFIX, User
+from roleplay.core.settings import get_settings
+from roleplay.web.auth import user_from_request
+from roleplay.web.function_app import create_function_app
 
 SECRET = "test-secret-long-enough-even-for-hs512-" + "0123456789abcdef" * 2  # 64 bytes
 
@@ -235,7 +235,7 @@ def test_refusal_is_the_json_envelope_with_a_challenge(auth_on: Callable[..., No
 
 
 def test_pyjwt_is_not_imported_until_needed() -> None:
-    code = "import sys, roleplay.auth; assert 'jwt' not in sys.modules, 'jwt imported eagerly'"
+    code = "import sys, roleplay.web.auth; assert 'jwt' not in sys.modules, 'jwt imported eagerly'"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(["layers/roleplay/python", "."])}
     subprocess.run([sys.executable, "-c", code], check=True, env=env,
                    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -268,10 +268,10 @@ def test_the_admin_claim_makes_an_admin(auth_on: Callable[..., None], claims: di
 
 def test_identity_imports_nothing_of_sign_in() -> None:
     """The lower module never imports the higher one: no auth <-> identity circle."""
-    code = ("import sys, roleplay.identity; "
+    code = ("import sys, roleplay.core.identity; "
             "print(sorted(m for m in sys.modules if m.startswith('roleplay.')))")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(["layers/roleplay/python", "."])}
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, env=env,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
-    assert loaded.strip() == "['roleplay.identity']"
+    assert loaded.strip() == "['roleplay.core', 'roleplay.core.identity']"

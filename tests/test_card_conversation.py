@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from roleplay.chat_prompt import is_gemma_valid
-from roleplay.llm_client import ChatMessage
+from roleplay.chat.prompt import is_gemma_valid
+from roleplay.llm.client import ChatMessage
 from tests.card_files import BOOK, b64_json, png_card, v3_card
 
 

@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from roleplay.cards import card_json, png
-from roleplay.characters import Character, CharacterCreate
+from roleplay.characters.cards import card_json, png
+from roleplay.characters.model import Character, CharacterCreate
 
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 WORDS = st.text(st.characters(blacklist_categories=("Cs", "Z", "Cc")), min_size=1, max_size=20)

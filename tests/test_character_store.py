@@ -5,14 +5,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from roleplay.character_store import (
+from roleplay.characters.model import Character, CharacterCreate, CharacterUpdate, Scenario
+from roleplay.characters.store import (
     CharacterStore,
     DynamoCharacterStore,
     RedisCharacterStore,
     get_character_store,
 )
-from roleplay.characters import Character, CharacterCreate, CharacterUpdate, Scenario
-from roleplay.errors import BadRequest
+from roleplay.core.errors import BadRequest
 
 
 @pytest.fixture(params=["redis", "dynamodb"])
@@ -92,7 +92,7 @@ def test_store_refuses_a_forged_cursor(store: CharacterStore) -> None:
 
 def test_store_holds_a_whole_card(store: CharacterStore) -> None:
     """Every V2/V3 field, a lorebook, and extensions with floats (DynamoDB takes no floats)."""
-    from roleplay.cards.card_json import card_data, character_fields
+    from roleplay.characters.cards.card_json import card_data, character_fields
     from tests.card_files import v3_card
 
     character = Character.new(character_fields(card_data(v3_card())), owner="anonymous")

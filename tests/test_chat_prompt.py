@@ -1,9 +1,9 @@
 """What is sent upstream is always valid for Gemma 3's chat template."""
 
-from roleplay.characters import Scenario
-from roleplay.chat_prompt import build_prompt, is_gemma_valid
-from roleplay.llm_client import ChatMessage as M
-from roleplay.persona import RoleplaySetup, format_persona_for_roleplay
+from roleplay.characters.model import Scenario
+from roleplay.characters.persona import RoleplaySetup, format_persona_for_roleplay
+from roleplay.chat.prompt import build_prompt, is_gemma_valid
+from roleplay.llm.client import ChatMessage as M
 
 
 def test_leading_assistant_greeting_moves_into_the_system_prompt() -> None:

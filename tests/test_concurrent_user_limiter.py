@@ -20,7 +20,10 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from local_runner.embedded_redis import EmbeddedRedis
-from roleplay.concurrent_user_limiter import (
+from roleplay.core.identity import User
+from roleplay.core.redis_client import get_redis
+from roleplay.core.redis_keys import redis_keys
+from roleplay.sessions.concurrent_user_limiter import (
     _ADMIT_SCRIPT,
     Admission,
     ConcurrentUserLimiter,
@@ -28,10 +31,7 @@ from roleplay.concurrent_user_limiter import (
     occupant_id,
     too_many_users_message,
 )
-from roleplay.function_app import create_function_app
-from roleplay.identity import User
-from roleplay.redis_client import get_redis
-from roleplay.redis_keys import redis_keys
+from roleplay.web.function_app import create_function_app
 
 T = TypeVar("T")
 

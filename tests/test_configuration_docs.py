@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from roleplay.settings import Settings
+from roleplay.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE = ("functions", "layers/roleplay/python", "local_runner")
@@ -19,7 +19,7 @@ READS = (rf"os\.environ\.get\(\s*{NAME}", rf"os\.getenv\(\s*{NAME}",
 
 def read_by_code() -> dict[str, str]:
     """Each variable, with where it is read."""
-    found = {name.upper(): "roleplay/settings.py (Settings)" for name in Settings.model_fields}
+    found = {name.upper(): "roleplay/core/settings.py (Settings)" for name in Settings.model_fields}
     for folder in CODE:
         for path in sorted((ROOT / folder).rglob("*.py")):
             text = path.read_text(encoding="utf-8")

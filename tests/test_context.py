@@ -14,9 +14,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from roleplay.chat_prompt import is_gemma_valid
-from roleplay.llm_client import ChatMessage
-from roleplay.summarizer import Summarizer
+from roleplay.chat.prompt import is_gemma_valid
+from roleplay.chat.summarizer import Summarizer
+from roleplay.llm.client import ChatMessage
 from tests.fake_llm import FakeLLM
 from tests.session_keys import session_key
 from tests.upstream_server import serve
@@ -275,7 +275,7 @@ def test_the_deployed_stack_invokes_the_summarizer_function_asynchronously(
     import boto3
 
     from functions.summarizer.app import handler
-    from roleplay.background_jobs import _lambda_client
+    from roleplay.chat.background_jobs import _lambda_client
 
     iam = boto3.client("iam")
     role = iam.create_role(RoleName="summarizer", AssumeRolePolicyDocument="{}")["Role"]["Arn"]

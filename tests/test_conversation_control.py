@@ -22,9 +22,9 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-from roleplay.chat_prompt import is_gemma_valid
-from roleplay.llm_client import ChatMessage
-from roleplay.token_counter import message_tokens
+from roleplay.chat.prompt import is_gemma_valid
+from roleplay.core.token_counter import message_tokens
+from roleplay.llm.client import ChatMessage
 from tests.server_process import server_b_process
 from tests.sse import sse_events
 from tests.tagged_llm import TaggedLLM

@@ -5,7 +5,7 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
-from roleplay.settings import ConfigurationError, get_settings
+from roleplay.core.settings import ConfigurationError, get_settings
 from tests.lambda_events import LAMBDA_CONTEXT, http_api_event
 
 APP = "http://localhost:3000"

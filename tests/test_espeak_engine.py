@@ -11,10 +11,10 @@ from io import BytesIO
 
 import pytest
 
-from roleplay.errors import BadRequest, PayloadTooLarge
-from roleplay.espeak_engine import EspeakEngine, espeak_rate, voice_names
-from roleplay.speech import SynthesizedAudio, speech_engine, wav_duration
-from roleplay.voice_catalog import Voice
+from roleplay.core.errors import BadRequest, PayloadTooLarge
+from roleplay.speech.engine import SynthesizedAudio, speech_engine, wav_duration
+from roleplay.speech.engines.espeak import EspeakEngine, espeak_rate, voice_names
+from roleplay.speech.voice_catalog import Voice
 
 KOREAN = Voice(id="default", name="기본 음성", language="ko", gender="female")
 ENGLISH = Voice(id="en-male", name="Ed", language="en", gender="male")

@@ -30,7 +30,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.testclient import TestClient
 
-from roleplay.settings import get_settings
+from roleplay.core.settings import get_settings
 from tests.fake_llm import FakeLLM
 from tests.real_redis import RedisServer
 from tests.sse import sse_events

@@ -17,8 +17,7 @@ from io import BytesIO
 import httpx
 import pytest
 
-from roleplay import gpt_sovits_client
-from roleplay.errors import (
+from roleplay.core.errors import (
     BadRequest,
     NotConfigured,
     ServiceUnavailable,
@@ -26,16 +25,17 @@ from roleplay.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from roleplay.gpt_sovits_client import (
+from roleplay.speech.audio import PcmChunk
+from roleplay.speech.engine import SynthesizedAudio, speech_engine, wav_duration
+from roleplay.speech.engines import gpt_sovits as gpt_sovits_client
+from roleplay.speech.engines.failover import FailoverSpeechEngine
+from roleplay.speech.engines.gpt_sovits import (
     GptSovitsEngine,
     complete_streamed_wav,
     engine_lock_key,
     loaded_weights_key,
 )
-from roleplay.speech import SynthesizedAudio, speech_engine, wav_duration
-from roleplay.speech_audio import PcmChunk
-from roleplay.speech_failover import FailoverSpeechEngine
-from roleplay.voice_catalog import Voice
+from roleplay.speech.voice_catalog import Voice
 from tests.gpt_sovits_server import SECONDS_PER_CHAR, FakeGptSovits, segments
 from tests.upstream_server import closed_port_url, serve, silent_socket
 
@@ -274,7 +274,7 @@ def test_the_check_sees_interleaving_without_the_lock(upstream: FakeGptSovits,
 
 def _speak_in_a_process(voice_ids: list[str]) -> int:
     by_id = {voice.id: voice for voice in (ALICE, BORIS)}
-    from roleplay.settings import get_settings
+    from roleplay.core.settings import get_settings
 
     engine = GptSovitsEngine(str(get_settings().tts_base_url))
 
@@ -310,7 +310,7 @@ def test_a_busy_engine_is_503_after_the_lock_timeout(upstream: FakeGptSovits, se
 
 def test_a_synthesis_longer_than_the_lease_keeps_the_lock(upstream: FakeGptSovits,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from roleplay.redis_client import get_redis
+    from roleplay.core.redis_client import get_redis
 
     monkeypatch.setattr(gpt_sovits_client, "LOCK_LEASE_S", 0.3)
     upstream.delay_s = 1.0

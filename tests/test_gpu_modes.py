@@ -181,8 +181,8 @@ def test_two_runner_processes_agree_on_the_mode(gpu_server_a: GpuServerA, redis_
 @pytest.mark.parametrize("value", ["{not json", '{"strategy": "switching"}',
                                    '{"modes": {"chat": ["nobody"]}}'])
 def test_a_bad_gpu_modes_names_the_variable(value: str) -> None:
+    from roleplay.core.settings import ConfigurationError
     from roleplay.gpu.config import parse_gpu_modes
-    from roleplay.settings import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="GPU_MODES"):
         parse_gpu_modes(value)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from roleplay.characters import Character, CharacterCreate
-from roleplay.errors import BadRequest
-from roleplay.greetings import greetings_of, pick_greeting
-from roleplay.macros import MacroNames
+from roleplay.characters.greetings import greetings_of, pick_greeting
+from roleplay.characters.macros import MacroNames
+from roleplay.characters.model import Character, CharacterCreate
+from roleplay.core.errors import BadRequest
 
 NAMES = MacroNames(char="민짱", user="철수")
 

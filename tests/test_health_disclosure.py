@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
-from roleplay.url_redaction import redact_url, redact_urls_in
+from roleplay.core.url_redaction import redact_url, redact_urls_in
 from tests.test_auth import SECRET, mint
 from tests.upstream_server import closed_port_url
 

@@ -3,8 +3,8 @@ import os
 
 from fastapi.testclient import TestClient
 
-from roleplay.loop_bound import LoopBoundClient
-from roleplay.redis_client import get_redis, redis_holder
+from roleplay.core.loop_bound import LoopBoundClient
+from roleplay.core.redis_client import get_redis, redis_holder
 
 
 class Recorder:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from roleplay.lorebook.activation import select_entries
-from roleplay.lorebook.model import CharacterBook
-from roleplay.macros import MacroNames, replace_macros, with_original
+from roleplay.characters.lorebook.activation import select_entries
+from roleplay.characters.lorebook.model import CharacterBook
+from roleplay.characters.macros import MacroNames, replace_macros, with_original
 
 NAMES = MacroNames(char="민지", user="철수")
 
@@ -111,8 +111,8 @@ def test_recursive_scanning_lets_fired_entries_fire_others() -> None:
 
 
 def test_lore_never_takes_the_conversations_room() -> None:
-    from roleplay.lorebook.prompt import lore_budget
-    from roleplay.settings import Settings
+    from roleplay.chat.lore_prompt import lore_budget
+    from roleplay.core.settings import Settings
 
     settings = Settings(max_context_tokens=4096)
     book = _book(token_budget=100_000)

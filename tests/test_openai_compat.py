@@ -17,12 +17,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
-from roleplay.identity import User
+from roleplay.core.identity import User
 from roleplay.openai_compat.api_keys import digest
 from roleplay.openai_compat.chat_completions import session_for
 from roleplay.openai_compat.models import ChatCompletionRequest
 from roleplay.openai_compat.speech import PCM_RATE, pcm_24k
-from roleplay.speech import pcm_to_wav
+from roleplay.speech.engine import pcm_to_wav
 from tests.fake_llm import FakeLLM
 from tests.upstream_server import serve
 

@@ -13,7 +13,7 @@ from tests.fake_llm import FakeLLM
 def test_burst_beyond_the_pool_waits_for_a_connection_instead_of_failing(
     settings_env: Callable[..., None],
 ) -> None:
-    from roleplay.redis_client import get_redis
+    from roleplay.core.redis_client import get_redis
 
     settings_env(REDIS_MAX_CONNECTIONS="2")
 

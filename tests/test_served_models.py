@@ -12,8 +12,9 @@ import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from roleplay import served_models, token_ratio
-from roleplay.redis_keys import redis_keys
+from roleplay.chat import token_ratio
+from roleplay.core.redis_keys import redis_keys
+from roleplay.llm import served_models
 from tests.fake_llm import FakeLLM
 from tests.test_models import OLLAMA_TAGS
 from tests.upstream_server import closed_port_url, serve

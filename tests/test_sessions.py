@@ -402,7 +402,7 @@ def test_a_summary_made_across_a_rewind_is_not_saved(
         assert _say(client, "s-cas", f"msg-{n}").status_code == 200
     stored = _transcript(client, "s-cas")
     fake_upstream.gate = threading.Event()
-    from roleplay.summarizer import Summarizer
+    from roleplay.chat.summarizer import Summarizer
 
     with ThreadPoolExecutor(1) as pool:
         summary = pool.submit(asyncio.run, Summarizer().summarize(session_key(client, "s-cas"),
@@ -421,7 +421,7 @@ def test_a_summary_made_across_a_rewind_is_not_saved(
 
 def test_the_store_rewinds_to_an_index_for_edits(echo: TaggedLLM, client: TestClient) -> None:
     """`SessionStore.rewind_to`, which edit/delete/regenerate build on."""
-    from roleplay.session_store import SessionStore
+    from roleplay.sessions.store import SessionStore
 
     for n in range(3):
         _say(client, "s-rewind", f"msg-{n}")
@@ -467,7 +467,7 @@ def test_one_huge_message_cannot_make_every_summary_fail(
         for n in range(1, 12):
             _say(client, "s-huge", f"msg-{n}")
         settings_env(MAX_CONTEXT_TOKENS="4096", RECENT_TURNS_TO_KEEP="4")
-        from roleplay.summarizer import Summarizer
+        from roleplay.chat.summarizer import Summarizer
 
         result = asyncio.run(Summarizer().summarize(session_key(client, "s-huge")))
     assert result.outcome == "summarized", result

@@ -1,6 +1,6 @@
 import pytest
 
-from roleplay.settings import ConfigurationError, Settings, get_settings
+from roleplay.core.settings import ConfigurationError, Settings, get_settings
 
 
 def test_defaults_follow_the_design_document(settings_env) -> None:

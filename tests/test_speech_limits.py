@@ -128,8 +128,8 @@ def test_espeak_queues_on_its_own_thread_not_the_shared_pool(monkeypatch: pytest
     """Why one user's queued speech stalled everyone's audio downloads: each eSpeak call
     waited for the engine's lock inside `asyncio.to_thread`, so forty of them filled the
     default pool that the audio store's file reads also need."""
-    from roleplay import espeak_engine
-    from roleplay.voice_catalog import voice_by_id
+    from roleplay.speech.engines import espeak as espeak_engine
+    from roleplay.speech.voice_catalog import voice_by_id
 
     gate = threading.Event()
     monkeypatch.setattr(espeak_engine, "_speak",

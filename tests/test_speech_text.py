@@ -1,6 +1,6 @@
 """What is spoken of a reply, and how a streamed reply is cut into sentences."""
 
-from roleplay.speech_text import SentenceSplitter, spoken_text
+from roleplay.speech.text import SentenceSplitter, spoken_text
 
 
 def _feed_all(splitter: SentenceSplitter, deltas: list[str]) -> list[str]:

@@ -233,7 +233,7 @@ def test_the_deployed_stack_hands_delayed_speech_to_the_tts_function(
     import boto3
 
     from functions.tts.app import handler
-    from roleplay.background_jobs import _lambda_client
+    from roleplay.chat.background_jobs import _lambda_client
 
     settings_env(SPEECH_FUNCTION="tts")
     _lambda_client.cache_clear()

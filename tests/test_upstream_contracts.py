@@ -17,9 +17,9 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
-from roleplay import token_ratio
-from roleplay.llm_client import context_overflow
-from roleplay.summarizer import _INSTRUCTIONS
+from roleplay.chat import token_ratio
+from roleplay.chat.summarizer import _INSTRUCTIONS
+from roleplay.llm.client import context_overflow
 from tests.ollama_standin import OllamaStandin
 from tests.upstream_server import serve
 from tests.vllm_standin import VllmStandin
@@ -65,7 +65,7 @@ def ollama(settings_env: Callable[..., None]) -> Iterator[OllamaStandin]:
 
 def test_vllm_limit_clamps_the_budget_and_no_turn_is_refused(
         vllm: VllmStandin, client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, "roleplay.upstream_limits")
+    caplog.set_level(logging.WARNING, "roleplay.llm.upstream_limits")
     for n in range(30):
         _turn(client, "s-vllm", _line(n) + " 그리고" * (n % 5))
     assert vllm.rejected == [], "every prompt fitted max_model_len, none was refused"

@@ -183,7 +183,7 @@ def test_the_deployed_key_is_read_from_aws_by_its_arn(aws, settings_env, client:
                                                      store: str) -> None:
     import boto3
 
-    from roleplay.jwt_key import _fetched
+    from roleplay.web.jwt_key import _fetched
 
     if store == "secretsmanager":
         arn = boto3.client("secretsmanager").create_secret(Name="jwt", SecretString=SECRET)["ARN"]
@@ -201,7 +201,7 @@ def test_the_deployed_key_is_read_from_aws_by_its_arn(aws, settings_env, client:
 
 
 def test_an_unreadable_key_is_503_never_anonymous(aws, settings_env, client: TestClient) -> None:
-    from roleplay.jwt_key import _fetched
+    from roleplay.web.jwt_key import _fetched
 
     settings_env(JWT_SECRET_ARN="arn:aws:secretsmanager:us-east-1:123456789012:secret:missing")
     _fetched.cache_clear()

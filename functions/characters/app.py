@@ -8,19 +8,20 @@ from fastapi.responses import Response
 from mangum import Mangum
 from pydantic import BaseModel
 
-from roleplay import card_service, character_service
-from roleplay.auth import current_user
-from roleplay.characters import (
+from roleplay.characters import service as character_service
+from roleplay.characters.cards import service as card_service
+from roleplay.characters.model import (
     ID_PATTERN,
     Character,
     CharacterCreate,
     CharacterPage,
     CharacterUpdate,
 )
-from roleplay.envelope import ERROR_RESPONSES, Envelope, ErrorEnvelope, ok
-from roleplay.function_app import create_function_app
-from roleplay.identity import User
-from roleplay.settings import get_settings
+from roleplay.core.identity import User
+from roleplay.core.settings import get_settings
+from roleplay.web.auth import current_user
+from roleplay.web.envelope import ERROR_RESPONSES, Envelope, ErrorEnvelope, ok
+from roleplay.web.function_app import create_function_app
 
 get_settings()
 

@@ -10,20 +10,14 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query
 from fastapi.responses import StreamingResponse
 from mangum import Mangum
 
-from roleplay import chat_service, chat_stream, session_service
-from roleplay.auth import current_user
-from roleplay.background_jobs import job_runner
-from roleplay.characters import ID_PATTERN
-from roleplay.chat_models import (
-    ChatReply,
-    ChatRequest,
-    ReleaseRequest,
-    SessionEnded,
-    SessionView,
-    SlotReleased,
-)
-from roleplay.control import control_service, generated_turns
-from roleplay.control.control_models import (
+from roleplay.characters.model import ID_PATTERN
+from roleplay.chat import service as chat_service
+from roleplay.chat import session_service
+from roleplay.chat import stream as chat_stream
+from roleplay.chat.background_jobs import job_runner
+from roleplay.chat.control import generated_turns
+from roleplay.chat.control import service as control_service
+from roleplay.chat.control.models import (
     EditRequest,
     GenerateRequest,
     MessageChanged,
@@ -35,11 +29,20 @@ from roleplay.control.control_models import (
     SummaryRequest,
     SummaryView,
 )
-from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
-from roleplay.function_app import create_function_app
-from roleplay.identity import User
-from roleplay.settings import get_settings
-from roleplay.sign_in_guard import SignedInOnly
+from roleplay.chat.models import (
+    ChatReply,
+    ChatRequest,
+    ReleaseRequest,
+    SessionEnded,
+    SessionView,
+    SlotReleased,
+)
+from roleplay.core.identity import User
+from roleplay.core.settings import get_settings
+from roleplay.web.auth import current_user
+from roleplay.web.envelope import ERROR_RESPONSES, Envelope, ok
+from roleplay.web.function_app import create_function_app
+from roleplay.web.sign_in_guard import SignedInOnly
 
 get_settings()
 

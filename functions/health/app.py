@@ -1,18 +1,18 @@
 """Lambda function `health`: Redis and each upstream, ok or unreachable.
 
 Anyone gets the status of each dependency; where each one is, only a signed-in admin
-(roleplay.health_view).
+(roleplay.web.health_view).
 """
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from mangum import Mangum
 
-from roleplay.envelope import ERROR_RESPONSES, Envelope, error_body, ok
-from roleplay.function_app import create_function_app
-from roleplay.health import HealthReport, check_health
-from roleplay.health_view import PublicHealthReport, view_for
-from roleplay.settings import get_settings
+from roleplay.core.settings import get_settings
+from roleplay.web.envelope import ERROR_RESPONSES, Envelope, error_body, ok
+from roleplay.web.function_app import create_function_app
+from roleplay.web.health import HealthReport, check_health
+from roleplay.web.health_view import PublicHealthReport, view_for
 
 get_settings()
 

@@ -3,10 +3,10 @@
 from fastapi import APIRouter
 from mangum import Mangum
 
-from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
-from roleplay.function_app import create_function_app
-from roleplay.model_catalog import ModelList, list_models
-from roleplay.settings import get_settings
+from roleplay.core.settings import get_settings
+from roleplay.llm.model_catalog import ModelList, list_models
+from roleplay.web.envelope import ERROR_RESPONSES, Envelope, ok
+from roleplay.web.function_app import create_function_app
 
 get_settings()
 

@@ -12,9 +12,9 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from mangum import Mangum
 
-from roleplay.background_jobs import job_runner
-from roleplay.function_app import create_function_app
-from roleplay.identity import User
+from roleplay.chat.background_jobs import job_runner
+from roleplay.core.identity import User
+from roleplay.core.settings import get_settings
 from roleplay.openai_compat import chat_completions, model_list, speech
 from roleplay.openai_compat.caller import openai_caller
 from roleplay.openai_compat.errors import OpenAIErrorShape
@@ -25,7 +25,7 @@ from roleplay.openai_compat.models import (
     ModelCardList,
     SpeechRequest,
 )
-from roleplay.settings import get_settings
+from roleplay.web.function_app import create_function_app
 
 get_settings()
 

@@ -8,8 +8,8 @@ event is a summary job, `{"kind": "summary", "session_id": "..."}`.
 import re
 from typing import Any
 
-from roleplay.characters import ID_PATTERN
-from roleplay.settings import get_settings
+from roleplay.characters.model import ID_PATTERN
+from roleplay.core.settings import get_settings
 
 get_settings()
 
@@ -17,7 +17,7 @@ _SESSION_ID = re.compile(ID_PATTERN)
 
 
 def handler(event: object, _context: object) -> dict[str, Any]:
-    from roleplay.background_jobs import handle_job_event
+    from roleplay.chat.background_jobs import handle_job_event
 
     fields: dict[str, Any] = event if isinstance(event, dict) else {}
     session_id = fields.get("session_id")

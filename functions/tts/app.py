@@ -10,17 +10,18 @@ from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from mangum import Mangum
 
-from roleplay import tts_service
-from roleplay.auth import current_user
-from roleplay.characters import ID_PATTERN
-from roleplay.concurrent_user_limiter import ConcurrentUserLimiter
-from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
-from roleplay.function_app import create_function_app
-from roleplay.identity import User
-from roleplay.ops import quotas, turn_observer
-from roleplay.settings import get_settings
-from roleplay.tts_models import AudioPending, TtsRequest, TtsResult
-from roleplay.voice_catalog import voice_by_id
+from roleplay.characters.model import ID_PATTERN
+from roleplay.chat import turn_observer
+from roleplay.core.identity import User
+from roleplay.core.settings import get_settings
+from roleplay.ops import quotas
+from roleplay.sessions.concurrent_user_limiter import ConcurrentUserLimiter
+from roleplay.speech import tts_service
+from roleplay.speech.tts_models import AudioPending, TtsRequest, TtsResult
+from roleplay.speech.voice_catalog import voice_by_id
+from roleplay.web.auth import current_user
+from roleplay.web.envelope import ERROR_RESPONSES, Envelope, ok
+from roleplay.web.function_app import create_function_app
 
 get_settings()
 
@@ -80,7 +81,7 @@ _http = Mangum(app, lifespan="off")
 def handler(event: dict[str, Any], context: Any) -> Any:
     """HTTP API events through Mangum; speech jobs straight to the layer."""
     if isinstance(event, dict) and event.get("kind") == "speech":
-        from roleplay.background_jobs import handle_job_event
+        from roleplay.chat.background_jobs import handle_job_event
 
         return handle_job_event(event)
     return _http(event, context)

@@ -5,13 +5,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from mangum import Mangum
 
-from roleplay import user_persona
-from roleplay.auth import current_user
-from roleplay.envelope import ERROR_RESPONSES, Envelope, ok
-from roleplay.function_app import create_function_app
-from roleplay.identity import User
-from roleplay.settings import get_settings
-from roleplay.user_persona import UserPersona
+from roleplay.characters import user_persona
+from roleplay.characters.user_persona import UserPersona
+from roleplay.core.identity import User
+from roleplay.core.settings import get_settings
+from roleplay.web.auth import current_user
+from roleplay.web.envelope import ERROR_RESPONSES, Envelope, ok
+from roleplay.web.function_app import create_function_app
 
 get_settings()
 

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 
 import httpx
 
+from roleplay.core.redis_client import get_redis
+from roleplay.core.redis_keys import redis_keys
+from roleplay.core.settings import get_settings
 from roleplay.gpu.config import Action, GptSovitsWeights, HttpHook, VllmSleep, VllmWake
-from roleplay.redis_client import get_redis
-from roleplay.redis_keys import redis_keys
-from roleplay.settings import get_settings
 
 POLL_S = 0.1
 

@@ -32,7 +32,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from roleplay.settings import ConfigurationError, get_settings
+from roleplay.core.settings import ConfigurationError, get_settings
 
 ServiceName = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,32}$")]
 

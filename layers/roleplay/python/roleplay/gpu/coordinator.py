@@ -30,13 +30,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from roleplay.errors import ServiceUnavailable
+from roleplay.core.errors import ServiceUnavailable
+from roleplay.core.lua_script import LuaScript
+from roleplay.core.redis_client import get_redis
+from roleplay.core.redis_keys import redis_keys
+from roleplay.core.settings import get_settings
 from roleplay.gpu.actions import ActionFailed, run_actions
 from roleplay.gpu.config import GpuModes, gpu_modes
-from roleplay.lua_script import LuaScript
-from roleplay.redis_client import get_redis
-from roleplay.redis_keys import redis_keys
-from roleplay.settings import get_settings
 
 logger = logging.getLogger("roleplay.gpu")
 

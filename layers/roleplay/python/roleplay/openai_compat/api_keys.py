@@ -14,8 +14,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from roleplay.errors import NotConfigured, ServiceUnavailable
-from roleplay.settings import Settings
+from roleplay.core.errors import NotConfigured, ServiceUnavailable
+from roleplay.core.settings import Settings
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from roleplay.auth import user_from_request
-from roleplay.errors import Unauthorized
-from roleplay.identity import User
-from roleplay.jwt_key import auth_enabled
+from roleplay.core.errors import Unauthorized
+from roleplay.core.identity import User
+from roleplay.core.settings import get_settings
 from roleplay.openai_compat.api_keys import api_keys_enabled, user_for_key
-from roleplay.settings import get_settings
+from roleplay.web.auth import user_from_request
+from roleplay.web.jwt_key import auth_enabled
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 

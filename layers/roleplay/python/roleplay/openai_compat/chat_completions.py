@@ -25,14 +25,14 @@ from dataclasses import dataclass, replace
 import anyio
 from pydantic import ValidationError
 
-from roleplay import chat_service
-from roleplay.background_jobs import JobRunner
-from roleplay.characters import ID_PATTERN
-from roleplay.chat_models import ChatReply, ChatRequest, MessageIn
-from roleplay.concurrent_user_limiter import occupant_id
-from roleplay.errors import ApiError, BadRequest, NotFound, UpstreamError
-from roleplay.identity import User
-from roleplay.llm_client import ChatMessage, CompletionRequest, StreamChunk, Usage, llm_client
+from roleplay.characters.model import ID_PATTERN
+from roleplay.chat import service as chat_service
+from roleplay.chat.background_jobs import JobRunner
+from roleplay.chat.models import ChatReply, ChatRequest, MessageIn
+from roleplay.core.errors import ApiError, BadRequest, NotFound, UpstreamError
+from roleplay.core.identity import User
+from roleplay.core.token_counter import count_tokens, message_tokens
+from roleplay.llm.client import ChatMessage, CompletionRequest, StreamChunk, Usage, llm_client
 from roleplay.openai_compat.models import (
     AssistantMessage,
     ChatCompletion,
@@ -41,7 +41,7 @@ from roleplay.openai_compat.models import (
     CompletionUsage,
 )
 from roleplay.openai_compat.streaming import DONE, ChunkFormat, error_event, finish_reason
-from roleplay.token_counter import count_tokens, message_tokens
+from roleplay.sessions.concurrent_user_limiter import occupant_id
 
 CHARACTER_PREFIX = "character/"
 _ID = re.compile(ID_PATTERN)

@@ -7,11 +7,11 @@ which UIs such as Open WebUI show in their model picker.
 
 from __future__ import annotations
 
-from roleplay import character_service
-from roleplay.character_store import MAX_PAGE
-from roleplay.characters import Character
-from roleplay.identity import User
-from roleplay.llm_client import llm_client
+from roleplay.characters import service as character_service
+from roleplay.characters.model import Character
+from roleplay.characters.store import MAX_PAGE
+from roleplay.core.identity import User
+from roleplay.llm.client import llm_client
 from roleplay.openai_compat.chat_completions import CHARACTER_PREFIX
 from roleplay.openai_compat.models import ModelCard, ModelCardList
 

@@ -15,15 +15,15 @@ import wave
 from array import array
 from dataclasses import dataclass
 
-from roleplay import tts_service
-from roleplay.character_store import get_character_store
-from roleplay.characters import ID_PATTERN
-from roleplay.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
-from roleplay.errors import BadRequest, NotFound, UpstreamError
-from roleplay.identity import User
+from roleplay.characters.model import ID_PATTERN
+from roleplay.characters.store import get_character_store
+from roleplay.core.errors import BadRequest, NotFound, UpstreamError
+from roleplay.core.identity import User
 from roleplay.openai_compat.chat_completions import CHARACTER_PREFIX
 from roleplay.openai_compat.models import SpeechRequest
-from roleplay.voice_catalog import Voice, voice_by_id, voice_for_character
+from roleplay.sessions.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
+from roleplay.speech import tts_service
+from roleplay.speech.voice_catalog import Voice, voice_by_id, voice_for_character
 
 limiter = ConcurrentUserLimiter()
 PCM_RATE = 24000

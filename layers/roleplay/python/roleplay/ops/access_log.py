@@ -22,8 +22,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from roleplay.ops import metrics, request_context
-from roleplay.settings import get_settings
+from roleplay.core import metrics, request_context
+from roleplay.core.settings import get_settings
 
 _cold_start = True
 

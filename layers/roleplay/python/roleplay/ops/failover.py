@@ -23,11 +23,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from roleplay.errors import ApiError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from roleplay.lua_script import LuaScript
-from roleplay.redis_client import get_redis
-from roleplay.redis_keys import redis_keys
-from roleplay.settings import get_settings
+from roleplay.core.errors import ApiError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from roleplay.core.lua_script import LuaScript
+from roleplay.core.redis_client import get_redis
+from roleplay.core.redis_keys import redis_keys
+from roleplay.core.settings import get_settings
 
 T = TypeVar("T")
 RETRY_STATUSES = frozenset({502, 503})

@@ -15,12 +15,12 @@ import math
 import time
 from typing import Literal
 
-from roleplay.errors import TooManyRequests
-from roleplay.identity import User
-from roleplay.lua_script import LuaScript
-from roleplay.redis_client import get_redis
-from roleplay.redis_keys import redis_keys
-from roleplay.settings import Settings, get_settings
+from roleplay.core.errors import TooManyRequests
+from roleplay.core.identity import User
+from roleplay.core.lua_script import LuaScript
+from roleplay.core.redis_client import get_redis
+from roleplay.core.redis_keys import redis_keys
+from roleplay.core.settings import Settings, get_settings
 
 DAY_S = 86400
 Kind = Literal["chat", "tts"]

@@ -1,0 +1,149 @@
+"""Fits a conversation of any length into the model's context, and says when to summarize.
+
+The budget for history is `MAX_CONTEXT_TOKENS` minus the reply's `max_tokens` minus
+the system prompt (persona, then the rolling summary). Everything here works on
+token counts stored with each message, corrected by the model's learned ratio, so
+planning a turn costs the same at turn 10 and at turn 1,000.
+
+Past `SUMMARY_THRESHOLD` of the budget a summary is scheduled off the request path.
+Only when the next prompt would not fit at all does the request path summarize, and
+if even that is not enough the oldest verbatim messages are left out of the prompt
+(never out of the transcript) and the reply says how many.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from roleplay.characters.persona import PersonaLanguage, summary_block
+from roleplay.chat.prompt import build_prompt
+from roleplay.chat.token_ratio import corrected
+from roleplay.core.errors import BadRequest
+from roleplay.core.settings import Settings
+from roleplay.core.token_counter import message_tokens
+from roleplay.llm.client import ChatMessage
+from roleplay.sessions.store import StoredMessage, Window
+
+MIN_HISTORY_BUDGET = 64
+"""Fewer tokens than this for history means the request cannot make a useful prompt."""
+
+
+def stored_tokens(message: StoredMessage) -> int:
+    """A message's prompt cost as stored with it (counted once, when it arrived)."""
+    return message.tokens or message_tokens(message.content)
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What a plan was made from, so it can be made again with a better ratio."""
+
+    window: Window
+    persona: str
+    summary: str | None
+    max_tokens: int
+    ratio: float
+    character_name: str | None
+    language: PersonaLanguage
+
+
+@dataclass(frozen=True)
+class ContextPlan:
+    prompt: list[ChatMessage]
+    local_tokens: int
+    """The whole prompt in local (cl100k) tokens: what the upstream's count is compared to."""
+    prompt_tokens: int
+    history_budget: int
+    history_tokens: int
+    context_summarized: bool
+    dropped_messages: int
+    context_tokens: int | None = None
+    """The context planned for (MAX_CONTEXT_TOKENS clamped to the upstream's): Ollama's num_ctx."""
+    inputs: PlanInputs | None = field(default=None, compare=False, repr=False)
+
+
+class ContextManager:
+    def __init__(self, settings: Settings, max_context: int | None = None) -> None:
+        self.settings = settings
+        self.max_context = max_context or settings.max_context_tokens
+        """The prompt and reply's room: `MAX_CONTEXT_TOKENS`, or less if the upstream has less."""
+
+    def system_prompt(self, persona: str, summary: str | None, language: PersonaLanguage) -> str:
+        return f"{persona}\n\n{summary_block(summary, language)}" if summary else persona
+
+    def history_budget(self, system_local: int, max_tokens: int, ratio: float) -> int:
+        budget = self.max_context - max_tokens - corrected(system_local, ratio)
+        if budget < MIN_HISTORY_BUDGET:
+            raise BadRequest(
+                f"max_tokens={max_tokens} and the persona leave no room for the conversation in "
+                f"the model's context of {self.max_context} tokens; "
+                "lower max_tokens or shorten the persona", code="context_too_small")
+        return budget
+
+    def check_turn(self, system: str, max_tokens: int, ratio: float,
+                   message_costs: Sequence[int]) -> None:
+        """Refuses, before anything of the turn is stored, a turn that can never fit: no room
+        for any history, or a message longer than all the room there is."""
+        budget = self.history_budget(message_tokens(system), max_tokens, ratio)
+        if any(corrected(cost, ratio) > budget for cost in message_costs):
+            raise BadRequest(
+                f"a message is longer than the {budget} tokens the model's context has room "
+                "for; send a shorter message", code="message_too_long")
+
+    def window_tokens(self, messages: Sequence[StoredMessage]) -> int:
+        return sum(stored_tokens(m) for m in messages)
+
+    def summary_due_now(self, window: Window, system: str, max_tokens: int, ratio: float) -> bool:
+        """The next prompt would not fit at all, and a summary could make room: the one
+        case the request path summarizes itself."""
+        budget = self.history_budget(message_tokens(system), max_tokens, ratio)
+        fits = window.unread == 0 and corrected(self.window_tokens(window.messages), ratio) <= budget
+        return not fits and self.summarizable_upto(window.length) > window.watermark
+
+    def plan(
+        self,
+        window: Window,
+        *,
+        persona: str,
+        summary: str | None,
+        max_tokens: int,
+        ratio: float,
+        character_name: str | None,
+        language: PersonaLanguage,
+    ) -> ContextPlan:
+        system = self.system_prompt(persona, summary, language)
+        system_local = message_tokens(system)
+        budget = self.history_budget(system_local, max_tokens, ratio)
+        kept = list(window.messages)
+        costs = [stored_tokens(m) for m in kept]
+        history_local = sum(costs)
+        dropped = 0
+        while kept and corrected(history_local, ratio) > budget:
+            if len(kept) == 1:
+                raise BadRequest(
+                    f"the newest message alone is longer than the {budget} tokens the model's "
+                    "context has room for; send a shorter message", code="message_too_long")
+            history_local -= costs.pop(0)
+            kept.pop(0)
+            dropped += 1
+        first_index = window.first_index + dropped
+        prompt = build_prompt(system, [ChatMessage(m.role, m.content) for m in kept],
+                              character_name=character_name, language=language,
+                              continued=first_index > 0)
+        local = system_local + history_local
+        return ContextPlan(
+            prompt=prompt, local_tokens=local, prompt_tokens=corrected(local, ratio),
+            history_budget=budget, history_tokens=corrected(history_local, ratio),
+            context_summarized=bool(summary), dropped_messages=dropped + window.unread,
+            context_tokens=self.max_context,
+            inputs=PlanInputs(window, persona, summary, max_tokens, ratio, character_name, language),
+        )
+
+    def summarizable_upto(self, length: int) -> int:
+        """The last index a summary may cover: all but the `RECENT_TURNS_TO_KEEP` newest."""
+        return length - self.settings.recent_turns_to_keep - 1
+
+    def needs_summary(self, *, history_tokens: int, budget: int, length: int, watermark: int) -> bool:
+        """Past the threshold, with something older than the recent window to fold in."""
+        over = history_tokens >= self.settings.summary_threshold * budget
+        return over and self.summarizable_upto(length) > watermark

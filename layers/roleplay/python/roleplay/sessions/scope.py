@@ -1,0 +1,75 @@
+"""Sessions belong to their creator: the id a client chooses is scoped to its owner.
+
+Redis stores a session under a key derived from (owner, session id), so two owners
+who choose the same id never meet, and nobody can take an id before its owner uses
+it. The owner is the signed-in user, or (sign-in off) the anonymous client. Clients
+only ever see and send their own id; the derived key stays on the server side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from roleplay.core.identity import ADDRESS_PREFIX, User
+from roleplay.sessions.store import SessionMeta, SessionStore
+
+
+@dataclass(frozen=True)
+class ScopedSession:
+    session_id: str
+    """As the client names it (answers carry this one)."""
+    key: str
+    """As the session store names it: derived from the owner and `session_id`."""
+
+
+def storage_id(owner: str, session_id: str) -> str:
+    """A fixed-size id (it also passes `ID_PATTERN`, for the summarizer's events)."""
+    digest = hashlib.sha256(f"{owner}\0{session_id}".encode()).hexdigest()
+    return f"s{digest[:40]}"
+
+
+ADDRESS_FILED = "a-"
+"""Starts the ids the server makes for a client known only by its address: a browser's
+first session, begun before it had its cookie. Its later turns (with the cookie) look
+there first, so they cost one metadata read, not two."""
+
+
+def _new_id(user: User) -> str:
+    return (ADDRESS_FILED if user.id.startswith(ADDRESS_PREFIX) else "") + uuid.uuid4().hex
+
+
+async def owned_session(user: User, session_id: str | None,
+                        store: SessionStore) -> tuple[ScopedSession, SessionMeta | None]:
+    """`user`'s session `session_id` (a new id when None) and its metadata (None: not yet
+    stored). The metadata read is the one a turn makes anyway, so scoping costs no round
+    trip. An anonymous browser's session begun before it held its cookie is filed under its
+    address (`fallback_owner`): that is read too, first for ids the server made there."""
+    scoped, meta, _ = await owned_session_and(user, session_id, store, ())
+    return scoped, meta
+
+
+async def owned_session_and(
+    user: User, session_id: str | None, store: SessionStore, keys: Sequence[str],
+) -> tuple[ScopedSession, SessionMeta | None, list[str | None]]:
+    """`owned_session`, and the string values at `keys` read with the first metadata
+    read (alone when there is no session to read yet)."""
+    if session_id is None:
+        new_id = _new_id(user)
+        values = await store.read_values(keys)
+        return ScopedSession(new_id, storage_id(user.id, new_id)), None, values
+    own = ScopedSession(session_id, storage_id(user.id, session_id))
+    candidates = [own]
+    if user.fallback_owner is not None:
+        fallback = ScopedSession(session_id, storage_id(user.fallback_owner, session_id))
+        candidates = [fallback, own] if session_id.startswith(ADDRESS_FILED) else [own, fallback]
+    meta, values = await store.load_meta_and(candidates[0].key, keys)
+    if meta is not None:
+        return candidates[0], meta, values
+    for candidate in candidates[1:]:
+        meta = await store.load_meta(candidate.key)
+        if meta is not None:
+            return candidate, meta, values
+    return own, None, values

@@ -1,0 +1,608 @@
+"""Conversation sessions in Redis: the server's transcript is the source of truth.
+
+Every stored message has an id (`StoredMessage.id`), kept in an id -> index hash so a
+client's re-sent history can be matched by id. A turn runs under a lease (one turn at
+a time per session, across processes and instances): `begin_turn` is one Lua script
+that checks and takes the lease, recognises a retry of a turn already answered,
+aligns the client's history with the stored one (rewinding where the client's view
+diverges), enforces `MAX_TURNS`, appends and reads the window, in one round trip.
+`append_reply` stores the reply only behind its fence (the session's epoch and the
+transcript's length when the turn began) and releases the lease, so a reply never
+lands after another turn's message or in a session deleted meanwhile.
+
+The epoch starts at a random number when a session is created and grows on every
+rewind: a summary or a reply prepared against messages that a rewind removed, or
+against an earlier session under the same id, is dropped.
+
+A rolling summary covers the transcript up to a watermark (the index of the last
+message it covers). A turn reads only what lies after the watermark, so turn 1,000
+costs what turn 10 does; the full transcript is read only when a client asks for it.
+A rewind below the watermark clears the summary; the next one is built from what remains.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from roleplay.core.lua_script import LuaScript
+from roleplay.core.redis_client import get_redis
+from roleplay.core.redis_keys import redis_keys
+from roleplay.core.settings import get_settings
+
+Role = Literal["user", "assistant", "system"]
+
+WINDOW_CAP = 256
+"""At most this many messages after the watermark are read per turn. More only piles
+up while summaries fail, and then the oldest would be dropped from the prompt anyway."""
+
+# Lua, with KEYS[1] the messages list, KEYS[2] the meta hash, KEYS[3] the summary lock:
+# appends {length, watermark, first index read, summary, summarizing now (0/1), epoch,
+# messages after the watermark (capped)...} to `head`; summary and watermark are read
+# together, so they match.
+_WINDOW = """
+local function window_answer(answer, cap)
+  local length = redis.call('LLEN', KEYS[1])
+  local watermark = tonumber(redis.call('HGET', KEYS[2], 'summary_upto') or '-1')
+  local first = math.max(watermark + 1, length - cap)
+  answer[#answer + 1] = length
+  answer[#answer + 1] = watermark
+  answer[#answer + 1] = first
+  answer[#answer + 1] = redis.call('HGET', KEYS[2], 'summary') or ''
+  answer[#answer + 1] = redis.call('EXISTS', KEYS[3])
+  answer[#answer + 1] = redis.call('HGET', KEYS[2], 'epoch') or '0'
+  if first < length then
+    for _, raw in ipairs(redis.call('LRANGE', KEYS[1], first, -1)) do answer[#answer + 1] = raw end
+  end
+  return answer
+end
+"""
+
+# Lua, with KEYS[1] the messages list, KEYS[2] the meta hash, KEYS[5] the id hash:
+# keeps the first `keep` messages and removes the rest (their ids, their user turns),
+# moves the epoch on, and clears a summary that covered any removed message.
+_REWIND = """
+local function rewind(keep)
+  local length = redis.call('LLEN', KEYS[1])
+  if keep >= length then return 0 end
+  local users, ids = 0, {}
+  for _, raw in ipairs(redis.call('LRANGE', KEYS[1], keep, -1)) do
+    local m = cjson.decode(raw)
+    if m.role == 'user' then users = users + 1 end
+    if m.id then ids[#ids + 1] = m.id end
+  end
+  if keep == 0 then redis.call('DEL', KEYS[1]) else redis.call('LTRIM', KEYS[1], 0, keep - 1) end
+  for _, id in ipairs(ids) do redis.call('HDEL', KEYS[5], id) end
+  if users > 0 then redis.call('HINCRBY', KEYS[2], 'user_turns', -users) end
+  redis.call('HINCRBY', KEYS[2], 'epoch', 1)
+  if keep <= tonumber(redis.call('HGET', KEYS[2], 'summary_upto') or '-1') then
+    redis.call('HSET', KEYS[2], 'summary', '', 'summary_upto', -1, 'summary_tokens', 0,
+               'summary_at', '')
+  end
+  return length - keep
+end
+"""
+
+# KEYS: messages list, meta hash, summary lock, turn lease, id hash.
+# ARGV: 1 ttl s, 2 now s, 3 window cap, 4 lease token, 5 lease ms, 6 max turns (0: none),
+# 7 retry window s, 8 idempotency key ('' none), 9 incoming JSON [{r role, c normalized
+# content, i client id?, m new id}], 10 setup JSON (a leading '=': unchanged, written only
+# if the session is new or was deleted meanwhile), 11 epoch for a new
+# session, 12... each incoming message as it would be stored.
+# Answers {'busy', lease ms left} | {'turn_limit', user turns} | {'retry', user message,
+# reply} | {'begin', stored kept, appended, <window>}.
+_BEGIN_SCRIPT = LuaScript(_WINDOW + _REWIND + """
+local lease = redis.call('GET', KEYS[4])
+if lease and lease ~= ARGV[4] then return {'busy', redis.call('PTTL', KEYS[4])} end
+local incoming = cjson.decode(ARGV[9])
+local n = #incoming
+local length = redis.call('LLEN', KEYS[1])
+local key = ARGV[8]
+
+local function norm(s)
+  s = string.gsub(s, '%s+', ' ')
+  s = string.gsub(s, '^ ', '')
+  s = string.gsub(s, ' $', '')
+  return s
+end
+for _, x in ipairs(incoming) do
+  if x.i then
+    local at = redis.call('HGET', KEYS[5], x.i)
+    if at then x.idx = tonumber(at) end
+  end
+end
+local function same(s, at, x)
+  if x.idx and x.idx ~= at then return false end
+  if s.role ~= x.r then return false end
+  if s.n == nil then s.n = norm(s.content) end
+  return s.n == x.c
+end
+
+local a = nil
+local answer_tail = false
+if key ~= '' and length > 0 then
+  local from = math.max(0, length - 64)  -- how far back a retry's key is looked for
+  local recent = redis.call('LRANGE', KEYS[1], from, -1)
+  for k = #recent, 1, -1 do
+    if string.find(recent[k], key, 1, true) and cjson.decode(recent[k]).key == key then
+      if recent[k + 1] and cjson.decode(recent[k + 1]).role == 'assistant' then
+        return {'retry', recent[k], recent[k + 1]}
+      end
+      if k == #recent then answer_tail = true end
+      break
+    end
+  end
+end
+
+local matched = 0
+if answer_tail then
+  a, matched = length - n, n
+else
+  for j, x in ipairs(incoming) do
+    if x.idx then a = x.idx - (j - 1) break end
+  end
+  if a ~= nil and a < 0 then a = nil end
+  local t = math.min(length, n + 1)
+  if a == nil and n > 0 and t > 0 then
+    local raw = redis.call('LRANGE', KEYS[1], length - t, -1)
+    local tail = {}
+    for i, r in ipairs(raw) do tail[i] = cjson.decode(r) end
+    for k = math.min(n, length), 1, -1 do
+      local ok = true
+      for j = 1, k do
+        if not same(tail[t - k + j], length - k + j - 1, incoming[j]) then ok = false break end
+      end
+      if ok then a = length - k break end
+    end
+    if a == nil and key == '' and t == n + 1 and incoming[n].r == 'user'
+        and tail[t].role == 'assistant' then
+      local ok = true
+      for j = 1, n do
+        if not same(tail[j], length - n - 1 + j - 1, incoming[j]) then ok = false break end
+      end
+      if ok and (n > 1 or tonumber(tail[n].at or 0) >= tonumber(ARGV[2]) - tonumber(ARGV[7])) then
+        return {'retry', raw[n], raw[t]}
+      end
+    end
+    if a == nil and n >= 2 then
+      -- a whole conversation re-sent: it starts at the first message, or right after a
+      -- stored opening line that the client does not hold
+      local opening = redis.call('LRANGE', KEYS[1], 0, 1)
+      for i, r in ipairs(opening) do
+        local s = cjson.decode(r)
+        if same(s, i - 1, incoming[1]) then a = i - 1 break end
+        if s.role ~= 'assistant' then break end
+      end
+    end
+  end
+  if a == nil then a = length end
+  if a < length and n > 0 then
+    for j, r in ipairs(redis.call('LRANGE', KEYS[1], a, a + n - 1)) do
+      if same(cjson.decode(r), a + j - 1, incoming[j]) then matched = j else break end
+    end
+  end
+end
+local keep = a + matched
+if matched == n and n > 0 and keep == length - 1 and incoming[n].r == 'user' then
+  local after = redis.call('LINDEX', KEYS[1], keep)
+  if cjson.decode(after).role == 'assistant' then
+    return {'retry', redis.call('LINDEX', KEYS[1], keep - 1), after}
+  end
+end
+
+local adding = 0
+for j = matched + 1, n do
+  if incoming[j].r == 'user' then adding = adding + 1 end
+end
+local max_turns = tonumber(ARGV[6])
+if max_turns > 0 and adding > 0 then
+  local users = tonumber(redis.call('HGET', KEYS[2], 'user_turns') or '0')
+  if keep < length then
+    for _, r in ipairs(redis.call('LRANGE', KEYS[1], keep, -1)) do
+      if cjson.decode(r).role == 'user' then users = users - 1 end
+    end
+  end
+  if users + adding > max_turns then return {'turn_limit', users} end
+end
+
+local unchanged = string.sub(ARGV[10], 1, 1) == '='
+if not unchanged or redis.call('EXISTS', KEYS[2]) == 0 then
+  local setup = cjson.decode(unchanged and string.sub(ARGV[10], 2) or ARGV[10])
+  redis.call('HSET', KEYS[2], 'owner', setup.owner, 'character_id', setup.character_id,
+             'persona', setup.persona, 'scenario', setup.scenario)
+end
+redis.call('HSETNX', KEYS[2], 'created_at', ARGV[2])
+redis.call('HSETNX', KEYS[2], 'epoch', ARGV[11])
+rewind(keep)
+for j = matched + 1, n do
+  local at = redis.call('RPUSH', KEYS[1], ARGV[11 + j]) - 1
+  redis.call('HSET', KEYS[5], incoming[j].m, at)
+end
+if adding > 0 then redis.call('HINCRBY', KEYS[2], 'user_turns', adding) end
+redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[5], ARGV[1])
+return window_answer({'begin', keep, n - matched}, tonumber(ARGV[3]))
+""")
+
+# KEYS: messages list, meta hash, summary lock. ARGV: window cap. Reads, writes nothing.
+_READ_WINDOW_SCRIPT = LuaScript(_WINDOW + """
+return window_answer({}, tonumber(ARGV[1]))
+""")
+
+# KEYS: messages list, meta hash, turn lease, id hash. ARGV: lease token, epoch, length
+# when the turn began, ttl s, reply id, reply as stored.
+# Stores the reply only if the session still exists under the same epoch and nothing
+# was appended since (so it directly follows what it answers), and no other turn holds
+# the lease; releases the lease. Answers the new length, or 0 when the reply was dropped.
+_REPLY_SCRIPT = LuaScript("""
+local lease = redis.call('GET', KEYS[3])
+if lease and lease ~= ARGV[1] then return 0 end
+if lease then redis.call('DEL', KEYS[3]) end
+if (redis.call('HGET', KEYS[2], 'epoch') or '') ~= ARGV[2] then return 0 end
+if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[3]) then return 0 end
+local length = redis.call('RPUSH', KEYS[1], ARGV[6])
+redis.call('HSET', KEYS[4], ARGV[5], length - 1)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+return length
+""")
+
+# KEYS: turn lease. ARGV: token. Releases the lease only for its holder.
+_END_TURN_SCRIPT = LuaScript("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+""")
+
+# KEYS: turn lease. ARGV: token, lease ms. Extends the lease only for its holder.
+_RENEW_TURN_SCRIPT = LuaScript("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+""")
+
+# KEYS: messages list, meta hash, summary lock, turn lease, id hash. ARGV: token.
+# Removes a session its holder created and failed to answer (the client never learned its id).
+_DISCARD_SCRIPT = LuaScript("""
+if redis.call('GET', KEYS[4]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+""")
+
+# KEYS: messages list, meta hash, summary lock, turn lease, id hash. ARGV: keep.
+# The store's rewind on its own (for edits): refused (-1) while a turn holds the lease.
+_REWIND_SCRIPT = LuaScript(_REWIND + """
+if redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+return rewind(tonumber(ARGV[1]))
+""")
+
+# KEYS: messages list, meta hash. ARGV: expected watermark, new watermark, summary,
+# summary tokens, timestamp, expected epoch. Replaces the summary only if nobody moved
+# the watermark or rewound the transcript meanwhile, and the session still exists;
+# messages after the new watermark are untouched, so turns that arrived during
+# summarization are never lost.
+_SAVE_SUMMARY_SCRIPT = LuaScript("""
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+local current = tonumber(redis.call('HGET', KEYS[2], 'summary_upto') or '-1')
+if current ~= tonumber(ARGV[1]) then return 0 end
+if (redis.call('HGET', KEYS[2], 'epoch') or '0') ~= ARGV[6] then return 0 end
+if tonumber(ARGV[2]) >= redis.call('LLEN', KEYS[1]) then return 0 end
+redis.call('HSET', KEYS[2], 'summary', ARGV[3], 'summary_upto', ARGV[2],
+           'summary_tokens', ARGV[4], 'summary_at', ARGV[5], 'summary_error', '',
+           'summary_failed_at', '')
+return 1
+""")
+
+# KEYS: meta hash. ARGV: error, timestamp. A deleted session stays deleted.
+_RECORD_FAILURE_SCRIPT = LuaScript("""
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'summary_error', ARGV[1], 'summary_failed_at', ARGV[2])
+return 1
+""")
+
+WINDOW_LUA = _WINDOW
+"""The store's Lua pieces, for the conversation-control scripts (`roleplay.control`)."""
+REWIND_LUA = _REWIND
+
+_SPACE = re.compile(r"[ \t\n\v\f\r]+")
+
+
+def normalized(content: str) -> str:
+    """Content compared with whitespace runs collapsed and the ends trimmed (as the Lua side
+    does, ASCII whitespace only, so both agree)."""
+    return _SPACE.sub(" ", content).strip(" ")
+
+
+def new_message_id() -> str:
+    return secrets.token_hex(8)
+
+
+class StoredMessage(BaseModel):
+    id: str = ""
+    role: Role
+    content: str
+    at: float
+    tokens: int = 0
+    cut: bool = False
+    greeting: bool = False
+    key: str | None = None
+    """The `Idempotency-Key` the turn's user message came with."""
+    edited: bool = False
+    alternatives: list[str] | None = None
+    """A regenerated reply's versions (`control.alternatives`); `content` is the selected one."""
+    selected: int | None = None
+
+
+class SessionMeta(BaseModel):
+    session_id: str
+    owner: str | None = None
+    character_id: str | None = None
+    persona: str | None = None
+    scenario: dict[str, Any] | None = None
+    created_at: float | None = None
+    user_turns: int = 0
+    epoch: int = 0
+    summary: str | None = None
+    summary_upto: int = -1
+    summary_tokens: int = 0
+    summary_at: float | None = None
+    summary_error: str | None = None
+    summary_failed_at: float | None = None
+    pins: list[dict[str, str]] = []
+    """Facts the user pinned ({id, text}), always in the system prompt (`control.pins`)."""
+
+
+class Window(BaseModel):
+    """What a turn reads: the transcript after the summary's watermark."""
+
+    length: int
+    watermark: int
+    first_index: int
+    summary: str | None
+    summarizing: bool
+    """A summary is being made right now (its lock is held): no need to ask for another."""
+    epoch: int = 0
+    messages: list[StoredMessage]
+
+    @property
+    def unread(self) -> int:
+        """Messages after the watermark that the cap left out of `messages`."""
+        return self.first_index - (self.watermark + 1)
+
+    @property
+    def tail(self) -> StoredMessage | None:
+        return self.messages[-1] if self.messages and self.first_index < self.length else None
+
+
+@dataclass(frozen=True)
+class TurnSetup:
+    """Who the session talks to: written by the turn's begin when it changed, or when the
+    session is new (or was deleted while the turn waited)."""
+
+    owner: str
+    character_id: str | None
+    persona: str | None
+    scenario: dict[str, Any] | None
+
+    def encoded(self) -> str:
+        return json.dumps({"owner": self.owner, "character_id": self.character_id or "",
+                           "persona": self.persona or "",
+                           "scenario": json.dumps(self.scenario, ensure_ascii=False)
+                           if self.scenario else ""}, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A turn that holds its session's lease: the window it read and its reply's fence."""
+
+    session_id: str
+    token: str
+    window: Window
+    kept: int
+    """Stored messages the client's history agreed with (the rest were rewound)."""
+    appended: int
+
+    @property
+    def user_message(self) -> StoredMessage | None:
+        tail = self.window.tail
+        return tail if tail is not None and tail.role == "user" else None
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A retry of a turn already answered: its stored message and reply."""
+
+    user_message: StoredMessage
+    reply: StoredMessage
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Another turn holds the session; it frees within `retry_after_ms` at the latest."""
+
+    retry_after_ms: int
+
+
+@dataclass(frozen=True)
+class TurnLimit:
+    user_turns: int
+
+
+def now() -> float:
+    return round(time.time(), 3)
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value else None
+
+
+def _window(values: list[Any]) -> Window:
+    length, watermark, first, summary, summarizing, epoch, *raw = values
+    return Window(length=int(length), watermark=int(watermark), first_index=int(first),
+                  summary=summary or None, summarizing=bool(summarizing), epoch=int(epoch),
+                  messages=[StoredMessage.model_validate_json(item) for item in raw])
+
+
+def _meta(session_id: str, found: dict[Any, Any]) -> SessionMeta | None:
+    raw = {str(k): str(v) for k, v in found.items()}
+    if not raw:
+        return None
+    return SessionMeta(
+        session_id=session_id,
+        owner=raw.get("owner"),
+        character_id=raw.get("character_id") or None,
+        persona=raw.get("persona") or None,
+        scenario=json.loads(raw["scenario"]) if raw.get("scenario") else None,
+        created_at=_float(raw.get("created_at")),
+        user_turns=int(raw.get("user_turns", 0)),
+        epoch=int(raw.get("epoch") or 0),
+        summary=raw.get("summary") or None,
+        summary_upto=int(raw.get("summary_upto", -1)),
+        summary_tokens=int(raw.get("summary_tokens") or 0),
+        summary_at=_float(raw.get("summary_at")),
+        summary_error=raw.get("summary_error") or None,
+        summary_failed_at=_float(raw.get("summary_failed_at")),
+        pins=json.loads(raw["pins"]) if raw.get("pins", "{}") != "{}" else [],
+    )
+
+
+class SessionStore:
+    def _keys(self, session_id: str) -> list[str]:
+        keys = redis_keys()
+        return [keys.session_messages(session_id), keys.session(session_id),
+                keys.summary_lock(session_id), keys.turn_lease(session_id),
+                keys.session_ids(session_id)]
+
+    async def load_meta(self, session_id: str) -> SessionMeta | None:
+        return _meta(session_id, await (await get_redis()).hgetall(redis_keys().session(session_id)))
+
+    async def read_values(self, keys: Sequence[str]) -> list[str | None]:
+        """The string values at `keys` (none: no round trip)."""
+        if not keys:
+            return []
+        return [None if v is None else str(v) for v in await (await get_redis()).mget(list(keys))]
+
+    async def load_meta_and(self, session_id: str,
+                            keys: Sequence[str]) -> tuple[SessionMeta | None, list[str | None]]:
+        """The metadata and, in the same round trip, the string values at `keys`: what a
+        turn reads anyway (the user's persona) costs no round trip of its own."""
+        if not keys:
+            return await self.load_meta(session_id), []
+        async with (await get_redis()).pipeline(transaction=False) as pipe:
+            pipe.hgetall(redis_keys().session(session_id))
+            pipe.mget(list(keys))
+            found, values = await pipe.execute()
+        return _meta(session_id, found), [None if v is None else str(v) for v in values]
+
+    async def begin_turn(
+        self, session_id: str, messages: list[StoredMessage], *, token: str,
+        client_ids: list[str | None], setup: TurnSetup, setup_changed: bool,
+        idempotency_key: str | None,
+    ) -> Turn | Replay | Busy | TurnLimit:
+        """One attempt to begin a turn (see the module's docstring); one round trip.
+
+        `messages` are the request's messages as they would be stored (each with a new
+        id), `client_ids` the ids the client gave them."""
+        settings = get_settings()
+        incoming = []
+        for message, client_id in zip(messages, client_ids, strict=True):
+            item: dict[str, str] = {"r": message.role, "c": normalized(message.content),
+                                    "m": message.id}
+            if client_id:
+                item["i"] = client_id
+            incoming.append(item)
+        answer = await _BEGIN_SCRIPT(self._keys(session_id), [
+            settings.session_ttl_s, now(), WINDOW_CAP, token, settings.turn_lease_s * 1000,
+            settings.max_turns, settings.turn_retry_window_s, idempotency_key or "",
+            json.dumps(incoming, ensure_ascii=False),
+            ("" if setup_changed else "=") + setup.encoded(),
+            secrets.randbelow(2**40) * 1000,
+            *[m.model_dump_json(exclude_defaults=True) for m in messages]])
+        kind = answer[0]
+        if kind == "busy":
+            return Busy(max(0, int(answer[1])))
+        if kind == "turn_limit":
+            return TurnLimit(int(answer[1]))
+        if kind == "retry":
+            return Replay(StoredMessage.model_validate_json(answer[1]),
+                          StoredMessage.model_validate_json(answer[2]))
+        return Turn(session_id=session_id, token=token, window=_window(answer[3:]),
+                    kept=int(answer[1]), appended=int(answer[2]))
+
+    async def read_window(self, session_id: str) -> Window:
+        """The window alone (after a summary moved the watermark); one round trip."""
+        keys = self._keys(session_id)[:3]
+        return _window(await _READ_WINDOW_SCRIPT(keys, [WINDOW_CAP]))
+
+    async def append_reply(self, turn: Turn, message: StoredMessage) -> int:
+        """Stores the turn's reply right after what it answers and ends the turn; answers
+        the transcript's new length, or 0 when the reply was dropped (the session was
+        deleted or rewound meanwhile, or the lease expired and another turn went first)."""
+        keys = self._keys(turn.session_id)
+        length = await _REPLY_SCRIPT([keys[0], keys[1], keys[3], keys[4]], [
+            turn.token, str(turn.window.epoch), turn.window.length, get_settings().session_ttl_s,
+            message.id, message.model_dump_json(exclude_defaults=True)])
+        return int(length)
+
+    async def renew_turn(self, turn: Turn) -> bool:
+        """Extends the turn's lease by `TURN_LEASE_S` from now: a stream still generating
+        keeps its session. False: the lease is gone (the session was deleted, or the lease
+        lapsed and another turn holds it); the reply's fence will drop the reply."""
+        return bool(await _RENEW_TURN_SCRIPT([self._keys(turn.session_id)[3]],
+                                             [turn.token, get_settings().turn_lease_s * 1000]))
+
+    async def end_turn(self, turn: Turn) -> None:
+        """Releases the turn's lease (nothing to store, or the turn failed)."""
+        await _END_TURN_SCRIPT([self._keys(turn.session_id)[3]], [turn.token])
+
+    async def discard(self, turn: Turn) -> bool:
+        """Deletes the session the turn created, if the turn still holds it."""
+        return bool(await _DISCARD_SCRIPT(self._keys(turn.session_id), [turn.token]))
+
+    async def rewind_to(self, session_id: str, keep: int) -> int | None:
+        """Keeps the first `keep` messages and removes the rest, moving the epoch on (and
+        clearing a summary that covered a removed message); answers how many were
+        removed, or None while a turn is in progress or the session does not exist."""
+        removed = int(await _REWIND_SCRIPT(self._keys(session_id), [max(0, keep)]))
+        return None if removed < 0 else removed
+
+    async def length(self, session_id: str) -> int:
+        return int(await (await get_redis()).llen(redis_keys().session_messages(session_id)))
+
+    async def read_range(self, session_id: str, first: int, last: int) -> list[StoredMessage]:
+        """Messages `first`..`last` (inclusive, 0-based) of the transcript."""
+        raw = await (await get_redis()).lrange(redis_keys().session_messages(session_id), first, last)
+        return [StoredMessage.model_validate_json(item) for item in raw]
+
+    async def transcript(self, session_id: str) -> list[StoredMessage]:
+        return await self.read_range(session_id, 0, -1)
+
+    async def save_summary(
+        self, session_id: str, *, expected_upto: int, upto: int, summary: str, tokens: int,
+        epoch: int,
+    ) -> bool:
+        """Moves the watermark from `expected_upto` to `upto`; False if it had moved or the
+        transcript was rewound since `epoch`."""
+        keys = redis_keys()
+        saved = await _SAVE_SUMMARY_SCRIPT(
+            [keys.session_messages(session_id), keys.session(session_id)],
+            [expected_upto, upto, summary, tokens, now(), str(epoch)],
+        )
+        return bool(saved)
+
+    async def record_summary_failure(self, session_id: str, error: str) -> None:
+        """Keeps the old summary; notes why and when, so a later turn retries."""
+        await _RECORD_FAILURE_SCRIPT([redis_keys().session(session_id)], [error[:500], now()])
+
+    async def delete(self, session_id: str) -> bool:
+        """Removes the session with its lease: a reply still being generated is dropped."""
+        removed = await (await get_redis()).delete(*self._keys(session_id))
+        return bool(removed)

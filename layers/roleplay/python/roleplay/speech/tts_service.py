@@ -1,0 +1,249 @@
+"""What the speech endpoints and chat do with speech: speak text in a configured voice,
+and keep the audio where a client can fetch it.
+
+The engine is whichever `speech_engine()` picks (GPT-SoVITS on Server A, or the
+embedded eSpeak NG); the audio goes to `get_audio_store()` (a local folder or S3).
+
+With `streaming_mode` 1-3, an engine that streams (GPT-SoVITS) and a store that can
+grow a file (the local one), speech is live (`speak_live`): its URL serves a WAV that
+grows as chunks arrive, from the first chunk on, and the whole file lands once the
+synthesis is done. Otherwise speech is stored once it is complete, as in mode 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import Literal
+
+import anyio
+
+from roleplay.core.errors import ApiError, NotFound, UpstreamError
+from roleplay.core.identity import User
+from roleplay.core.job_models import SpeechJob
+from roleplay.core.settings import get_settings
+from roleplay.speech.audio import (
+    WAV_MEDIA_TYPE,
+    PcmChunk,
+    PcmFormat,
+    StreamingSpeechEngine,
+    SynthesizedAudio,
+    checked_text,
+    joined_wav,
+    pcm_wav,
+    streaming_wav_header,
+)
+from roleplay.speech.audio_store import GrowingAudioStore, get_audio_store
+from roleplay.speech.engine import speech_engine
+from roleplay.speech.slots import speech_slot
+from roleplay.speech.text import SentenceSplitter
+from roleplay.speech.tts_models import TtsRequest, TtsResult
+from roleplay.speech.voice_catalog import Voice, voice_by_id
+
+AUDIO_PATH = "/api/audio/{file_id}"
+
+
+async def synthesize(request: TtsRequest, user: User) -> SynthesizedAudio:
+    """`POST /api/tts`: one request, one synthesis, within `TTS_MAX_CHARS`, holding one of
+    the user's places (`speech_slots`); text with nothing to say is refused first."""
+    voice = voice_by_id(request.voice_id)
+    checked_text(request.text)
+    async with speech_slot(user.id):
+        return await speech_engine().synthesize(request.text, voice, speed=request.speed,
+                                                language=request.language,
+                                                streaming_mode=request.streaming_mode)
+
+
+async def synthesize_stream(request: TtsRequest) -> AsyncIterator[bytes] | None:
+    """`POST /api/tts` with `return_binary` in streaming mode 1-3: the WAV as the engine makes
+    it (a header whose data size is 0, then PCM, as api_v2 streams it). The first chunk is
+    awaited here, so failed or silent speech is a 502 before anything is sent; a failure
+    after that cuts the response, as api_v2 does. None: the engine does not stream."""
+    engine = speech_engine()
+    if not (request.streaming_mode and isinstance(engine, StreamingSpeechEngine)):
+        return None
+    chunks = engine.stream_pcm(request.text, voice_by_id(request.voice_id), speed=request.speed,
+                               language=request.language, streaming_mode=request.streaming_mode)
+    try:
+        first = await anext(chunks)
+    except BaseException:
+        await chunks.aclose()
+        raise
+    return _streamed_wav(first, chunks)
+
+
+async def _streamed_wav(first: PcmChunk, chunks: AsyncGenerator[PcmChunk, None]) -> AsyncIterator[bytes]:
+    async with contextlib.aclosing(chunks):
+        yield streaming_wav_header(first.format) + first.pcm
+        async for chunk in chunks:
+            yield chunk.pcm
+
+
+async def store(audio: SynthesizedAudio, voice: Voice) -> TtsResult:
+    stored = await get_audio_store().put(audio.audio, audio.media_type)
+    return TtsResult(audio_url=stored.url, file_id=stored.file_id, duration=round(audio.duration_s, 3),
+                     media_type=audio.media_type, voice_id=voice.id)
+
+
+def pieces_of(text: str, limit: int) -> list[str]:
+    """`text` in sentence-aligned pieces of at most `limit` characters (a longer sentence
+    is cut at a space), so a long reply is spoken whole rather than refused."""
+    pieces: list[str] = []
+    splitter = SentenceSplitter(strip_directions=False, first_piece_early=False)
+    for sentence in [*splitter.feed(text), *splitter.flush()]:
+        while len(sentence) > limit:
+            cut = sentence.rfind(" ", 1, limit)
+            cut = cut if cut > 0 else limit
+            pieces.append(sentence[:cut].strip())
+            sentence = sentence[cut:].strip()
+        if pieces and len(pieces[-1]) + 1 + len(sentence) <= limit:
+            pieces[-1] = f"{pieces[-1]} {sentence}"
+        elif sentence:
+            pieces.append(sentence)
+    return pieces
+
+
+async def say(text: str, voice: Voice, *, speed: float = 1.0, language: str | None = None,
+              streaming_mode: int = 0) -> SynthesizedAudio:
+    """Any length of text as one WAV, synthesized piece by piece under `TTS_MAX_CHARS`."""
+    engine = speech_engine()
+    parts = [await engine.synthesize(piece, voice, speed=speed, language=language,
+                                     streaming_mode=streaming_mode)
+             for piece in pieces_of(text, get_settings().tts_max_chars)]
+    if not parts:
+        raise UpstreamError("there was nothing to speak")
+    try:
+        return joined_wav(parts)
+    except ValueError as error:
+        raise UpstreamError(f"the speech engine's pieces do not join: {error}") from None
+
+
+async def speak(text: str, voice: Voice, *, speed: float = 1.0, language: str | None = None,
+                streaming_mode: int = 0) -> TtsResult:
+    """`say`, stored: what chat hands its client as `audio_url`."""
+    audio = await say(text, voice, speed=speed, language=language, streaming_mode=streaming_mode)
+    return await store(audio, voice)
+
+
+@dataclass(frozen=True)
+class LiveSpeech:
+    """One step of `speak_live`: the audio has begun (`result` None), or it is whole and stored."""
+
+    file_id: str
+    audio_url: str
+    result: TtsResult | None = None
+
+
+async def speak_live(text: str, voice: Voice, *, speed: float = 1.0, language: str | None = None,
+                     streaming_mode: int = 0, file_id: str | None = None) -> AsyncGenerator[LiveSpeech, None]:
+    """`speak`, heard while it is made: a step once the first chunk is in the growing file,
+    then one when the whole file is stored. Where nothing can stream (mode 0, eSpeak, S3)
+    there is only the second step. Failed speech is discarded, and its URL answers 404."""
+    engine, audio_store = speech_engine(), get_audio_store()
+    if not (streaming_mode and isinstance(engine, StreamingSpeechEngine)
+            and isinstance(audio_store, GrowingAudioStore)):
+        if file_id is None:
+            result = await speak(text, voice, speed=speed, language=language,
+                                 streaming_mode=streaming_mode)
+        else:
+            result = await _fill(file_id, text, voice, speed=speed, language=language,
+                                 streaming_mode=streaming_mode)
+        yield LiveSpeech(result.file_id, result.audio_url, result)
+        return
+    file_id = file_id or await audio_store.reserve()
+    url = AUDIO_PATH.format(file_id=file_id)
+    fmt: PcmFormat | None = None
+    pcm = bytearray()
+    try:
+        for piece in pieces_of(text, get_settings().tts_max_chars):
+            async with contextlib.aclosing(engine.stream_pcm(
+                    piece, voice, speed=speed, language=language,
+                    streaming_mode=streaming_mode)) as chunks:
+                async for chunk in chunks:
+                    if fmt is None:
+                        fmt = chunk.format
+                        await audio_store.grow(file_id, streaming_wav_header(fmt))
+                        await audio_store.append(file_id, chunk.pcm)
+                        pcm += chunk.pcm
+                        yield LiveSpeech(file_id, url)
+                        continue
+                    if chunk.format != fmt:
+                        raise UpstreamError("the speech engine's pieces differ in format")
+                    await audio_store.append(file_id, chunk.pcm)
+                    pcm += chunk.pcm
+        if fmt is None:
+            raise UpstreamError("there was nothing to speak")
+        audio = pcm_wav(bytes(pcm), fmt)
+        stored = await audio_store.fill(file_id, audio.audio, audio.media_type)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await audio_store.discard(file_id)
+        raise
+    yield LiveSpeech(file_id, url, TtsResult(
+        audio_url=stored.url, file_id=file_id, duration=round(audio.duration_s, 3),
+        media_type=audio.media_type, voice_id=voice.id))
+
+
+async def reserve() -> tuple[str, str]:
+    """A file id and its URL, before the audio exists: the URL answers 202 until it does."""
+    file_id = await get_audio_store().reserve()
+    return file_id, AUDIO_PATH.format(file_id=file_id)
+
+
+async def speak_into(job: SpeechJob) -> Literal["ready", "failed"]:
+    """Fills a reserved file; on failure the reservation goes, so its URL answers 404."""
+    try:
+        async with contextlib.aclosing(speak_live(
+                job.text, voice_by_id(job.voice_id), speed=job.speed, language=job.language,
+                streaming_mode=job.streaming_mode, file_id=job.file_id)) as steps:
+            async for _ in steps:
+                pass
+    except ApiError:
+        return "failed"
+    return "ready"
+
+
+async def _fill(file_id: str, text: str, voice: Voice, *, speed: float, language: str | None,
+                streaming_mode: int) -> TtsResult:
+    """`speak` into a reserved file; on failure the reservation goes."""
+    audio_store = get_audio_store()
+    try:
+        audio = await say(text, voice, speed=speed, language=language, streaming_mode=streaming_mode)
+        stored = await audio_store.fill(file_id, audio.audio, audio.media_type)
+    except ApiError:
+        await audio_store.discard(file_id)
+        raise
+    return TtsResult(audio_url=stored.url, file_id=file_id, duration=round(audio.duration_s, 3),
+                     media_type=audio.media_type, voice_id=voice.id)
+
+
+@dataclass(frozen=True)
+class AudioFile:
+    status: Literal["ready", "pending", "growing"]
+    data: bytes | None = None
+    media_type: str | None = None
+    redirect_to: str | None = None
+    stream: AsyncIterator[bytes] | None = None
+    """A growing WAV (data size 0 in its header), byte by byte as it is spoken."""
+
+
+async def audio_file(file_id: str) -> AudioFile:
+    """Stored audio: its bytes (local), where to fetch it (S3), the bytes of a file still
+    being spoken, or that it is coming."""
+    audio_store = get_audio_store()
+    status = await audio_store.status(file_id)
+    if status == "growing" and isinstance(audio_store, GrowingAudioStore):
+        stream = await audio_store.follow(file_id)
+        if stream is not None:
+            return AudioFile("growing", media_type=WAV_MEDIA_TYPE, stream=stream)
+        status = await audio_store.status(file_id)  # it finished (or failed) just now
+    if status == "pending":
+        return AudioFile("pending")
+    if status == "ready":
+        if audio_store.redirects:
+            return AudioFile("ready", redirect_to=await audio_store.url(file_id))
+        found = await audio_store.get(file_id)
+        if found is not None:
+            return AudioFile("ready", data=found[0], media_type=found[1])
+    raise NotFound("no such audio, or it has expired", code="audio_not_found")

@@ -1,0 +1,210 @@
+"""Builds the FastAPI app of a function handler, or of the local runner from several.
+
+Every app built here answers errors the same way: the JSON envelope with a stable
+code, never a traceback. Handlers raise `ApiError`s; anything unexpected is a 500
+with a generic message and a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from roleplay.core.errors import ApiError
+from roleplay.core.settings import get_settings
+from roleplay.ops.access_log import RequestObservation
+from roleplay.web.anonymous_client import AnonymousCookie
+from roleplay.web.cors import CrossOrigin
+from roleplay.web.envelope import error_body
+from roleplay.web.offline_docs import add_offline_docs
+
+logger = logging.getLogger("roleplay")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+def _json_error(
+    status: int, code: str, message: str, details: Any = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+
+
+def _validation_details(error: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": [str(part) for part in item.get("loc", ())], "msg": item.get("msg", ""),
+         "type": item.get("type", "")}
+        for item in error.errors()
+    ]
+
+
+async def _on_api_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ApiError)
+    return _json_error(
+        error.status_code, error.error_code, error.message, error.details, error.headers or None
+    )
+
+
+async def _on_validation_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    details = _validation_details(error)
+    first = details[0] if details else {"loc": [], "msg": "invalid request"}
+    where = ".".join(part for part in first["loc"] if part != "body") or "request"
+    return _json_error(422, "validation_error", f"{where}: {first['msg']}", details)
+
+
+async def _on_http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    code = _HTTP_CODES.get(error.status_code, "http_error")
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+    return _json_error(error.status_code, code, str(error.detail), headers=headers or None)
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the requested path answers to, read from the app's OpenAPI paths.
+    Starlette's 405 names only the methods of the first route matching the path, so
+    `/api/characters` (GET and POST on two routes) would advertise POST alone."""
+    path = request.url.path.removeprefix(request.scope.get("root_path", "")) or "/"
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = "[^/]+".join(re.escape(part) for part in re.split(r"\{[^/}]+\}", template))
+        if re.fullmatch(pattern, path):
+            methods.update(method.upper() for method in operations)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods)) or None
+
+
+def _is_redis_outage(error: BaseException) -> bool:
+    """Redis unreachable or too slow; redis is imported only once it has raised (so a
+    function that never touches Redis never pays for importing it at cold start)."""
+    if not type(error).__module__.startswith("redis"):
+        return False
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    return isinstance(error, ConnectionError | TimeoutError)
+
+
+class RedisOutage:
+    """Answers 503 `redis_unavailable` when the session store cannot be reached."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as error:
+            if scope["type"] != "http" or started or not _is_redis_outage(error):
+                raise
+            logger.warning("redis unreachable: %s", error)
+            response = _json_error(
+                503, "redis_unavailable", "session store (Redis) is unreachable; try again shortly",
+                headers={"Retry-After": "5"},
+            )
+            await response(scope, receive, send)
+
+
+async def _on_unexpected(_: Request, error: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=error)
+    return _json_error(500, "internal_error", "internal server error")
+
+
+class BodySizeLimit:
+    """Refuses request bodies over the configured size before they are buffered whole."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = _body_limit(scope.get("path", ""))
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(limit, scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge(limit)
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _BodyTooLarge:
+            await self._refuse(limit, scope, receive, send)
+
+    @staticmethod
+    async def _refuse(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+        response = _json_error(413, "payload_too_large", f"request body exceeds {limit} bytes")
+        await response(scope, receive, send)
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised from `receive` while the route reads a body with no Content-Length. An
+    HTTPException, because FastAPI turns any other error met while reading the body into
+    a 400 "error parsing the body"; this one it re-raises, and `_on_http_error` answers 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds {limit} bytes")
+
+
+FILE_UPLOAD_PATHS = re.compile(r".*/api/characters/(import|[^/]+/lorebook)$")
+"""Where a card or lorebook file is uploaded: CARD_MAX_BYTES, not MAX_BODY_BYTES, applies."""
+
+
+def _body_limit(path: str) -> int:
+    settings = get_settings()
+    if FILE_UPLOAD_PATHS.match(path):
+        return settings.card_max_bytes
+    return settings.max_body_bytes
+
+
+def create_function_app(title: str, routers: Iterable[APIRouter], **fastapi_kwargs: Any) -> FastAPI:
+    """A FastAPI app with the envelope error handlers, the given routes, and offline docs."""
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, **fastapi_kwargs)
+    add_offline_docs(app)
+    for router in routers:
+        app.include_router(router)
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_middleware(RedisOutage)
+    app.add_middleware(BodySizeLimit)
+    app.add_middleware(AnonymousCookie)
+    app.add_middleware(CrossOrigin)  # errors from the inner ones get CORS headers too
+    app.add_middleware(RequestObservation)  # outermost: it sees every answer, preflights included
+    return app
