@@ -2,7 +2,7 @@
 
 Each function module owns its paths (`/api/chat`, `/api/characters/{id}`, ...); the
 runner includes their routers unchanged, so a request reaches the same handler code
-here as in Lambda. tests/test_routes.py checks these routes against template.yaml.
+here as in Lambda. tests/deploy/test_routes.py checks these routes against template.yaml.
 """
 
 from __future__ import annotations

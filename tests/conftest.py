@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 
 from local_runner.embedded_redis import EmbeddedRedis
 from roleplay.core.settings import get_settings
-from tests.gpu_standins import GpuServerA
-from tests.real_redis import answers, delete_keys
+from tests.support.gpu_standins import GpuServerA
+from tests.support.real_redis import answers, delete_keys
 
 RUN_ID = uuid.uuid4().hex[:8]
 
@@ -146,9 +146,9 @@ def real_llm(llm_server: object, settings_env: Callable[..., None]) -> object:
 
 @pytest.fixture
 def fake_upstream(settings_env: Callable[..., None]) -> Iterator[object]:
-    """A scripted OpenAI-compatible LLM over real HTTP (tests/fake_llm.py), as LLM_BASE_URL."""
-    from tests.fake_llm import FakeLLM
-    from tests.upstream_server import serve
+    """A scripted OpenAI-compatible LLM over real HTTP (tests/support/fake_llm.py), as LLM_BASE_URL."""
+    from tests.support.fake_llm import FakeLLM
+    from tests.support.upstream_server import serve
 
     llm = FakeLLM()
     with serve(llm.app()) as url:
@@ -159,10 +159,10 @@ def fake_upstream(settings_env: Callable[..., None]) -> Iterator[object]:
 @pytest.fixture
 def sovits(settings_env: Callable[..., None], tmp_path: Path,
            sovits_voices: dict[str, object]) -> Iterator[object]:
-    """GPT-SoVITS (the api_v2 stand-in, tests/gpt_sovits_server.py) as TTS_BASE_URL, with
+    """GPT-SoVITS (the api_v2 stand-in, tests/support/gpt_sovits_server.py) as TTS_BASE_URL, with
     the voices a test module names in its own `sovits_voices` fixture."""
-    from tests.gpt_sovits_server import FakeGptSovits
-    from tests.upstream_server import serve
+    from tests.support.gpt_sovits_server import FakeGptSovits
+    from tests.support.upstream_server import serve
 
     voices_file = tmp_path / "voices.json"
     voices_file.write_text(json.dumps(sovits_voices, ensure_ascii=False))
@@ -174,12 +174,12 @@ def sovits(settings_env: Callable[..., None], tmp_path: Path,
 
 @pytest.fixture
 def gpu_server_a(settings_env: Callable[..., None], tmp_path: Path) -> Iterator[GpuServerA]:
-    """A 24 GB Server A (tests/gpu_standins.py) with vLLM awake and GPT-SoVITS stopped, and
+    """A 24 GB Server A (tests/support/gpu_standins.py) with vLLM awake and GPT-SoVITS stopped, and
     Server B set to switch between them (`GPU_MODES`)."""
     import json
 
-    from tests.gpu_standins import FakeGptSovits, FakeVllm, GpuServerA, VramBudget, switching_config
-    from tests.upstream_server import serve
+    from tests.support.gpu_standins import FakeGptSovits, FakeVllm, GpuServerA, VramBudget, switching_config
+    from tests.support.upstream_server import serve
 
     vram = VramBudget()
     vllm, sovits = FakeVllm(vram), FakeGptSovits(vram)

@@ -1,6 +1,6 @@
 """Where characters live: Redis by default, DynamoDB when `CHARACTERS_TABLE` is set.
 
-Both stores keep the same contract (tests/test_character_store.py runs it on each);
+Both stores keep the same contract (tests/characters/test_character_store.py runs it on each);
 paging uses an opaque cursor, so callers never depend on either backend's layout.
 """
 

@@ -11,7 +11,7 @@ The pool is bounded and blocking: a burst of more concurrent requests than
 A pooled connection that the server dropped (Redis restarted or failed over) fails on
 its next use, and redis-py retries nothing unless told to; so a connection error is
 retried once, at once, on a fresh connection. The first turns after a restart then
-succeed instead of each stale connection costing a 503 (tests/test_faults.py). Redis
+succeed instead of each stale connection costing a 503 (tests/ops/test_faults.py). Redis
 that is really down still answers 503 at once (a refused connect is instant); a
 timeout is not retried, so a slow Redis is not waited on twice and a command that
 may have run is not sent twice.

@@ -1,6 +1,6 @@
 """Where synthesized audio waits to be fetched: a local folder, or S3 when `AUDIO_BUCKET` is set.
 
-Both stores keep one contract (tests/test_audio_store.py runs it on each). A file id can
+Both stores keep one contract (tests/speech/test_audio_store.py runs it on each). A file id can
 be reserved before its audio exists, so a "delayed" TTS answer can hand out the URL at
 once and the audio endpoint can say 202 until `fill` lands. Ids are server-made
 (uuid hex) and checked against one pattern, so no `../` ever reaches a path or key.

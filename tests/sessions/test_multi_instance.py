@@ -1,0 +1,101 @@
+"""Two Server B processes sharing one real Redis behave as one service.
+
+Deployed, each request may land on a different Lambda instance; locally, on another
+worker. Every instance keeps its own pools and memory, so sessions and the user cap
+hold across instances only if Redis is the whole truth. Each test starts two local
+runners (tests/support/server_process.py) on the suite's Redis under the test's key prefix.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+
+import httpx
+import jwt
+import pytest
+
+from tests.support.fake_llm import FakeLLM
+from tests.support.server_process import server_b_process
+
+SECRET = "multi-instance-secret-of-at-least-32-bytes"
+
+
+def _bearer(sub: str) -> dict[str, str]:
+    token = jwt.encode({"sub": sub, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _instances(env: dict[str, str]) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """Two runners started side by side (halving the wait), each behind its own client."""
+    with ExitStack() as stack, ThreadPoolExecutor(2) as pool:
+        starting = [pool.submit(stack.enter_context, server_b_process(env)) for _ in range(2)]
+        first, second = (future.result() for future in starting)
+        yield (stack.enter_context(httpx.Client(base_url=first.base_url, timeout=10)),
+               stack.enter_context(httpx.Client(base_url=second.base_url, timeout=10)))
+
+
+@pytest.fixture
+def two_instances(fake_upstream: FakeLLM) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """Two anonymous runners; the environment (Redis, key prefix, the fake LLM) is the test's."""
+    yield from _instances({})
+
+
+@pytest.fixture
+def two_capped_instances(fake_upstream: FakeLLM) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """Two runners with sign-in on and room for two users at once."""
+    yield from _instances({"JWT_SECRET": SECRET, "MAX_CONCURRENT_USERS": "2"})
+
+
+def test_a_conversation_alternating_between_instances_stays_whole(
+        fake_upstream: FakeLLM, two_instances: tuple[httpx.Client, httpx.Client]) -> None:
+    turns = 6
+    for n in range(turns):
+        fake_upstream.reply = f"reply {n}"
+        instance = two_instances[n % 2]
+        response = instance.post("/api/chat", json={
+            "session_id": "s-shared", "tts_enabled": False,
+            "persona": "밝은 바리스타" if n == 0 else None,
+            "messages": [{"role": "user", "content": f"message {n}"}]})
+        assert response.status_code == 200, response.text
+        assert response.json()["data"]["content"] == f"reply {n}"
+
+    expected = [(role, f"{kind} {n}") for n in range(turns)
+                for role, kind in (("user", "message"), ("assistant", "reply"))]
+    for instance in two_instances:
+        session = instance.get("/api/chat/sessions/s-shared").json()["data"]
+        assert [(m["role"], m["content"]) for m in session["messages"]] == expected
+        assert session["user_turns"] == turns
+
+    prompts = fake_upstream.chat_prompts
+    assert len(prompts) == turns
+    last = prompts[-1]
+    assert last[0]["role"] == "system" and "밝은 바리스타" in last[0]["content"], \
+        "the persona set on instance A reached the prompt built on instance B"
+    assert [(m["role"], m["content"]) for m in last[1:]] == expected[:-1]
+
+
+def test_the_user_cap_holds_across_instances(
+        fake_upstream: FakeLLM, two_capped_instances: tuple[httpx.Client, httpx.Client]) -> None:
+    a, b = two_capped_instances
+
+    def chat(instance: httpx.Client, user: str) -> httpx.Response:
+        return instance.post("/api/chat", headers=_bearer(user), json={
+            "session_id": f"s-{user}", "tts_enabled": False,
+            "messages": [{"role": "user", "content": "안녕"}]})
+
+    assert chat(a, "alice").status_code == 200
+    assert chat(b, "bob").status_code == 200
+    for instance in (a, b):
+        refused = chat(instance, "carol")
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "too_many_users"
+        assert int(refused.headers["Retry-After"]) >= 1
+    assert chat(b, "alice").status_code == 200, "alice's place, taken on A, is hers on B"
+
+    released = a.post("/api/chat/release", headers=_bearer("bob"))
+    assert released.json() == {"success": True, "data": {"released": True}}
+    assert chat(b, "carol").status_code == 200, "bob's release on A freed his place on B"
+    assert chat(a, "bob").status_code == 503, "and carol now holds it"
