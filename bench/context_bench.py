@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 
 from bench.harness import bench_env, cpu_ms, save, summary_ms
-from tests.fake_llm import FakeLLM
-from tests.server_process import server_b_process
-from tests.upstream_server import serve
+from tests.support.fake_llm import FakeLLM
+from tests.support.server_process import server_b_process
+from tests.support.upstream_server import serve
 
 TURNS = 1010
 PAIRS = 20

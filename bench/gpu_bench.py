@@ -1,7 +1,7 @@
 """Issue 21: what switching the GPU between the LLM and speech adds to a chat + speech turn.
 
 A chat turn in `realtime` TTS mode (the reply, then its audio) against Server A stand-ins
-on one 24 GB card (tests/gpu_standins.py), twice: `coresident` (vLLM at
+on one 24 GB card (tests/support/gpu_standins.py), twice: `coresident` (vLLM at
 --gpu-memory-utilization 0.75, 18 GB, beside GPT-SoVITS's 4 GB: nothing switches) and
 `switching` (vLLM at 0.9, 21.6 GB: GPT-SoVITS fits only while vLLM sleeps, so every turn
 switches chat -> tts for its speech and the next turn tts -> chat). GPU_MIN_RESIDENCY_S
@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 
 from bench.harness import bench_env, save
-from tests.gpu_standins import FakeGptSovits, FakeVllm, VramBudget, switching_config
-from tests.server_process import server_b_process
-from tests.upstream_server import serve
+from tests.support.gpu_standins import FakeGptSovits, FakeVllm, VramBudget, switching_config
+from tests.support.server_process import server_b_process
+from tests.support.upstream_server import serve
 
 # Scaled from a 27B model on an RTX 3090: sleep level 1 copies ~14 GB of weights to pinned
 # CPU memory and back (~1 s each way at PCIe 4.0 rates plus engine work); GPT-SoVITS's

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.real_redis import RedisServer
-from tests.server_process import ServedApp, uvicorn_process
+from tests.support.real_redis import RedisServer
+from tests.support.server_process import ServedApp, uvicorn_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

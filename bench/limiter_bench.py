@@ -22,8 +22,8 @@ import redis
 from redis.asyncio.connection import AbstractConnection
 
 from bench.harness import bench_env, save, summary_ms
-from tests.fake_llm import FakeLLM
-from tests.upstream_server import serve
+from tests.support.fake_llm import FakeLLM
+from tests.support.upstream_server import serve
 
 ADMISSIONS = 3000
 TURNS = 20

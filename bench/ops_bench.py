@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from bench.harness import bench_env, cpu_ms, save, stub_upstream
-from tests.server_process import ServedApp, server_b_process
+from tests.support.server_process import ServedApp, server_b_process
 
 BLOCKS = 8
 TURNS_PER_BLOCK = 25

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from bench.harness import bench_env, cpu_ms, save, stub_upstream, summary_ms
-from tests.server_process import server_b_process
+from tests.support.server_process import server_b_process
 
 LEVELS = (1, 20, 100)
 TURNS_PER_LEVEL = 600

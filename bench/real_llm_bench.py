@@ -26,8 +26,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from bench.harness import bench_env, save, summary_ms
 from local_runner.embedded_llm import EmbeddedLLM
-from tests.server_process import server_b_process
-from tests.upstream_server import serve
+from tests.support.server_process import server_b_process
+from tests.support.upstream_server import serve
 
 ROUNDS = 12
 MAX_TOKENS = 48

@@ -32,10 +32,10 @@ import httpx
 
 from bench.harness import bench_env, save
 from roleplay.speech.text import spoken_text
-from tests.fake_llm import FakeLLM
-from tests.gpt_sovits_server import FakeGptSovits
-from tests.server_process import server_b_process
-from tests.upstream_server import serve
+from tests.support.fake_llm import FakeLLM
+from tests.support.gpt_sovits_server import FakeGptSovits
+from tests.support.server_process import server_b_process
+from tests.support.upstream_server import serve
 
 REPLY = ("*창밖을 보며* 오늘 비가 많이 오네. 우산은 챙겨 왔어? 나는 이런 날이면 따뜻한 라떼가 생각나. "
          "카페 창가 자리에 앉아서 빗소리를 듣는 걸 좋아하거든. 너도 같이 갈래? 내가 한 잔 살게. "
