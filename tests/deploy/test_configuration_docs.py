@@ -1,5 +1,5 @@
-"""The README's configuration table names every environment variable the server reads:
-each `Settings` field and each `os.environ` read in the functions, the layer and the runner."""
+"""The configuration table (docs/configuration.md) names every environment variable the server
+reads: each `Settings` field and each `os.environ` read in the functions, the layer and the runner."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from roleplay.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs" / "configuration.md"
 CODE = ("functions", "layers/roleplay/python", "local_runner")
 NAME = r"['\"]([A-Z][A-Z0-9_]+)['\"]"
 # Reads only: `os.environ["X"] = ...` sets a variable for the rest of the process.
@@ -30,18 +31,17 @@ def read_by_code() -> dict[str, str]:
 
 
 def documented() -> set[str]:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
+    section = DOCS.read_text(encoding="utf-8").split("\n## ", 1)[0]  # the page's table, before any section
     rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
     return {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row)}
 
 
-def test_readme_documents_every_variable_the_code_reads() -> None:
+def test_docs_document_every_variable_the_code_reads() -> None:
     missing = {name: where for name, where in read_by_code().items() if name not in documented()}
-    assert not missing, "README.md's configuration table lacks these variables (read in): " + ", ".join(
+    assert not missing, "docs/configuration.md's table lacks these variables (read in): " + ", ".join(
         f"{name} ({where})" for name, where in sorted(missing.items()))
 
 
-def test_readme_documents_no_variable_the_code_ignores() -> None:
+def test_docs_document_no_variable_the_code_ignores() -> None:
     stale = documented() - set(read_by_code())
-    assert not stale, f"README.md's configuration table names variables nothing reads: {sorted(stale)}"
+    assert not stale, f"docs/configuration.md's table names variables nothing reads: {sorted(stale)}"
