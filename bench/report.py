@@ -1,5 +1,5 @@
 """Gathers every benchmark's JSON into `latest.json`, a Markdown table (`latest.md`, also
-pasted into the README's Performance section) and two plots, and judges each goal."""
+pasted between the markers in docs/performance.md) and two plots, and judges each goal."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from bench import BENCHMARKS as NAMES
 from bench.harness import RESULTS, ROOT, machine
 
-README = ROOT / "README.md"
+PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
 MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
 SAME_WITHIN = 0.10
 """Two costs count as equal when they differ by at most 10% (or 0.5 ms, for tiny ones)."""
@@ -233,11 +233,12 @@ def plots(r: dict[str, Any]) -> None:
         plt.close(figure)
 
 
-def _paste_into_readme(table: str) -> None:
-    text = README.read_text()
+def _paste_into_docs(table: str) -> None:
+    """Replaces what lies between the markers in docs/performance.md with the new table."""
+    text = PERFORMANCE_DOC.read_text()
     start, end = text.find(MARKERS[0]), text.find(MARKERS[1])
     if 0 <= start < end:
-        README.write_text(text[:start + len(MARKERS[0])] + "\n" + table + text[end:])
+        PERFORMANCE_DOC.write_text(text[:start + len(MARKERS[0])] + "\n" + table + text[end:])
 
 
 def write() -> Path:
@@ -249,7 +250,7 @@ def write() -> Path:
     table = markdown(results, judged)
     (RESULTS / "latest.md").write_text(table)
     plots(results)
-    _paste_into_readme(table)
+    _paste_into_docs(table)
     print(table)
     return RESULTS / "latest.md"
 
