@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from roleplay.characters.model import ID_PATTERN, Persona, Scenario
 from roleplay.characters.user_persona import UserPersona
+from roleplay.llm.sampling import Sampling
 
 SessionId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 
@@ -31,22 +32,39 @@ class MessageIn(BaseModel):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-class ChatRequest(BaseModel):
+StopText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class TurnOptions(BaseModel):
+    """How a turn generates and speaks: declared once for `/api/chat`, regenerate and
+    continue (`control.models.GenerateRequest`), and filled by the OpenAI API's mapping."""
+
     model_config = ConfigDict(extra="forbid")
 
-    messages: Annotated[list[MessageIn], Field(max_length=400)] = Field(default_factory=list)
-    persona: Persona | None = None
+    model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.7
     max_tokens: Annotated[int, Field(ge=1, le=8192)] = 512
-    model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
-    session_id: SessionId | None = None
-    character_id: Annotated[str, StringConstraints(pattern=ID_PATTERN)] | None = None
-    scenario: Scenario | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    stop: Annotated[list[StopText], Field(max_length=16)] | None = Field(
+        default=None, description="Strings that end the reply where they appear.")
     stream: bool = False
     tts_enabled: bool = True
     tts_mode: Literal["realtime", "delayed", "on_click"] = "realtime"
     tts_delay_ms: Annotated[int, Field(ge=0, le=60000)] = 0
+    """The frontend's own playback delay, accepted and not acted on."""
     tts_streaming_mode: Annotated[int, Field(ge=0, le=3)] = 0
+
+    def sampling(self) -> Sampling:
+        return Sampling(temperature=self.temperature, max_tokens=self.max_tokens, top_p=self.top_p,
+                        stop=tuple(self.stop or ()))
+
+
+class ChatRequest(TurnOptions):
+    messages: Annotated[list[MessageIn], Field(max_length=400)] = Field(default_factory=list)
+    persona: Persona | None = None
+    session_id: SessionId | None = None
+    character_id: Annotated[str, StringConstraints(pattern=ID_PATTERN)] | None = None
+    scenario: Scenario | None = None
     greeting_index: Annotated[int, Field(ge=0, le=1000)] | None = Field(
         default=None, description="The opening turn (no messages): which of the character's "
         "greetings opens it (0 is `first_message`, then `alternate_greetings`).")

@@ -23,12 +23,11 @@ import anyio
 from roleplay.chat import turn_observer
 from roleplay.chat.background_jobs import JobRunner
 from roleplay.chat.models import ChatReply, ChatRequest
+from roleplay.chat.preparation import AppendTurn, PreparedTurn, prepare
 from roleplay.chat.service import (
-    PreparedTurn,
     chat_turn_from_greeting,
     finish_turn,
     keep_turn,
-    prepare_turn,
     reply_for,
     start_turn_stream,
 )
@@ -50,7 +49,7 @@ async def open_stream(request: ChatRequest, user: User, jobs: JobRunner | None =
                       idempotency_key: str | None = None) -> AsyncIterator[str]:
     """Prepares the turn and reaches the upstream before the first byte is sent, so
     a bad request or an unreachable upstream is a plain JSON error, not a broken stream."""
-    turn = await prepare_turn(request, user, idempotency_key=idempotency_key)
+    turn = await prepare(request, user, AppendTurn(idempotency_key))
     if isinstance(turn, ChatReply):
         return _single_event_stream(turn)
     if turn.greeting is not None:
@@ -58,7 +57,7 @@ async def open_stream(request: ChatRequest, user: User, jobs: JobRunner | None =
         return _single_event_stream(reply)
     turn, chunks, first = await start_turn_stream(turn)
     turn_observer.first_token()
-    return _relay(turn, first, chunks, jobs)
+    return relay(turn, first, chunks, jobs)
 
 
 def _is_redis_error(error: BaseException) -> bool:
@@ -84,7 +83,7 @@ async def _single_event_stream(reply: ChatReply) -> AsyncIterator[str]:
     yield _sse("done", reply.model_dump())
 
 
-async def _relay(
+async def relay(
     turn: PreparedTurn, first: StreamChunk, chunks: AsyncIterator[StreamChunk],
     jobs: JobRunner | None,
 ) -> AsyncIterator[str]:

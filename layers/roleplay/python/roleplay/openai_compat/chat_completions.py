@@ -1,7 +1,7 @@
 """`POST /v1/chat/completions`: a character's turn with memory, or a plain pass-through.
 
 `model: character/<id>` (or any model with an `X-Session-Id`) is a session turn: the
-caller's history goes through `chat_service.prepare_turn` exactly as `/api/chat`'s
+caller's history goes through `preparation.prepare` exactly as `/api/chat`'s
 does, so the stored transcript absorbs a re-sent history without duplicates and the
 prompt is the persona, the summary and the window, not whatever the client re-sent;
 it is sent as `/api/chat` sends it too (`chat_service.complete_turn`: a prompt the
@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import anyio
 from pydantic import ValidationError
@@ -33,6 +33,7 @@ from roleplay.core.errors import ApiError, BadRequest, NotFound, UpstreamError
 from roleplay.core.identity import User
 from roleplay.core.token_counter import count_tokens, message_tokens
 from roleplay.llm.client import ChatMessage, CompletionRequest, StreamChunk, Usage, llm_client
+from roleplay.llm.sampling import Sampling
 from roleplay.openai_compat.models import (
     AssistantMessage,
     ChatCompletion,
@@ -91,12 +92,13 @@ def _chat_request(body: ChatCompletionRequest, session_id: str,
                   character_id: str | None) -> ChatRequest:
     """The `/api/chat` request this call amounts to. Issue 17 (lorebook, the caller's user
     persona) plugs in here: whatever `/api/chat` takes for them, set it on this request,
-    and `prepare_turn` applies it as it does there."""
+    and `prepare` applies it as it does there."""
     history = [MessageIn(role=m.plain_role, content=m.text) for m in body.messages
                if m.plain_role != "system" and m.text.strip()]
     fields: dict[str, object] = {"messages": history, "session_id": session_id,
                                  "character_id": character_id, "tts_enabled": False,
-                                 "model": None if character_id else body.model}
+                                 "model": None if character_id else body.model,
+                                 "top_p": body.top_p, "stop": list(body.stops) or None}
     if body.temperature is not None:
         fields["temperature"] = body.temperature
     if body.reply_tokens is not None:
@@ -139,8 +141,8 @@ async def create_completion(body: ChatCompletionRequest, user: User, *,
 
 async def _session_turn(body: ChatCompletionRequest, user: User, session_id: str,
                         character_id: str | None, jobs: JobRunner | None) -> CompletionAnswer:
-    turn = await chat_service.prepare_turn(_chat_request(body, session_id, character_id), user,
-                                           extra_system=_system_text(body))
+    turn = await chat_service.prepare(_chat_request(body, session_id, character_id), user,
+                                      chat_service.AppendTurn(), extra_system=_system_text(body))
     if isinstance(turn, ChatReply) or turn.greeting is not None:
         # a retry of a turn already answered (its stored reply), or the stored opening line
         reply = turn if isinstance(turn, ChatReply) else await chat_service.chat_turn_from_greeting(
@@ -150,14 +152,11 @@ async def _session_turn(body: ChatCompletionRequest, user: User, session_id: str
             return CompletionAnswer(session_id, events=_single(_format(body), reply.content, usage))
         return CompletionAnswer(session_id, _completion(body, reply.content, usage, "stop"))
 
-    def shape(request: CompletionRequest) -> CompletionRequest:
-        return replace(request, top_p=body.top_p, stop=body.stops)
-
     if body.stream:
-        turn, chunks, first = await chat_service.start_turn_stream(turn, shape)
+        turn, chunks, first = await chat_service.start_turn_stream(turn)
         return CompletionAnswer(session_id, events=_relay(_format(body), first, chunks,
                                                           _TurnEnd(turn, jobs)))
-    turn, completion = await chat_service.complete_turn(turn, shape)
+    turn, completion = await chat_service.complete_turn(turn)
     await chat_service.finish_turn(turn, completion.content, completion.usage, jobs)
     usage = _TurnEnd(turn, jobs).usage(completion.content, completion.usage)
     return CompletionAnswer(session_id, _completion(body, completion.content, usage,
@@ -167,10 +166,9 @@ async def _session_turn(body: ChatCompletionRequest, user: User, session_id: str
 async def _pass_through(body: ChatCompletionRequest, user: User, client: str) -> CompletionAnswer:
     await chat_service.limiter.ensure_admitted(occupant_id(user, f"openai-{body.end_user or client}"))
     messages = [ChatMessage(m.plain_role, m.text) for m in body.messages]
-    upstream = CompletionRequest(model=body.model, messages=messages,
-                                 temperature=0.7 if body.temperature is None else body.temperature,
-                                 max_tokens=body.reply_tokens or 512, top_p=body.top_p,
-                                 stop=body.stops)
+    upstream = CompletionRequest(model=body.model, messages=messages, sampling=Sampling(
+        temperature=0.7 if body.temperature is None else body.temperature,
+        max_tokens=body.reply_tokens or 512, top_p=body.top_p, stop=body.stops))
     end = _PassThroughEnd(sum(message_tokens(m.content) for m in messages))
     with _callers_fault():
         if body.stream:

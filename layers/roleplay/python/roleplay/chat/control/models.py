@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from roleplay.chat.models import ReplyAlternative
+from roleplay.chat.models import ReplyAlternative, TurnOptions
 
 
-class GenerateRequest(BaseModel):
+class GenerateRequest(TurnOptions):
     """`regenerate` and `continue`: how to generate, as on `/api/chat`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: Annotated[float, Field(ge=0, le=2)] = 0.7
-    max_tokens: Annotated[int, Field(ge=1, le=8192)] = 512
-    model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
-    stream: bool = False
-    tts_enabled: bool = True
-    tts_mode: Literal["realtime", "delayed", "on_click"] = "realtime"
-    tts_delay_ms: Annotated[int, Field(ge=0, le=60000)] = 0
-    """The frontend's own playback delay, accepted as on `/api/chat`."""
-    tts_streaming_mode: Annotated[int, Field(ge=0, le=3)] = 0
 
 
 class SelectRequest(BaseModel):

@@ -9,7 +9,6 @@ so a refusal changes nothing and nothing interleaves with a turn.
 from __future__ import annotations
 
 from roleplay.chat.control.alternatives import listing, with_content, with_selected
-from roleplay.chat.control.generated_turns import own_session, sessions
 from roleplay.chat.control.models import (
     MessageChanged,
     MessagePage,
@@ -19,15 +18,29 @@ from roleplay.chat.control.models import (
     SummaryView,
 )
 from roleplay.chat.control.pins import add_pin, new_pin, remove_pin
+from roleplay.chat.session_service import ensure_session_owner
 from roleplay.core.errors import BadRequest, Conflict, NotFound
 from roleplay.core.identity import User
 from roleplay.core.settings import get_settings
 from roleplay.core.token_counter import count_tokens
-from roleplay.sessions.store import Busy, StoredMessage, now
+from roleplay.sessions.scope import owned_session
+from roleplay.sessions.store import Busy, SessionMeta, SessionStore, StoredMessage, now
 from roleplay.sessions.transcript_edits import Located, TranscriptEdits
 from roleplay.sessions.turn_wait import when_free
 
 MAX_PAGE = 200
+
+sessions = SessionStore()
+
+
+async def own_session(session_id: str, user: User) -> tuple[str, SessionMeta]:
+    """The session's storage key (`session_scope`: the client's id within its owner) and
+    its metadata; another owner's session does not exist for the caller."""
+    scoped, meta = await owned_session(user, session_id, sessions)
+    if meta is None:
+        raise NotFound("no such session", code="session_not_found")
+    ensure_session_owner(meta, user)
+    return scoped.key, meta
 CAS_ATTEMPTS = 5
 """A compare-and-set that lost to another change reads the message again this often."""
 
