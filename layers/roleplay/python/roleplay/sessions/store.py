@@ -475,7 +475,11 @@ def _meta(session_id: str, found: dict[Any, Any]) -> SessionMeta | None:
 
 
 class SessionStore:
-    def _keys(self, session_id: str) -> list[str]:
+    """The one owner of a session's keys: every read and write of them is here or in
+    `transcript_edits`, which takes them from `keys`."""
+
+    def keys(self, session_id: str) -> list[str]:
+        """The session's keys, in the order every session script takes them as KEYS."""
         keys = redis_keys()
         return [keys.session_messages(session_id), keys.session(session_id),
                 keys.summary_lock(session_id), keys.turn_lease(session_id),
@@ -519,7 +523,7 @@ class SessionStore:
             if client_id:
                 item["i"] = client_id
             incoming.append(item)
-        answer = await _BEGIN_SCRIPT(self._keys(session_id), [
+        answer = await _BEGIN_SCRIPT(self.keys(session_id), [
             settings.session_ttl_s, now(), WINDOW_CAP, token, settings.turn_lease_s * 1000,
             settings.max_turns, settings.turn_retry_window_s, idempotency_key or "",
             json.dumps(incoming, ensure_ascii=False),
@@ -539,14 +543,14 @@ class SessionStore:
 
     async def read_window(self, session_id: str) -> Window:
         """The window alone (after a summary moved the watermark); one round trip."""
-        keys = self._keys(session_id)[:3]
+        keys = self.keys(session_id)[:3]
         return _window(await _READ_WINDOW_SCRIPT(keys, [WINDOW_CAP]))
 
     async def append_reply(self, turn: Turn, message: StoredMessage) -> int:
         """Stores the turn's reply right after what it answers and ends the turn; answers
         the transcript's new length, or 0 when the reply was dropped (the session was
         deleted or rewound meanwhile, or the lease expired and another turn went first)."""
-        keys = self._keys(turn.session_id)
+        keys = self.keys(turn.session_id)
         length = await _REPLY_SCRIPT([keys[0], keys[1], keys[3], keys[4]], [
             turn.token, str(turn.window.epoch), turn.window.length, get_settings().session_ttl_s,
             message.id, message.model_dump_json(exclude_defaults=True)])
@@ -556,22 +560,22 @@ class SessionStore:
         """Extends the turn's lease by `TURN_LEASE_S` from now: a stream still generating
         keeps its session. False: the lease is gone (the session was deleted, or the lease
         lapsed and another turn holds it); the reply's fence will drop the reply."""
-        return bool(await _RENEW_TURN_SCRIPT([self._keys(turn.session_id)[3]],
+        return bool(await _RENEW_TURN_SCRIPT([self.keys(turn.session_id)[3]],
                                              [turn.token, get_settings().turn_lease_s * 1000]))
 
     async def end_turn(self, turn: Turn) -> None:
         """Releases the turn's lease (nothing to store, or the turn failed)."""
-        await _END_TURN_SCRIPT([self._keys(turn.session_id)[3]], [turn.token])
+        await _END_TURN_SCRIPT([self.keys(turn.session_id)[3]], [turn.token])
 
     async def discard(self, turn: Turn) -> bool:
         """Deletes the session the turn created, if the turn still holds it."""
-        return bool(await _DISCARD_SCRIPT(self._keys(turn.session_id), [turn.token]))
+        return bool(await _DISCARD_SCRIPT(self.keys(turn.session_id), [turn.token]))
 
     async def rewind_to(self, session_id: str, keep: int) -> int | None:
         """Keeps the first `keep` messages and removes the rest, moving the epoch on (and
         clearing a summary that covered a removed message); answers how many were
         removed, or None while a turn is in progress or the session does not exist."""
-        removed = int(await _REWIND_SCRIPT(self._keys(session_id), [max(0, keep)]))
+        removed = int(await _REWIND_SCRIPT(self.keys(session_id), [max(0, keep)]))
         return None if removed < 0 else removed
 
     async def length(self, session_id: str) -> int:
@@ -604,5 +608,5 @@ class SessionStore:
 
     async def delete(self, session_id: str) -> bool:
         """Removes the session with its lease: a reply still being generated is dropped."""
-        removed = await (await get_redis()).delete(*self._keys(session_id))
+        removed = await (await get_redis()).delete(*self.keys(session_id))
         return bool(removed)

@@ -135,7 +135,7 @@ class TranscriptEdits:
         self.sessions = sessions or SessionStore()
 
     def _keys(self, session_id: str) -> list[str]:
-        return self.sessions._keys(session_id)
+        return self.sessions.keys(session_id)
 
     async def locate(self, session_id: str, message_id: str) -> Located | None:
         keys = self._keys(session_id)
