@@ -13,10 +13,12 @@ Redis. A profile hook records every call into the project's modules, in order. R
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
 import os
 import sys
-import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -93,12 +95,14 @@ class TurnTrace:
                 "redis_chain_longest": longest_redis, "redis_chain_modules": len(longest_redis)}
 
 
+@contextmanager
 def _hooks(trace: TurnTrace) -> Iterator[None]:
     """Records the stack when the upstream request and each Redis command go out."""
     import redis.asyncio.client as redis_client
 
-    send, execute = httpx.AsyncClient.send, redis_client.Redis.execute_command
-    pipeline_execute = redis_client.Pipeline.execute
+    send = httpx.AsyncClient.send
+    execute: Any = redis_client.Redis.execute_command
+    pipeline_execute: Any = redis_client.Pipeline.execute
 
     async def traced_send(self: httpx.AsyncClient, request: httpx.Request, **kw: Any) -> httpx.Response:
         if trace.on and "/v1/chat/completions" in request.url.path:
@@ -115,7 +119,7 @@ def _hooks(trace: TurnTrace) -> Iterator[None]:
             trace.redis_chains.append(_from_handler(_chain(sys._getframe(1))))
         return await pipeline_execute(self, *args, **kw)
 
-    httpx.AsyncClient.send = traced_send  # type: ignore[method-assign,assignment]
+    httpx.AsyncClient.send = traced_send  # type: ignore[method-assign]
     redis_client.Redis.execute_command = traced_execute  # type: ignore[method-assign]
     redis_client.Pipeline.execute = traced_pipeline  # type: ignore[method-assign]
     try:
@@ -141,27 +145,20 @@ async def _turns(trace: TurnTrace) -> None:
 
 
 def measure() -> dict[str, Any]:
-    try:
-        from tests.support.fake_llm import FakeLLM
-        from tests.support.upstream_server import serve
-    except ImportError:  # a checkout from before tests/support (the baseline of issue 25)
-        from tests.fake_llm import FakeLLM  # type: ignore[no-redef]
-        from tests.upstream_server import serve  # type: ignore[no-redef]
+    # a checkout from before tests/support (the baseline of issue 25) kept them in tests/
+    support = "tests.support" if importlib.util.find_spec("tests.support") else "tests"
+    fake_llm = importlib.import_module(f"{support}.fake_llm").FakeLLM()
+    serve = importlib.import_module(f"{support}.upstream_server").serve
 
     trace = TurnTrace()
-    with bench_env("turn_path") as (redis_url, prefix), serve(FakeLLM().app()) as upstream:
+    with bench_env("turn_path") as (redis_url, prefix), serve(fake_llm.app()) as upstream, _hooks(trace):
         os.environ.update({"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, "LLM_BASE_URL": upstream,
                            "MAX_CONCURRENT_USERS": "1000"})
-        hooks = _hooks(trace)
-        next(hooks)
         sys.setprofile(trace.profile)
-        threading.setprofile(trace.profile)
         try:
             asyncio.run(_turns(trace))
         finally:
             sys.setprofile(None)
-            threading.setprofile(None)  # type: ignore[arg-type]
-            next(hooks, None)
     return trace.summary()
 
 

@@ -33,19 +33,20 @@ class ServedApp(NamedTuple):
 
 @contextmanager
 def uvicorn_process(app: str, env: dict[str, str], *, factory: bool = False,
-                    ready_path: str = "/") -> Iterator[ServedApp]:
+                    ready_path: str = "/", root: Path = ROOT) -> Iterator[ServedApp]:
     """Serves `app` ("module:attribute") with `env` over this process's environment until
-    the block ends; yields once `ready_path` answers (200 when it is not `/`)."""
+    the block ends; yields once `ready_path` answers (200 when it is not `/`). `root`: the
+    checkout whose code it runs (a benchmark's baseline may be another)."""
     port = free_port()
     child_env = {**os.environ, **env,
-                 "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'layers/roleplay/python'}"}
+                 "PYTHONPATH": f"{root}{os.pathsep}{root / 'layers/roleplay/python'}"}
     # stderr goes to a file, not a pipe nobody drains, so a chatty child never blocks on it
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", app, *(["--factory"] if factory else []),
              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
              "--no-proxy-headers"],
-            cwd=ROOT, env=child_env, stdout=subprocess.DEVNULL, stderr=stderr)
+            cwd=root, env=child_env, stdout=subprocess.DEVNULL, stderr=stderr)
         served = ServedApp(f"http://127.0.0.1:{port}", process.pid)
         try:
             _wait_until_ready(process, served.base_url + ready_path, stderr, any_status=ready_path == "/")
@@ -60,11 +61,11 @@ def uvicorn_process(app: str, env: dict[str, str], *, factory: bool = False,
 
 
 @contextmanager
-def server_b_process(env: dict[str, str]) -> Iterator[ServedApp]:
+def server_b_process(env: dict[str, str], *, root: Path = ROOT) -> Iterator[ServedApp]:
     """Server B's local runner app (`local_runner.app:build_app`), ready once `/api/health`
     answers 200."""
     with uvicorn_process("local_runner.app:build_app", env, factory=True,
-                         ready_path="/api/health") as served:
+                         ready_path="/api/health", root=root) as served:
         yield served
 
 
