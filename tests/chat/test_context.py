@@ -164,10 +164,32 @@ def test_only_one_summary_runs_per_session(fake_llm: FakeLLM, settings_env,
     assert len(fake_llm.summary_prompts) >= 1
 
 
-def test_a_held_lock_expires_with_its_ttl(fake_llm: FakeLLM, sync_redis, key_prefix: str) -> None:
-    sync_redis.set(f"{key_prefix}session:s-stale:summary-lock", "crashed-holder", px=50)
-    asyncio.run(asyncio.sleep(0.1))
-    assert sync_redis.get(f"{key_prefix}session:s-stale:summary-lock") is None
+def test_a_crashed_summarizers_lock_blocks_summaries_only_until_its_ttl(
+        fake_llm: FakeLLM, settings_env, client: TestClient, sync_redis) -> None:
+    """A summarizer that took the lock and died (never released it) holds the session's
+    summaries back for `SUMMARY_LOCK_TTL_S`, not for ever: the next summarizer after the
+    TTL runs."""
+    from roleplay.chat.summarizer import SummaryLock
+    from roleplay.core.settings import get_settings
+
+    settings_env(SUMMARY_THRESHOLD="1.0", MAX_CONTEXT_TOKENS="4096")
+    for n in range(6):
+        _turn(client, "s-stale", _line(n))
+    key = session_key(client, "s-stale")
+    crashed = SummaryLock(key, get_settings().summary_lock_ttl_s)
+    assert asyncio.run(crashed.acquire()), "the crashed summarizer took the lock..."
+    ttl_ms = get_settings().summary_lock_ttl_s * 1000
+    assert ttl_ms - 5_000 < sync_redis.pttl(crashed.key) <= ttl_ms, "...with the TTL"
+
+    assert asyncio.run(Summarizer().summarize(key)).outcome == "busy"
+    assert fake_llm.summary_prompts == [] and _session(client, "s-stale")["summary"] is None
+
+    sync_redis.pexpire(crashed.key, 1)  # the TTL runs out (rather than waited for)
+    while sync_redis.exists(crashed.key):
+        asyncio.run(asyncio.sleep(0.01))
+    assert asyncio.run(Summarizer().summarize(key)).outcome == "summarized"
+    assert fake_llm.summary_prompts and _session(client, "s-stale")["summary"]
+    assert not sync_redis.exists(crashed.key), "the new holder released its own lock"
 
 
 def test_a_failed_summary_keeps_the_old_one_and_is_retried(fake_llm: FakeLLM,

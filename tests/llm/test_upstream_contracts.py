@@ -4,6 +4,7 @@ served over real HTTP, and the health probes against the same."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -19,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from roleplay.chat import token_ratio
 from roleplay.chat.summarizer import _INSTRUCTIONS
-from roleplay.llm.client import context_overflow
+from roleplay.llm.client import ChatMessage, CompletionRequest, ContextOverflow, context_overflow, llm_client
 from tests.support.ollama_standin import OllamaStandin
 from tests.support.upstream_server import serve
 from tests.support.vllm_standin import VllmStandin
@@ -217,17 +218,32 @@ def test_ollama_refusal_is_replanned_and_retried(
     assert ollama.chats[-1].kept_messages == ollama.chats[-1].sent_messages
 
 
-def test_the_ollama_standin_cuts_silently_without_truncate_false(ollama: OllamaStandin) -> None:
-    """What Server B no longer lets happen (server/prompt.go's default)."""
-    with serve(ollama.app()) as url:
-        messages = [{"role": "system", "content": "persona"}] + [
-            {"role": "user" if n % 2 == 0 else "assistant", "content": _line(n)} for n in range(9)]
-        body = httpx.post(f"{url}/api/chat", json={"model": ollama.model, "messages": messages,
-                                                   "stream": False,
-                                                   "options": {"num_ctx": 256}}).json()
-    assert "error" not in body
-    chat = ollama.chats[-1]
-    assert chat.kept_messages < chat.sent_messages and body["prompt_eval_count"] <= 256
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+def test_our_ollama_client_gets_a_refusal_not_a_silent_cut_for_a_prompt_over_num_ctx(
+        ollama: OllamaStandin, stream: bool) -> None:
+    """Ollama's default (server/prompt.go) drops the oldest messages of a prompt longer than
+    num_ctx without a word; our client turns that off, so it hears of it as a
+    ContextOverflow (which the turn plans again from) and never answers from a cut prompt."""
+    messages = [ChatMessage("system", "persona")] + [
+        ChatMessage("user" if n % 2 == 0 else "assistant", _line(n)) for n in range(9)]
+    as_sent = [m.as_dict() for m in messages]
+    assert ollama.chat_prompt(as_sent, 256, truncate=True)[0] > 0, "Ollama would cut this one"
+    request = CompletionRequest(model=ollama.model, messages=messages, context_tokens=256)
+
+    async def send() -> None:
+        if stream:
+            async for _ in llm_client().stream(request):
+                pass
+        else:
+            await llm_client().complete(request)
+
+    with pytest.raises(ContextOverflow) as refused:
+        asyncio.run(send())
+    assert refused.value.limit == 256 and refused.value.prompt_tokens is not None
+    assert refused.value.prompt_tokens > 256
+    [chat] = ollama.chats
+    assert chat.body["truncate"] is False and chat.body["options"]["num_ctx"] == 256
+    assert chat.kept_messages == chat.sent_messages == len(messages) and chat.prompt_eval_count is None
 
 
 def test_ollama_models_report_context_and_vision_from_api_show(
