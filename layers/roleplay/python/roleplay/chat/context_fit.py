@@ -4,8 +4,9 @@
 close, but not exact. Here that plan meets the upstream:
 
 - the budget is `MAX_CONTEXT_TOKENS` clamped to the model's real context
-  (`upstream_limits`); for Ollama, which cannot count for us, planned
-  `OLLAMA_SAFETY_MARGIN` below the `num_ctx` it is sent;
+  (`upstream_limits`); for an upstream that cannot count for us (the dialect says:
+  Ollama), planned its safety margin (`OLLAMA_SAFETY_MARGIN`) below the `num_ctx` it is
+  sent;
 - a prompt estimated within `EXACT_COUNT_MARGIN` of its budget is counted by the
   upstream's own tokenizer and template (`prompt_counter`), and re-planned from that
   count while it does not fit: a summary first when one can make room, else the oldest
@@ -29,6 +30,7 @@ from roleplay.chat.context_manager import ContextManager, ContextPlan
 from roleplay.chat.token_ratio import observe_prompt_tokens, token_ratio
 from roleplay.core.settings import Settings, get_settings
 from roleplay.llm.client import ContextOverflow
+from roleplay.llm.dialect import upstream_dialect
 from roleplay.llm.prompt_counter import upstream_prompt_tokens
 from roleplay.llm.upstream_limits import context_budget, forget, remember
 from roleplay.sessions.store import Window
@@ -61,9 +63,8 @@ class Budget:
 
 async def budget_for(model: str, settings: Settings) -> Budget:
     context = await context_budget(model, settings)
-    if settings.llm_service == "ollama":
-        return Budget(int(context * (1 - settings.ollama_safety_margin)), context)
-    return Budget(context, context)
+    margin = upstream_dialect(settings).safety_margin
+    return Budget(int(context * (1 - margin)), context)
 
 
 def _at_edge(plan: ContextPlan, context: ContextManager, margin: float) -> bool:
@@ -75,11 +76,11 @@ def _at_edge(plan: ContextPlan, context: ContextManager, margin: float) -> bool:
 async def _settle(plan: ContextPlan, context: ContextManager, model: str, settings: Settings,
                   summarize: Summarize | None) -> ContextPlan:
     """Counts a plan at the edge exactly, and plans again from the count until it fits."""
+    counts = upstream_dialect(settings).counts_prompts
     for _ in range(EXACT_PASSES):
         inputs = plan.inputs
         assert inputs is not None
-        if settings.llm_service == "ollama" or not _at_edge(plan, context,
-                                                           settings.exact_count_margin):
+        if not counts or not _at_edge(plan, context, settings.exact_count_margin):
             return plan
         exact = await upstream_prompt_tokens(model, plan.prompt, settings)
         if exact is None:

@@ -34,7 +34,9 @@ from roleplay.llm.client import (
     ContextOverflow,
     llm_client,
 )
+from roleplay.llm.dialect import upstream_dialect
 from roleplay.llm.prompt_counter import upstream_prompt_tokens
+from roleplay.llm.sampling import Sampling
 from roleplay.llm.upstream_limits import forget, remember
 from roleplay.sessions.store import SessionMeta, SessionStore, StoredMessage
 
@@ -165,7 +167,7 @@ async def _complete_within_context(
     while taken > 1 and corrected(local, ratio) > room:
         taken -= 1
         local = sum(message_tokens(m.content) for m in prompt_for(taken))
-    if (settings.llm_service != "ollama"
+    if (upstream_dialect(settings).counts_prompts
             and corrected(local, ratio) + reply > budget.planning * (1 - settings.exact_count_margin)):
         exact = await upstream_prompt_tokens(model, prompt_for(taken), settings)
         if exact is not None and exact > room and taken > 1:
@@ -173,8 +175,9 @@ async def _complete_within_context(
     client = llm_client(settings)
 
     def request(count: int) -> CompletionRequest:
-        return CompletionRequest(model=model, messages=prompt_for(count), temperature=0.3,
-                                 max_tokens=reply, context_tokens=budget.sent)
+        return CompletionRequest(model=model, messages=prompt_for(count),
+                                 sampling=Sampling(temperature=0.3, max_tokens=reply),
+                                 context_tokens=budget.sent)
 
     try:
         return taken, await client.complete(request(taken))

@@ -16,9 +16,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from roleplay.core.settings import Settings, get_settings
-from roleplay.llm.client import UpstreamModel, llm_client
+from roleplay.llm.dialect import UpstreamDialect, upstream_dialect
 from roleplay.llm.served_models import served_models
-from roleplay.llm.upstream_limits import ModelLimits, model_limits
+from roleplay.llm.upstream_limits import model_limits
+from roleplay.llm.wire import ModelLimits, UpstreamModel
 
 KNOWN_MODELS: dict[str, dict[str, Any]] = {
     "gemma-3-27b-it": {"name": "Gemma 3 27B IT", "context_length": 131072, "multimodal": True},
@@ -46,15 +47,15 @@ class ModelList(BaseModel):
 
 async def list_models() -> ModelList:
     settings = get_settings()
-    client = llm_client(settings)
+    dialect = upstream_dialect(settings)
     served = await served_models(refresh=True)
-    limits = await asyncio.gather(*(_limits(model, settings) for model in served))
+    limits = await asyncio.gather(*(_limits(model, dialect, settings) for model in served))
     models = []
     for model, limit in zip(served, limits, strict=True):
         known = {**KNOWN_MODELS.get(model.id, {}), **settings.model_metadata.get(model.id, {})}
         details = model.details
         runs_with = limit.context_length
-        if client.service == "ollama" and limit.context_length:
+        if dialect.context_per_request and limit.context_length:
             details = {**details, "model_context_length": limit.context_length}
             runs_with = min(settings.max_context_tokens, limit.context_length)
         models.append(ModelInfo(
@@ -66,11 +67,11 @@ async def list_models() -> ModelList:
             owned_by=model.owned_by,
             details=details,
         ))
-    return ModelList(service=client.service, default_model=settings.default_model, models=models)
+    return ModelList(service=dialect.service, default_model=settings.default_model, models=models)
 
 
-async def _limits(model: UpstreamModel, settings: Settings) -> ModelLimits:
+async def _limits(model: UpstreamModel, dialect: UpstreamDialect, settings: Settings) -> ModelLimits:
     """Asked only where the model list did not say (cached per process after that)."""
-    if model.context_length and settings.llm_service != "ollama":
+    if model.context_length and not dialect.context_per_request:
         return ModelLimits(model.context_length)
     return await model_limits(model.id, settings)

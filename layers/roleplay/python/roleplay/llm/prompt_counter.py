@@ -1,7 +1,9 @@
 """A prompt's size in the upstream's own tokens, chat template included.
 
-Asked only at the edge of the budget (`context_fit`), so the common turn pays nothing.
-Each server counts differently, and which one answers is found once per base URL:
+Asked only at the edge of the budget (`context_fit`), so the common turn pays nothing,
+and only of a dialect that can count (`UpstreamDialect.counts_prompts`: the
+OpenAI-compatible servers). Each of those counts differently, and which one answers is
+found once per base URL:
 
 - vLLM: `POST /tokenize` (root path) with `messages` renders the model's chat template
   and answers `count` (vllm/entrypoints/serve/tokenize): one round trip, exact.
@@ -14,7 +16,8 @@ Each server counts differently, and which one answers is found once per base URL
   wrapping depends on the role (ChatML's "assistant" is two tokens, "user" one), so it
   is measured per role. For SmolLM2's template this matches llama-cpp-python's own
   rendering and tokenization exactly (500 random conversations, 0 differences).
-- Ollama has no tokenizer endpoint: None, and the caller keeps its safety margin.
+- Ollama has no tokenizer endpoint (it does not count): None, and the budget keeps its
+  safety margin.
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ import httpx
 
 from roleplay.core.errors import ApiError
 from roleplay.core.settings import Settings, get_settings
-from roleplay.llm.client import ChatMessage, http_holder, llm_client, upstream_call
+from roleplay.llm.client import ChatMessage, llm_client
+from roleplay.llm.dialect import upstream_dialect
+from roleplay.llm.wire import http_holder, upstream_call
 
 logger = logging.getLogger("roleplay.llm.prompt_counter")
 
-Dialect = Literal["vllm", "llama.cpp", "llama-cpp-python", "none"]
+CountRoute = Literal["vllm", "llama.cpp", "llama-cpp-python", "none"]
+"""Which of the OpenAI-compatible servers' ways to count the server at a base URL has."""
 NAME = "LLM upstream (tokenizer)"
 TEXT_CACHE = 8192
 
@@ -53,7 +59,7 @@ class TemplateCost:
                                 for m in messages[1:])
 
 
-_dialects: dict[str, Dialect] = {}
+_routes: dict[str, CountRoute] = {}
 _template_costs: dict[tuple[str, str], TemplateCost] = {}
 _text_counts: OrderedDict[tuple[str, str], int] = OrderedDict()
 
@@ -160,7 +166,7 @@ async def _llama_cpp_python_count(base: str, model: str,
     return cost.wrapping(messages) + texts
 
 
-async def _dialect(base: str, model: str, messages: Sequence[ChatMessage]) -> Dialect:
+async def _count_route(base: str, model: str, messages: Sequence[ChatMessage]) -> CountRoute:
     """Which counting routes the server has; vLLM and llama.cpp share `/tokenize`, but only
     vLLM's takes `messages` and answers `count`."""
     if await _vllm_count(base, model, messages) is not None:
@@ -174,22 +180,22 @@ async def _dialect(base: str, model: str, messages: Sequence[ChatMessage]) -> Di
 
 async def upstream_prompt_tokens(model: str, messages: Sequence[ChatMessage],
                                  settings: Settings | None = None) -> int | None:
-    """`messages` as the upstream will count them, or None when it cannot say (Ollama, an
-    unknown server, or a failure: the caller keeps its estimate)."""
+    """`messages` as the upstream will count them, or None when it cannot say (a dialect
+    that does not count, an unknown server, or a failure: the caller keeps its estimate)."""
     settings = settings or get_settings()
-    if settings.llm_service == "ollama" or not messages or not settings.llm_base_url:
+    if not upstream_dialect(settings).counts_prompts or not messages or not settings.llm_base_url:
         return None
     base = llm_client(settings).base_url
     try:
-        dialect = _dialects.get(base)
-        if dialect is None:
-            dialect = _dialects[base] = await _dialect(base, model, messages)
-            logger.info("exact prompt counts at %s: %s", base, dialect)
-        if dialect == "vllm":
+        route = _routes.get(base)
+        if route is None:
+            route = _routes[base] = await _count_route(base, model, messages)
+            logger.info("exact prompt counts at %s: %s", base, route)
+        if route == "vllm":
             return await _vllm_count(base, model, messages)
-        if dialect == "llama.cpp":
+        if route == "llama.cpp":
             return await _llama_cpp_count(base, messages)
-        if dialect == "llama-cpp-python":
+        if route == "llama-cpp-python":
             return await _llama_cpp_python_count(base, model, messages)
     except ApiError as error:
         logger.info("could not count the prompt at %s: %s", base, error.message)

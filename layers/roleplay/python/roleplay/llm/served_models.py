@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 
 from roleplay.core.errors import ApiError, BadRequest
 from roleplay.core.settings import Settings, get_settings
-from roleplay.llm.client import UpstreamModel, llm_client
+from roleplay.llm.client import llm_client
+from roleplay.llm.dialect import upstream_dialect
+from roleplay.llm.wire import UpstreamModel
 
 TTL_S = 300.0
 MISS_REFRESH_S = 5.0
@@ -72,18 +74,11 @@ async def served_models(*, refresh: bool = False) -> list[UpstreamModel]:
     return list(entry.models.values())
 
 
-def _find(name: str, models: dict[str, UpstreamModel], service: str) -> UpstreamModel | None:
-    """Ollama answers to `gemma3` for `gemma3:latest`."""
-    found = models.get(name)
-    if found is None and service == "ollama" and ":" not in name:
-        found = models.get(f"{name}:latest")
-    return found
-
-
 def cached_model(name: str) -> UpstreamModel | None:
-    """What the last list said about `name` (no fetch): for figures such as context length."""
+    """What the last list said about `name` (no fetch): for figures such as context length.
+    The dialect says which entry a name means (Ollama's `gemma3` is `gemma3:latest`)."""
     settings = get_settings()
-    return _find(name, _entry(settings).models, settings.llm_service)
+    return upstream_dialect(settings).find(name, _entry(settings).models)
 
 
 def known_model(name: str) -> bool:

@@ -5,9 +5,10 @@ down); the GPU services are reported but do not fail the check, so the API stays
 and answers clear 502s while Server A restarts.
 
 What is probed, at the base URL the clients use:
-- vLLM: `GET /health`, 200 or not (503 when its engine is dead; `/v1/models` stays 200
-  then). A server without `/health` (llama-cpp-python's: 404) is asked `/v1/models`.
-- Ollama: `GET /api/version`, and `DEFAULT_MODEL` present in `/api/tags`.
+- the LLM, as its dialect says (`UpstreamDialect.health_probe`). vLLM: `GET /health`, 200
+  or not (503 when its engine is dead; `/v1/models` stays 200 then); a server without
+  `/health` (llama-cpp-python's: 404) is asked `/v1/models`. Ollama: `GET /api/version`,
+  and `DEFAULT_MODEL` present in `/api/tags`.
 - GPT-SoVITS (api_v2): `GET /control` without a command, which answers 400 "command is
   required" at once and neither synthesizes nor blocks. A non-streaming synthesis blocks
   api_v2's event loop, so during one no HTTP answer comes; then a TCP connect that
@@ -29,7 +30,9 @@ from pydantic import BaseModel
 
 from roleplay.core.redis_client import get_redis
 from roleplay.core.settings import Settings, get_settings
-from roleplay.llm.client import http_holder, llm_client
+from roleplay.llm.client import llm_client
+from roleplay.llm.dialect import upstream_dialect
+from roleplay.llm.wire import ProbeDown, http_holder
 
 ProbeStatus = Literal["ok", "busy", "down", "unreachable", "not_configured"]
 
@@ -61,10 +64,6 @@ class HealthReport(BaseModel):
     """Each upstream's circuit breaker, as `llm[0]`, `tts[1]`... in configuration order."""
 
 
-class ProbeDown(Exception):
-    """The upstream answered, and what it answered says it cannot serve."""
-
-
 async def _timed(probe: Callable[[], Awaitable[None]], target: str, limit_s: float,
                  when_silent: Callable[[], Awaitable[bool]] | None = None) -> ProbeResult:
     started = time.perf_counter()
@@ -93,50 +92,11 @@ async def _get(url: str) -> httpx.Response:
     return await http.get(url, timeout=httpx.Timeout(get_settings().health_timeout_s))
 
 
-def _down(response: httpx.Response) -> ProbeDown:
-    return ProbeDown(f"{response.request.url.path} answered HTTP {response.status_code}")
-
-
-def _openai_probe(base: str) -> Callable[[], Awaitable[None]]:
-    async def probe() -> None:
-        response = await _get(f"{base}/health")
-        if response.status_code == 404:  # llama-cpp-python's server has no /health
-            response = await _get(f"{base}/v1/models")
-        if response.status_code != 200:
-            raise _down(response)
-
-    return probe
-
-
-def _served_names(tags: object) -> set[str]:
-    models = tags.get("models") if isinstance(tags, dict) else None
-    names: set[str] = set()
-    for item in models if isinstance(models, list) else []:
-        for key in ("name", "model"):
-            value = item.get(key) if isinstance(item, dict) else None
-            if isinstance(value, str):
-                names |= {value, value.removesuffix(":latest")}
-    return names
-
-
-def _ollama_probe(base: str, model: str) -> Callable[[], Awaitable[None]]:
-    async def probe() -> None:
-        version, tags = await asyncio.gather(_get(f"{base}/api/version"), _get(f"{base}/api/tags"))
-        for response in (version, tags):
-            if response.status_code != 200:
-                raise _down(response)
-        if model not in _served_names(tags.json()) and f"{model}:latest" not in _served_names(
-                tags.json()):
-            raise ProbeDown(f"model {model!r} is not in /api/tags (ollama pull {model})")
-
-    return probe
-
-
 def _gpt_sovits_probe(base: str) -> Callable[[], Awaitable[None]]:
     async def probe() -> None:
         response = await _get(f"{base}/control")
         if not (response.status_code < 300 or response.status_code == 400):
-            raise _down(response)
+            raise ProbeDown.answered(response)
 
     return probe
 
@@ -170,8 +130,7 @@ async def check_health() -> HealthReport:
     }
     if settings.llm_base_url:
         base = llm_client(settings).base_url
-        probe = (_ollama_probe(base, settings.default_model) if settings.llm_service == "ollama"
-                 else _openai_probe(base))
+        probe = upstream_dialect(settings).health_probe(base, settings.default_model, _get)
         checks["llm"] = _timed(probe, base, timeout)
     if settings.tts_base_url:
         tts = settings.tts_base_url.rstrip("/")
