@@ -11,7 +11,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from roleplay.gpu import gpu_lease, gpu_status
+from roleplay.gpu.coordinator import gpu_lease, gpu_status
 from tests.support.gpu_standins import CARD_GB, GpuServerA, switching_config, until
 from tests.support.server_process import server_b_process
 from tests.support.upstream_server import closed_port_url

@@ -10,9 +10,3 @@ the models, and the request proceeds (`roleplay.gpu.coordinator`).
 Layering: this package knows only Redis, settings and HTTP; the LLM and speech
 clients call `gpu_lease` around each upstream call, never the other way round.
 """
-
-from __future__ import annotations
-
-from roleplay.gpu.coordinator import GpuBusy, GpuStatus, gpu_lease, gpu_status
-
-__all__ = ["GpuBusy", "GpuStatus", "gpu_lease", "gpu_status"]

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from roleplay.core.errors import NotConfigured
 from roleplay.core.settings import Settings, get_settings
-from roleplay.gpu import gpu_lease
+from roleplay.gpu.coordinator import gpu_lease
 from roleplay.llm.dialect import UpstreamDialect, upstream_dialect
 from roleplay.llm.sampling import Sampling
 from roleplay.llm.wire import (
@@ -72,7 +72,7 @@ class ChatMessage:
 class CompletionRequest:
     model: str
     messages: list[ChatMessage]
-    sampling: Sampling = Sampling()
+    sampling: Sampling = field(default_factory=Sampling)
     context_tokens: int | None = None
     """The context the prompt was planned for: Ollama's `num_ctx` (one value per model)."""
 

@@ -153,7 +153,7 @@ async def check_health() -> HealthReport:
 
 
 async def _gpu_report() -> GpuReport | None:
-    from roleplay.gpu import gpu_status
+    from roleplay.gpu.coordinator import gpu_status
 
     try:
         status = await gpu_status()

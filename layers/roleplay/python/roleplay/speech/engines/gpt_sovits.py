@@ -41,8 +41,8 @@ from roleplay.core.http_pool import pooled_http
 from roleplay.core.redis_client import get_redis
 from roleplay.core.redis_keys import redis_keys
 from roleplay.core.settings import get_settings
-from roleplay.gpu import gpu_lease
-from roleplay.llm.client import upstream_call, upstream_message
+from roleplay.gpu.coordinator import gpu_lease
+from roleplay.llm.wire import upstream_call, upstream_message
 from roleplay.speech.audio import (
     FAILURE_SAMPLE_RATE,
     PcmChunk,
