@@ -1,37 +1,69 @@
-"""One ASGI app with every function's routes, as API Gateway would route them.
+"""Every function served as API Gateway would route it, through the function's own app.
 
-Each function module owns its paths (`/api/chat`, `/api/characters/{id}`, ...); the
-runner includes their routers unchanged, so a request reaches the same handler code
-here as in Lambda. tests/deploy/test_routes.py checks these routes against template.yaml.
+Each request goes to the app its Lambda runs (`functions/<name>/app.py`'s `app`, the object
+Mangum wraps, with its middleware and error handlers): local_runner.function_router picks it
+by the function's routes. The runner's own app answers the rest: the playground at `/`,
+`GET /metrics`, and `/docs` with one `/openapi.json` of every function's operations.
+tests/deploy/test_routes.py checks the functions' routes against template.yaml, and
+tests/deploy/test_runner_mounts_functions.py that the runner adds nothing to them.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
+from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
+from local_runner.function_router import FunctionRouter
 from local_runner.playground import add_playground
-from roleplay.openai_compat.errors import OpenAIErrorShape
 from roleplay.web.function_app import create_function_app
 
 FUNCTIONS = ("health", "characters", "models", "chat", "tts", "voices", "users", "openai_api")
 
 
-def function_routers() -> dict[str, APIRouter]:
-    return {
-        name: importlib.import_module(f"functions.{name}.app").router for name in FUNCTIONS
-    }
+def function_apps() -> dict[str, FastAPI]:
+    """{function name: the FastAPI app its handler serves}, in FUNCTIONS order."""
+    apps: dict[str, FastAPI] = {}
+    for name in FUNCTIONS:
+        app = importlib.import_module(f"functions.{name}.app").app
+        assert isinstance(app, FastAPI), name
+        apps[name] = app
+    return apps
 
 
-def build_app() -> FastAPI:
+def documentation_paths() -> frozenset[str]:
+    """The routes every function app has for its own docs (`/docs`, its assets and
+    `/openapi.json`): the runner's own answer those, for all functions at once."""
+    return frozenset(getattr(route, "path", "") for route in create_function_app("docs", []).routes)
+
+
+def _add_combined_openapi(runner: FastAPI, functions: Iterable[FastAPI]) -> None:
+    """The runner's `/openapi.json` (and `/docs`) list every function's operations, as one
+    app of all their routes would."""
+    routes = [*runner.routes, *(route for app in functions for route in app.routes)]
+
+    def openapi() -> dict[str, Any]:
+        if runner.openapi_schema is None:
+            runner.openapi_schema = get_openapi(
+                title=runner.title, version=runner.version, openapi_version=runner.openapi_version,
+                description=runner.description, routes=routes)
+        return runner.openapi_schema
+
+    runner.openapi = openapi  # type: ignore[method-assign]
+
+
+def build_app() -> FunctionRouter:
     from local_runner.metrics_route import router as metrics_router
 
-    app = create_function_app(
+    functions = function_apps()
+    runner = create_function_app(
         "Server B",
-        [*function_routers().values(), metrics_router],
+        [metrics_router],
         description="Character role-play chat backend: every function handler in one app.",
     )
-    add_playground(app)
-    app.add_middleware(OpenAIErrorShape)  # errors under /v1 in OpenAI's shape
-    return app
+    add_playground(runner)
+    _add_combined_openapi(runner, functions.values())
+    return FunctionRouter(functions, runner, not_routed=documentation_paths())
