@@ -14,7 +14,7 @@ PYTHON312 ?= $(shell sh infra/find-python3.12)
 SAM_VENV  := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed-stamp
 
-.PHONY: install run test lint bench clean sam-install sam-build
+.PHONY: install run test chromium lint bench clean sam-install sam-build
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,8 +43,13 @@ sam-build: $(SAM_STAMP)
 run: install
 	PORT=$(PORT) $(BIN)/python -m local_runner
 
-test: install sam-install
+# The browser tests' Chromium first: where it is missing and cannot be installed, stop
+# before the long install and the tests, with the one command to run.
+test: chromium install sam-install
 	$(BIN)/python -m pytest
+
+chromium:
+	@sh infra/ensure-chromium
 
 bench: install sam-install
 	$(BIN)/python -m bench $(BENCH)
