@@ -22,6 +22,7 @@ from local_runner.embedded_redis import EmbeddedRedis
 from roleplay.core.settings import get_settings
 from tests.support.gpu_standins import GpuServerA
 from tests.support.real_redis import answers, delete_keys
+from tests.support.sign_in import SECRET, bearer
 
 RUN_ID = uuid.uuid4().hex[:8]
 
@@ -64,6 +65,14 @@ def settings_env(
     get_settings.cache_clear()
     yield set_env
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def auth_on(settings_env: Callable[..., None]) -> Callable[..., None]:
+    """Sign-in on, with the tests' one secret: tokens of tests/support/sign_in.py are accepted,
+    and a request without one is refused where sign-in is required. Answers `settings_env`."""
+    settings_env(JWT_SECRET=SECRET)
+    return settings_env
 
 
 @pytest.fixture
@@ -198,18 +207,11 @@ def gpu_server_a(settings_env: Callable[..., None], tmp_path: Path) -> Iterator[
 @pytest.fixture
 def admin_health(settings_env: Callable[..., None], client: TestClient) -> Callable[[], dict[str, object]]:
     """`GET /api/health` as a signed-in admin: only an admin sees each check's target and error."""
-    import time
-
-    import jwt
-
-    secret = "health-admin-secret-" + "0123456789abcdef" * 3
-    settings_env(JWT_SECRET=secret)
-    token = jwt.encode({"sub": "ops", "admin": True, "exp": int(time.time()) + 300}, secret,
-                       algorithm="HS256")
+    settings_env(JWT_SECRET=SECRET)
+    admin = bearer("ops", admin=True)
 
     def health() -> dict[str, object]:
-        answer: dict[str, object] = client.get(
-            "/api/health", headers={"Authorization": f"Bearer {token}"}).json()
+        answer: dict[str, object] = client.get("/api/health", headers=admin).json()
         return answer
 
     return health

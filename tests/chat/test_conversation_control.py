@@ -12,13 +12,11 @@ a test can see what a summary was made from.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 from fastapi.testclient import TestClient
 
@@ -26,6 +24,7 @@ from roleplay.chat.prompt import is_gemma_valid
 from roleplay.core.token_counter import message_tokens
 from roleplay.llm.client import ChatMessage
 from tests.support.server_process import server_b_process
+from tests.support.sign_in import SECRET, bearer
 from tests.support.sse import sse_events
 from tests.support.tagged_llm import TaggedLLM
 from tests.support.upstream_server import serve
@@ -163,13 +162,7 @@ def test_refusals_are_404_or_409_and_change_nothing(llm: TaggedLLM, client: Test
 
 def test_another_users_session_does_not_exist_for_any_action(
         llm: TaggedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
-    secret = "conversation-control-secret-of-32-bytes-or-more"
-    settings_env(JWT_SECRET=secret)
-
-    def bearer(sub: str) -> dict[str, str]:
-        token = jwt.encode({"sub": sub, "exp": int(time.time()) + 600}, secret, algorithm="HS256")
-        return {"Authorization": f"Bearer {token}"}
-
+    settings_env(JWT_SECRET=SECRET)
     owner, other = bearer("owner-1"), bearer("other-2")
     started = client.post("/api/chat", headers=owner, json={
         "session_id": "s-owned", "tts_enabled": False,

@@ -43,8 +43,8 @@ from tests.llm.test_models import VLLM_MODELS
 from tests.speech.test_tts_api import VOICES
 from tests.support.fake_llm import FakeLLM
 from tests.support.gpt_sovits_server import FakeGptSovits
+from tests.support.sign_in import SECRET, bearer
 from tests.support.upstream_server import serve
-from tests.web.test_users_api import SECRET, _bearer
 
 APP = build_app()
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
@@ -79,7 +79,7 @@ def seed(request: pytest.FixtureRequest, settings_env: Callable[..., None],
     headers: dict[str, str] = {}
     if request.param == "signed_in":
         settings_env(JWT_SECRET=SECRET)
-        headers = _bearer("fuzzer")
+        headers = bearer("fuzzer")
     with TestClient(APP, headers=headers) as client:
 
         def data(response: Any) -> Any:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import jwt
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -24,9 +22,8 @@ from roleplay.openai_compat.models import ChatCompletionRequest
 from roleplay.openai_compat.speech import PCM_RATE, pcm_24k
 from roleplay.speech.engine import pcm_to_wav
 from tests.support.fake_llm import FakeLLM
+from tests.support.sign_in import SECRET, bearer
 from tests.support.upstream_server import serve
-
-SECRET = "openai-compat-test-secret-of-at-least-32-bytes"
 
 
 def _recording_upstream(seen: list[dict]) -> FastAPI:
@@ -186,12 +183,8 @@ def test_api_keys_sign_in_as_their_user_and_nothing_else_does(
         "Authorization": "Bearer sk-good", "X-Session-Id": "keyed"},
         json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
     assert answer.status_code == 200, answer.text
-    owner = jwt.encode({"sub": "key-user", "exp": int(time.time()) + 60}, SECRET)
-    stranger = jwt.encode({"sub": "someone", "exp": int(time.time()) + 60}, SECRET)
-    assert client.get("/api/chat/sessions/keyed",
-                      headers={"Authorization": f"Bearer {owner}"}).status_code == 200
-    assert client.get("/api/chat/sessions/keyed",
-                      headers={"Authorization": f"Bearer {stranger}"}).status_code == 404
+    assert client.get("/api/chat/sessions/keyed", headers=bearer("key-user")).status_code == 200
+    assert client.get("/api/chat/sessions/keyed", headers=bearer("someone")).status_code == 404
 
 
 def test_api_keys_alone_turn_auth_on_for_v1(settings_env, client: TestClient,

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import jwt
 import openai
 import pytest
 from openai.types.chat import ChatCompletionChunk
@@ -24,16 +22,12 @@ from openai.types.chat import ChatCompletionChunk
 from roleplay.openai_compat.api_keys import digest
 from tests.conftest import RUN_ID
 from tests.support.server_process import ServedApp, server_b_process
+from tests.support.sign_in import SECRET, bearer, mint
 
 pytestmark = pytest.mark.llm
 
-SECRET = "openai-sdk-test-secret-of-at-least-32-bytes"
 API_KEY = "sk-server-b-test-key"
 KEY_USER = "tool-user"
-
-
-def _token(sub: str) -> str:
-    return jwt.encode({"sub": sub, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
 
 
 def _env(redis_url: str, llm_server: object, folder: Path, **more: str) -> dict[str, str]:
@@ -62,8 +56,7 @@ def _sdk(server: ServedApp, api_key: str) -> openai.OpenAI:
 
 @pytest.fixture(scope="module")
 def character(server: ServedApp) -> dict:
-    response = httpx.post(f"{server.base_url}/api/characters", headers={
-        "Authorization": f"Bearer {_token('alice')}"}, json={
+    response = httpx.post(f"{server.base_url}/api/characters", headers=bearer("alice"), json={
         "name": "Mia", "persona": "A cheerful barista in Seoul who loves latte art.",
         "scenario": {"situation": "A quiet morning at the cafe"}})
     assert response.status_code == 201 or response.status_code == 200, response.text
@@ -72,14 +65,14 @@ def character(server: ServedApp) -> dict:
 
 def _transcript(server: ServedApp, session_id: str, sub: str) -> list[tuple[str, str]]:
     response = httpx.get(f"{server.base_url}/api/chat/sessions/{session_id}",
-                         headers={"Authorization": f"Bearer {_token(sub)}"})
+                         headers=bearer(sub))
     assert response.status_code == 200, response.text
     return [(m["role"], m["content"]) for m in response.json()["data"]["messages"]]
 
 
 def test_models_list_has_the_upstreams_models_and_one_per_character(
         server: ServedApp, character: dict, llm_server: object) -> None:
-    models = _sdk(server, _token("alice")).models.list()
+    models = _sdk(server, mint({"sub": "alice"})).models.list()
     ids = [model.id for model in models]
     assert llm_server.model_alias in ids  # type: ignore[attr-defined]
     assert f"character/{character['id']}" in ids
@@ -90,7 +83,7 @@ def test_models_list_has_the_upstreams_models_and_one_per_character(
 
 def test_two_turn_character_conversation_resends_the_history_without_duplicates(
         server: ServedApp, character: dict) -> None:
-    client = _sdk(server, _token("alice"))
+    client = _sdk(server, mint({"sub": "alice"}))
     model = f"character/{character['id']}"
     history: list[dict[str, str]] = [
         {"role": "system", "content": "Keep every answer short."},
@@ -205,11 +198,11 @@ def test_the_user_cap_is_a_503_with_retry_after(
         redis_url: str, llm_server: object, tmp_path: Path) -> None:
     with server_b_process(_env(redis_url, llm_server, tmp_path,
                                MAX_CONCURRENT_USERS="1")) as served:
-        _sdk(served, _token("first")).chat.completions.create(
+        _sdk(served, mint({"sub": "first"})).chat.completions.create(
             model=llm_server.model_alias, max_tokens=2,  # type: ignore[attr-defined]
             messages=[{"role": "user", "content": "hi"}])
         with pytest.raises(openai.InternalServerError) as full:
-            _sdk(served, _token("second")).chat.completions.create(
+            _sdk(served, mint({"sub": "second"})).chat.completions.create(
                 model=llm_server.model_alias, max_tokens=2,  # type: ignore[attr-defined]
                 messages=[{"role": "user", "content": "hi"}])
     assert full.value.status_code == 503

@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from roleplay.ops import quotas
 from tests.support.fake_llm import FakeLLM
 from tests.support.lambda_events import http_api_event, invoke
+from tests.support.sign_in import SECRET, bearer, mint
 from tests.support.upstream_server import closed_port_url, serve
-from tests.web.test_auth import SECRET, mint
 
 HELLO = {"messages": [{"role": "user", "content": "Hello!"}], "tts_enabled": False}
 
@@ -218,7 +218,7 @@ def test_speech_seconds_per_day_quota(client: TestClient, settings_env: Callable
 def test_an_admin_is_exempt_from_quotas(client: TestClient, upstream: RecordingUpstream,
                                         settings_env: Callable[..., None]) -> None:
     settings_env(USER_RPM="1", JWT_SECRET=SECRET)
-    admin = {"Authorization": f"Bearer {mint({'sub': 'ops', 'roles': ['admin']})}"}
+    admin = bearer("ops", roles=["admin"])
     assert [client.post("/api/chat", json=HELLO, headers=admin).status_code for _ in range(3)] == [200] * 3
 
 

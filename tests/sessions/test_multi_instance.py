@@ -8,24 +8,16 @@ runners (tests/support/server_process.py) on the suite's Redis under the test's 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
 import httpx
-import jwt
 import pytest
 
 from tests.support.fake_llm import FakeLLM
 from tests.support.server_process import server_b_process
-
-SECRET = "multi-instance-secret-of-at-least-32-bytes"
-
-
-def _bearer(sub: str) -> dict[str, str]:
-    token = jwt.encode({"sub": sub, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
-    return {"Authorization": f"Bearer {token}"}
+from tests.support.sign_in import SECRET, bearer
 
 
 def _instances(env: dict[str, str]) -> Iterator[tuple[httpx.Client, httpx.Client]]:
@@ -82,7 +74,7 @@ def test_the_user_cap_holds_across_instances(
     a, b = two_capped_instances
 
     def chat(instance: httpx.Client, user: str) -> httpx.Response:
-        return instance.post("/api/chat", headers=_bearer(user), json={
+        return instance.post("/api/chat", headers=bearer(user), json={
             "session_id": f"s-{user}", "tts_enabled": False,
             "messages": [{"role": "user", "content": "안녕"}]})
 
@@ -95,7 +87,7 @@ def test_the_user_cap_holds_across_instances(
         assert int(refused.headers["Retry-After"]) >= 1
     assert chat(b, "alice").status_code == 200, "alice's place, taken on A, is hers on B"
 
-    released = a.post("/api/chat/release", headers=_bearer("bob"))
+    released = a.post("/api/chat/release", headers=bearer("bob"))
     assert released.json() == {"success": True, "data": {"released": True}}
     assert chat(b, "carol").status_code == 200, "bob's release on A freed his place on B"
     assert chat(a, "bob").status_code == 503, "and carol now holds it"

@@ -14,14 +14,12 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
-import jwt
 import pytest
 import redis
 
 from roleplay.core.redis_keys import redis_keys
 from tests.support.fake_llm import FakeLLM
-
-SECRET = "test-secret-of-at-least-32-bytes-for-hs256"
+from tests.support.sign_in import SECRET, bearer
 
 
 @pytest.fixture
@@ -132,19 +130,14 @@ def test_two_anonymous_clients_choosing_the_same_session_id_never_meet(
     assert alice.get("/api/chat/sessions/shared").status_code == 200, "bob ended only his own"
 
 
-def _bearer(sub: str) -> dict[str, str]:
-    token = jwt.encode({"sub": sub, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
-    return {"Authorization": f"Bearer {token}"}
-
-
 def test_signed_in_users_choosing_the_same_session_id_never_meet(
         server_b: str, settings_env: Callable[..., None]) -> None:
     """On main the first to use an id squatted it: the other got 404 for their own id."""
     settings_env(JWT_SECRET=SECRET)
-    assert curl(server_b, "/api/chat", turn("s-1", "alice here"), **_bearer("alice")).status_code == 200
-    assert curl(server_b, "/api/chat", turn("s-1", "bob here"), **_bearer("bob")).status_code == 200
+    assert curl(server_b, "/api/chat", turn("s-1", "alice here"), **bearer("alice")).status_code == 200
+    assert curl(server_b, "/api/chat", turn("s-1", "bob here"), **bearer("bob")).status_code == 200
     for name in ("alice", "bob"):
-        view = httpx.get(f"{server_b}/api/chat/sessions/s-1", headers=_bearer(name)).json()["data"]
+        view = httpx.get(f"{server_b}/api/chat/sessions/s-1", headers=bearer(name)).json()["data"]
         assert [m["content"] for m in view["messages"] if m["role"] == "user"] == [f"{name} here"]
 
 
@@ -154,9 +147,9 @@ def test_a_token_for_the_anonymous_subject_cannot_read_sessions_made_with_auth_o
     made = curl(server_b, "/api/chat", turn("s-before-sign-in", "auth was off"))
     assert made.status_code == 200
     settings_env(JWT_SECRET=SECRET)
-    refused = httpx.get(f"{server_b}/api/chat/sessions/s-before-sign-in", headers=_bearer(subject))
+    refused = httpx.get(f"{server_b}/api/chat/sessions/s-before-sign-in", headers=bearer(subject))
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_token"
-    assert curl(server_b, "/api/chat", turn("s-before-sign-in"), **_bearer(subject)).status_code == 401
+    assert curl(server_b, "/api/chat", turn("s-before-sign-in"), **bearer(subject)).status_code == 401
 
 
 def test_x_forwarded_for_counts_only_from_a_trusted_proxy(

@@ -24,22 +24,14 @@ from roleplay.core.identity import ANONYMOUS_PREFIX, User
 from roleplay.core.settings import get_settings
 from roleplay.web.auth import user_from_request
 from roleplay.web.function_app import create_function_app
-
-SECRET = "test-secret-long-enough-even-for-hs512-" + "0123456789abcdef" * 2  # 64 bytes
+from tests.support.sign_in import SECRET, mint
 
 
 @pytest.fixture
-def auth_on(settings_env: Callable[..., None]) -> Callable[..., None]:
-    settings_env(JWT_SECRET=SECRET, JWT_COOKIE_NAME="access_token", JWT_AUDIENCE="", JWT_ISSUER="")
-    return settings_env
-
-
-def mint(claims: dict[str, Any] | None = None, *, key: str = SECRET, algorithm: str = "HS256",
-         drop: tuple[str, ...] = ()) -> str:
-    payload: dict[str, Any] = {"sub": "user-1", "exp": int(time.time()) + 300, **(claims or {})}
-    for name in drop:
-        payload.pop(name)
-    return jwt.encode(payload, key, algorithm=algorithm)
+def auth_on(auth_on: Callable[..., None]) -> Callable[..., None]:
+    """Sign-in on (tests/conftest.py), with the cookie, audience and issuer at their defaults."""
+    auth_on(JWT_COOKIE_NAME="access_token", JWT_AUDIENCE="", JWT_ISSUER="")
+    return auth_on
 
 
 def request(headers: dict[str, str] | None = None, cookies: dict[str, str] | None = None) -> Request:

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from roleplay.core.url_redaction import redact_url, redact_urls_in
+from tests.support.sign_in import SECRET, bearer
 from tests.support.upstream_server import closed_port_url
-from tests.web.test_auth import SECRET, mint
 
 
 @pytest.mark.parametrize(("url", "shown"), [
@@ -45,7 +45,7 @@ def test_anonymous_caller_gets_status_only(settings_env: Callable[..., None], re
                                            client: TestClient) -> None:
     _configure(settings_env, redis_url)
     for headers in ({}, {"Authorization": "Bearer not-a-token"},
-                    {"Authorization": f"Bearer {mint()}"}):  # signed in, not an admin
+                    bearer()):  # signed in, not an admin
         response = client.get("/api/health", headers=headers)
         assert response.status_code == 200
         data = response.json()["data"]
@@ -60,7 +60,7 @@ def test_admin_sees_targets_with_credentials_redacted(settings_env: Callable[...
                                                       redis_url: str, client: TestClient,
                                                       claims: dict[str, object]) -> None:
     _configure(settings_env, redis_url)
-    response = client.get("/api/health", headers={"Authorization": f"Bearer {mint(claims)}"})
+    response = client.get("/api/health", headers=bearer(**claims))
     assert response.status_code == 200
     checks = response.json()["data"]["checks"]
     assert checks["redis"]["target"].endswith("?password=***")
@@ -75,7 +75,7 @@ def test_admin_claim_must_be_true_not_truthy(settings_env: Callable[..., None], 
                                              client: TestClient) -> None:
     _configure(settings_env, redis_url)
     for claims in ({"admin": "yes"}, {"roles": "admin"}, {"roles": ["administrator"]}):
-        response = client.get("/api/health", headers={"Authorization": f"Bearer {mint(claims)}"})
+        response = client.get("/api/health", headers=bearer(**claims))
         assert "target" not in json.dumps(response.json()), claims
 
 

@@ -5,24 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-SECRET = "test-secret-of-at-least-32-bytes-for-hs256"
+from tests.support.sign_in import SECRET, bearer, mint
 
 
 def _chat(client: TestClient, session_id: str, **headers: str):  # type: ignore[no-untyped-def]
     return client.post("/api/chat", headers=headers, json={
         "session_id": session_id, "messages": [{"role": "user", "content": "안녕"}]})
-
-
-def _token(sub: str, *, expires_in: int = 600, secret: str = SECRET) -> str:
-    return jwt.encode({"sub": sub, "exp": int(time.time()) + expires_in}, secret, algorithm="HS256")
-
-
-def _bearer(sub: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {_token(sub)}"}
 
 
 @pytest.fixture
@@ -107,21 +98,15 @@ def test_redis_down_is_503_and_nobody_is_admitted(fake_upstream, settings_env) -
     assert fake_upstream.chat_prompts == []
 
 
-@pytest.fixture
-def auth_on(settings_env: Callable[..., None]) -> Iterator[None]:
-    settings_env(JWT_SECRET=SECRET)
-    yield
-
-
 def test_a_valid_bearer_token_names_the_user(fake_upstream, auth_on, client: TestClient) -> None:
-    response = _chat(client, "s-bearer", **_bearer("alice"))
+    response = _chat(client, "s-bearer", **bearer("alice"))
     assert response.status_code == 200
-    character = client.post("/api/characters", json={"name": "민지"}, headers=_bearer("alice"))
+    character = client.post("/api/characters", json={"name": "민지"}, headers=bearer("alice"))
     assert character.json()["data"]["owner"] == "alice"
 
 
 def test_a_valid_cookie_names_the_user(fake_upstream, auth_on, client: TestClient) -> None:
-    client.cookies.set("access_token", _token("bob"))
+    client.cookies.set("access_token", mint({"sub": "bob"}))
     try:
         created = client.post("/api/characters", json={"name": "철수"})
     finally:
@@ -132,10 +117,10 @@ def test_a_valid_cookie_names_the_user(fake_upstream, auth_on, client: TestClien
 
 @pytest.mark.parametrize(("headers", "code"), [
     ({}, "unauthorized"),
-    ({"Authorization": f"Bearer {_token('alice', expires_in=-3600)}"}, "token_expired"),
-    ({"Authorization": f"Bearer {_token('alice', secret='not-the-secret-but-as-long-as-it')}"},
+    (bearer("alice", exp=int(time.time()) - 3600), "token_expired"),
+    ({"Authorization": f"Bearer {mint({'sub': 'alice'}, key='not-the-secret-but-as-long-as-it')}"},
      "invalid_token"),
-    ({"Authorization": f"Bearer {_token('alice')[:-4]}abcd"}, "invalid_token"),
+    ({"Authorization": f"Bearer {mint({'sub': 'alice'})[:-4]}abcd"}, "invalid_token"),
     ({"Authorization": "Bearer not.a.jwt"}, "invalid_token"),
 ])
 def test_missing_expired_or_tampered_tokens_are_401(fake_upstream, auth_on, client: TestClient,
@@ -148,34 +133,34 @@ def test_missing_expired_or_tampered_tokens_are_401(fake_upstream, auth_on, clie
 
 
 def test_another_users_session_is_not_found(fake_upstream, auth_on, client: TestClient) -> None:
-    assert _chat(client, "s-alice", **_bearer("alice")).status_code == 200
-    mallory = _bearer("mallory")
+    assert _chat(client, "s-alice", **bearer("alice")).status_code == 200
+    mallory = bearer("mallory")
     assert client.get("/api/chat/sessions/s-alice", headers=mallory).status_code == 404
     assert client.delete("/api/chat/sessions/s-alice", headers=mallory).status_code == 404
     assert _chat(client, "s-alice", **mallory).status_code == 200, "the same id is her own session"
-    alices = client.get("/api/chat/sessions/s-alice", headers=_bearer("alice")).json()["data"]
+    alices = client.get("/api/chat/sessions/s-alice", headers=bearer("alice")).json()["data"]
     assert alices["message_count"] == 2, "mallory's turn went to her own session, not alice's"
 
 
 def test_another_users_character_cannot_be_changed(auth_on, client: TestClient) -> None:
     character = client.post("/api/characters", json={"name": "민지"},
-                            headers=_bearer("alice")).json()["data"]
+                            headers=bearer("alice")).json()["data"]
     path = f"/api/characters/{character['id']}"
-    mallory = _bearer("mallory")
+    mallory = bearer("mallory")
     assert client.get(path, headers=mallory).status_code == 200, "characters are public to read"
     assert client.patch(path, json={"name": "x"}, headers=mallory).status_code == 403
     assert client.delete(path, headers=mallory).status_code == 403
-    assert client.patch(path, json={"name": "민지2"}, headers=_bearer("alice")).status_code == 200
+    assert client.patch(path, json={"name": "민지2"}, headers=bearer("alice")).status_code == 200
 
 
 def test_a_signed_in_user_takes_one_place_for_all_their_sessions(
         fake_upstream, auth_on, settings_env, client: TestClient) -> None:
     settings_env(MAX_CONCURRENT_USERS="1")
-    assert _chat(client, "s-one", **_bearer("alice")).status_code == 200
-    assert _chat(client, "s-two", **_bearer("alice")).status_code == 200
-    assert _chat(client, "s-three", **_bearer("bob")).status_code == 503
-    assert client.post("/api/chat/release", headers=_bearer("alice")).json()["data"]["released"]
-    assert _chat(client, "s-three", **_bearer("bob")).status_code == 200
+    assert _chat(client, "s-one", **bearer("alice")).status_code == 200
+    assert _chat(client, "s-two", **bearer("alice")).status_code == 200
+    assert _chat(client, "s-three", **bearer("bob")).status_code == 503
+    assert client.post("/api/chat/release", headers=bearer("alice")).json()["data"]["released"]
+    assert _chat(client, "s-three", **bearer("bob")).status_code == 200
 
 
 @pytest.mark.parametrize("store", ["secretsmanager", "ssm"])
@@ -193,7 +178,7 @@ def test_the_deployed_key_is_read_from_aws_by_its_arn(aws, settings_env, client:
     settings_env(JWT_SECRET_ARN=arn)
     _fetched.cache_clear()
     try:
-        created = client.post("/api/characters", json={"name": "민지"}, headers=_bearer("alice"))
+        created = client.post("/api/characters", json={"name": "민지"}, headers=bearer("alice"))
         assert created.status_code == 201 and created.json()["data"]["owner"] == "alice"
         assert client.post("/api/characters", json={"name": "x"}).status_code == 401
     finally:
@@ -205,6 +190,6 @@ def test_an_unreadable_key_is_503_never_anonymous(aws, settings_env, client: Tes
 
     settings_env(JWT_SECRET_ARN="arn:aws:secretsmanager:us-east-1:123456789012:secret:missing")
     _fetched.cache_clear()
-    response = client.post("/api/characters", json={"name": "x"}, headers=_bearer("alice"))
+    response = client.post("/api/characters", json={"name": "x"}, headers=bearer("alice"))
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "auth_unavailable"
