@@ -112,7 +112,7 @@ def run(runs: int = RUNS) -> dict[str, Any]:
         scratch = Path(folder)
         (scratch / "events").mkdir()
         (scratch / "events" / "lambda_events.py").write_text(
-            (ROOT / "tests" / "lambda_events.py").read_text())
+            (ROOT / "tests" / "support" / "lambda_events.py").read_text())
         bare = _without_bytecode(build, scratch / "build-without-bytecode")
         env = {"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, "PATH": "/usr/bin:/bin",
                "AUDIO_DIR": str(scratch / "audio"), "HOME": folder,
