@@ -198,11 +198,11 @@ def test_an_imported_png_card_holds_a_conversation_on_the_real_llm(
 
 def test_each_signed_in_user_has_a_persona_of_their_own(settings_env: Any,
                                                        client: TestClient) -> None:
-    from tests.web.test_users_api import SECRET, _bearer
+    from tests.support.sign_in import SECRET, bearer
 
     settings_env(JWT_SECRET=SECRET)
     assert client.get("/api/users/me/persona").status_code == 401
-    client.put("/api/users/me/persona", json={"name": "철수"}, headers=_bearer("u1"))
-    client.put("/api/users/me/persona", json={"name": "영희"}, headers=_bearer("u2"))
-    assert client.get("/api/users/me/persona", headers=_bearer("u1")).json()["data"]["name"] == "철수"
-    assert client.get("/api/users/me/persona", headers=_bearer("u2")).json()["data"]["name"] == "영희"
+    client.put("/api/users/me/persona", json={"name": "철수"}, headers=bearer("u1"))
+    client.put("/api/users/me/persona", json={"name": "영희"}, headers=bearer("u2"))
+    assert client.get("/api/users/me/persona", headers=bearer("u1")).json()["data"]["name"] == "철수"
+    assert client.get("/api/users/me/persona", headers=bearer("u2")).json()["data"]["name"] == "영희"
