@@ -19,22 +19,11 @@ from typing import Any
 
 import httpx
 
-from bench.harness import bench_env, cpu_ms, save, stub_upstream
-from tests.support.server_process import ROOT, ServedApp, server_b_process
+from bench.harness import bench_env, save, stub_upstream
+from bench.ops_bench import TURNS_PER_BLOCK, block_cpu_ms
+from tests.support.server_process import ROOT, server_b_process
 
 BLOCKS = 12
-TURNS_PER_BLOCK = 25
-LINE = "오늘은 카페에서 라떼를 마시며 창밖의 비를 바라봤어. 너는 어때?"
-
-
-def _block(http: httpx.Client, served: ServedApp, session: str, first_turn: int) -> float:
-    before = cpu_ms(served.pid)
-    for turn in range(first_turn, first_turn + TURNS_PER_BLOCK):
-        response = http.post(f"{served.base_url}/api/chat", json={
-            "session_id": session, "persona": "밝은 바리스타 민지", "max_tokens": 128,
-            "tts_enabled": False, "messages": [{"role": "user", "content": f"{turn}. {LINE}"}]})
-        response.raise_for_status()
-    return (cpu_ms(served.pid) - before) / TURNS_PER_BLOCK
 
 
 def run() -> dict[str, Any]:
@@ -51,10 +40,10 @@ def run() -> dict[str, Any]:
                    for name, root in trees.items()}
         with httpx.Client(timeout=30) as http:
             for name, served in servers.items():
-                _block(http, served, f"warm-{name}", 0)
+                block_cpu_ms(http, served, f"warm-{name}", 0)
             for block in range(BLOCKS):
                 for name in (("baseline", "this") if block % 2 else ("this", "baseline")):
-                    samples[name].append(_block(http, servers[name], f"s-{name}",
+                    samples[name].append(block_cpu_ms(http, servers[name], f"s-{name}",
                                                 block * TURNS_PER_BLOCK))
     medians = {name: statistics.median(values) for name, values in samples.items()}
     result = {"setup": {"blocks": BLOCKS, "turns_per_block": TURNS_PER_BLOCK,

@@ -23,7 +23,8 @@ TURNS_PER_BLOCK = 25
 LINE = "오늘은 카페에서 라떼를 마시며 창밖의 비를 바라봤어. 너는 어때?"
 
 
-def _block(http: httpx.Client, served: ServedApp, session: str, first_turn: int) -> float:
+def block_cpu_ms(http: httpx.Client, served: ServedApp, session: str, first_turn: int) -> float:
+    """CPU per text turn of one block of turns on one server, as the kernel counts it."""
     before = cpu_ms(served.pid)
     for turn in range(first_turn, first_turn + TURNS_PER_BLOCK):
         response = http.post(f"{served.base_url}/api/chat", json={
@@ -43,10 +44,10 @@ def run() -> dict[str, Any]:
                    for name, flag in (("on", "1"), ("off", "0"))}
         with httpx.Client(timeout=30) as http:
             for name, served in servers.items():
-                _block(http, served, f"warm-{name}", 0)
+                block_cpu_ms(http, served, f"warm-{name}", 0)
             for block in range(BLOCKS):
                 for name in (("on", "off") if block % 2 else ("off", "on")):
-                    samples[name].append(_block(http, servers[name], f"s-{name}",
+                    samples[name].append(block_cpu_ms(http, servers[name], f"s-{name}",
                                                 block * TURNS_PER_BLOCK))
     on, off = statistics.median(samples["on"]), statistics.median(samples["off"])
     result = {"setup": {"blocks": BLOCKS, "turns_per_block": TURNS_PER_BLOCK,
