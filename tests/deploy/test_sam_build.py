@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from infra.sam_build import ROOT, function_dir, layer_paths, python312, size_mb
+from tests.support.sign_in import SECRET, bearer
 
 Step = dict[str, Any]
 
@@ -220,7 +221,7 @@ def test_users_and_openai_functions_from_the_build(
 def test_built_layers_carry_runtime_bytecode_and_speech_apart(sam_build: Path) -> None:
     layer = sam_build / "RoleplayLayer" / "python"
     assert (layer / "roleplay" / "__init__.py").is_file()  # on /opt/python, not /opt/python/python
-    cached = layer / "roleplay" / "__pycache__" / "settings.cpython-312.pyc"
+    cached = layer / "roleplay" / "core" / "__pycache__" / "settings.cpython-312.pyc"
     flags = int.from_bytes(cached.read_bytes()[4:8], "little")
     assert flags == 0b01, "hash-based, unchecked: valid whatever mtimes the zip gets"
     assert not (layer / "espeakng_loader").exists() and not (layer / "boto3").exists()
@@ -235,13 +236,10 @@ def test_built_streaming_chat_refuses_an_unsigned_request(sam_build: Path,
                                                           tmp_path: Path) -> None:
     from tests.support.stream_app_process import run_stream_app
 
-    secret = "a-test-key-of-at-least-32-bytes-long!"
-    with run_stream_app(sam_build, {**lambda_env, "JWT_SECRET": secret}, tmp_path) as (url, http):
+    with run_stream_app(sam_build, {**lambda_env, "JWT_SECRET": SECRET}, tmp_path) as (url, http):
         unsigned = http.post(f"{url}/api/chat", json={"messages": []})
         docs = http.get(f"{url}/docs")
-        token = _token(secret)
-        signed = http.post(f"{url}/api/chat", json={"messages": "hello"},
-                           headers={"Authorization": f"Bearer {token}"})
+        signed = http.post(f"{url}/api/chat", json={"messages": "hello"}, headers=bearer())
     assert unsigned.status_code == 401 and unsigned.json()["error"]["code"] == "unauthorized"
     assert unsigned.headers["www-authenticate"] == "Bearer"
     assert docs.status_code == 401
@@ -255,14 +253,6 @@ def test_built_streaming_chat_will_not_start_without_a_jwt_key(sam_build: Path,
 
     output = start_failure(sam_build, lambda_env, tmp_path)
     assert "JWT_SECRET" in output
-
-
-def _token(secret: str) -> str:
-    import time
-
-    import jwt
-
-    return jwt.encode({"sub": "user-1", "exp": int(time.time()) + 300}, secret, algorithm="HS256")
 
 
 def _names(lines: list[str]) -> set[str]:
