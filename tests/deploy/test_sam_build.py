@@ -93,7 +93,7 @@ def lambda_env(redis_url: str, key_prefix: str, tmp_path: Path) -> dict[str, str
 @pytest.fixture(scope="session")
 def events_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("events")
-    (folder / "lambda_events.py").write_text((ROOT / "tests" / "lambda_events.py").read_text())
+    (folder / "lambda_events.py").write_text((ROOT / "tests" / "support" / "lambda_events.py").read_text())
     return folder
 
 

@@ -57,15 +57,23 @@ LAMBDA_CONTEXT = SimpleNamespace(
 )
 
 
-def invoke(handler: Any, event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """Calls a Mangum handler as the Lambda runtime would; returns (status, JSON body)."""
+def invoke_raw(handler: Any, event: dict[str, Any]) -> dict[str, Any]:
+    """Calls a Mangum handler as the Lambda runtime would (its main thread has an event
+    loop, which an earlier `asyncio.run` in this process may have left unset); returns the
+    handler's answer as API Gateway receives it."""
     try:
         loop = asyncio.get_event_loop()
         if loop.is_closed():
             raise RuntimeError
     except RuntimeError:
         asyncio.set_event_loop(asyncio.new_event_loop())
-    result = handler(event, LAMBDA_CONTEXT)
+    result: dict[str, Any] = handler(event, LAMBDA_CONTEXT)
+    return result
+
+
+def invoke(handler: Any, event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """`invoke_raw`, answered as (status, JSON body)."""
+    result = invoke_raw(handler, event)
     body = result["body"]
     if result.get("isBase64Encoded"):
         body = base64.b64decode(body).decode()

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from roleplay.core.settings import ConfigurationError, get_settings
-from tests.support.lambda_events import LAMBDA_CONTEXT, http_api_event
+from tests.support.lambda_events import http_api_event, invoke_raw
 
 APP = "http://localhost:3000"
 PREFLIGHT = {"Access-Control-Request-Method": "POST",
@@ -91,7 +91,7 @@ def test_a_lambda_function_answers_the_preflight_too(allow_app_origin: None) -> 
 
     event = http_api_event("OPTIONS", "/api/chat", headers={"origin": APP, **{
         name.lower(): value for name, value in PREFLIGHT.items()}})
-    result = handler(event, LAMBDA_CONTEXT)
+    result = invoke_raw(handler, event)
     headers = {name.lower(): value for name, value in result["headers"].items()}
     assert result["statusCode"] == 204
     assert headers["access-control-allow-origin"] == APP
