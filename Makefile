@@ -14,7 +14,7 @@ PYTHON312 ?= $(shell sh infra/find-python3.12)
 SAM_VENV  := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed-stamp
 
-.PHONY: install run test chromium lint bench clean sam-install sam-build
+.PHONY: install run test chromium lint bench clean sam-install sam-build mutate
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,24 @@ chromium:
 
 bench: install sam-install
 	$(BIN)/python -m bench $(BENCH)
+
+# Mutation testing ([tool.mutmut] in pyproject.toml; not part of `make test` or CI; hours on
+# two cores, resumable: a second run retests only what changed). mutmut names modules after
+# their paths, so it runs in $(MUTATE_DIR), where the layer's package is linked as
+# src/roleplay; in its copy (mutants/) the layer's usual path leads to the mutated package
+# too, so the runner processes some tests start run the mutant as well.
+# MUTATE=... passes mutant names or globs, e.g. MUTATE='roleplay.ops.quotas.*'.
+MUTATE_DIR := build/mutate
+
+mutate: install
+	$(BIN)/python -m pip install --quiet -e ".[mutate]"
+	mkdir -p $(MUTATE_DIR)/src $(MUTATE_DIR)/mutants/layers/roleplay/python
+	ln -sfn $(CURDIR)/layers/roleplay/python/roleplay $(MUTATE_DIR)/src/roleplay
+	for path in tests functions local_runner infra pyproject.toml; do \
+		ln -sfn $(CURDIR)/$$path $(MUTATE_DIR)/$$path; done
+	ln -sfn ../../../src/roleplay $(MUTATE_DIR)/mutants/layers/roleplay/python/roleplay
+	cd $(MUTATE_DIR) && $(CURDIR)/$(BIN)/mutmut run $(MUTATE)
+	cd $(MUTATE_DIR) && $(CURDIR)/$(BIN)/mutmut export-cicd-stats && cat mutants/mutmut-cicd-stats.json
 
 lint: install
 	$(BIN)/ruff check .

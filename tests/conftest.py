@@ -27,6 +27,14 @@ from tests.support.sign_in import SECRET, bearer
 RUN_ID = uuid.uuid4().hex[:8]
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A run id of each session's own: sessions forked from one process (`make mutate`'s
+    workers) would share the import's, and each one's cleanup would delete the keys of
+    the tests still running in the others."""
+    global RUN_ID
+    RUN_ID = uuid.uuid4().hex[:8]
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("REDIS_URL")
