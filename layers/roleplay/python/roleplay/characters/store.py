@@ -15,9 +15,11 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+import anyio
+
 from roleplay.characters.model import Character, CharacterPage
 from roleplay.core.errors import BadRequest, PayloadTooLarge
-from roleplay.core.redis_client import get_redis
+from roleplay.core.redis_client import get_redis, read_strings
 from roleplay.core.redis_keys import redis_keys
 from roleplay.core.settings import get_settings
 
@@ -53,11 +55,18 @@ class RedisCharacterStore:
         return f"{created_ms:013d}:{character.id}"
 
     async def create(self, character: Character) -> None:
+        """The character, then its index entry: two steps, since on a cluster they lie in
+        different slots. An entry never names a character not yet written, and a failed
+        second step takes the first back, so a create that failed leaves nothing."""
         keys, redis = redis_keys(), await get_redis()
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.set(keys.character(character.id), character.model_dump_json())
-            pipe.zadd(keys.characters_index, {self._index_member(character): 0})
-            await pipe.execute()
+        key = keys.character(character.id)
+        await redis.set(key, character.model_dump_json())
+        try:
+            await redis.zadd(keys.characters_index, {self._index_member(character): 0})
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await redis.delete(key)
+            raise
 
     async def get(self, character_id: str) -> Character | None:
         raw = await (await get_redis()).get(redis_keys().character(character_id))
@@ -72,10 +81,8 @@ class RedisCharacterStore:
         if character is None:
             return False
         keys, redis = redis_keys(), await get_redis()
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.character(character_id))
-            pipe.zrem(keys.characters_index, self._index_member(character))
-            deleted, _ = await pipe.execute()
+        deleted = await redis.delete(keys.character(character_id))
+        await redis.zrem(keys.characters_index, self._index_member(character))
         return bool(deleted)
 
     async def list(self, limit: int, cursor: str | None = None) -> CharacterPage:
@@ -89,7 +96,10 @@ class RedisCharacterStore:
         page, more = members[:limit], len(members) > limit
         if not page:
             return CharacterPage(items=[])
-        raws = await redis.mget([keys.character(m.split(":", 1)[1]) for m in page])
+        raws = await read_strings([keys.character(m.split(":", 1)[1]) for m in page])
+        gone = [member for member, raw in zip(page, raws, strict=True) if not raw]
+        if gone:  # a delete that failed between its two steps: the character is gone
+            await redis.zrem(keys.characters_index, *gone)
         items = [Character.model_validate_json(raw) for raw in raws if raw]
         return CharacterPage(items=items, next_cursor=page[-1] if more else None)
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from roleplay.characters.model import SceneText
 from roleplay.core.identity import User
-from roleplay.core.redis_client import get_redis
+from roleplay.core.redis_client import get_redis, read_strings
 from roleplay.core.redis_keys import redis_keys
 
 
@@ -41,8 +41,7 @@ def persona_from(values: Sequence[str | None]) -> UserPersona | None:
 
 async def load_user_persona(user: User) -> UserPersona | None:
     """The user's persona, in one round trip (`persona_keys`)."""
-    found = await (await get_redis()).mget(persona_keys(user))
-    return persona_from([None if item is None else str(item) for item in found])
+    return persona_from(await read_strings(persona_keys(user)))
 
 
 async def save_user_persona(user: User, persona: UserPersona) -> UserPersona:

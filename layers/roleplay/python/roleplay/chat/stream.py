@@ -37,6 +37,7 @@ from roleplay.core.settings import get_settings
 from roleplay.llm.client import StreamChunk
 from roleplay.speech.pipeline import SpeechPipeline, SpokenSentence
 from roleplay.speech.voice_catalog import voice_for_character
+from roleplay.web.function_app import redis_outage
 
 logger = logging.getLogger("roleplay.chat.stream")
 
@@ -160,7 +161,8 @@ async def relay(
             raise
         logger.warning("redis failed during the streamed turn of session %s: %s",
                        turn.session_id, error)
-        yield _sse("error", {"code": "redis_unavailable", "cut": True,
+        outage = redis_outage(error)
+        yield _sse("error", {"code": outage[0] if outage else "redis_unavailable", "cut": True,
                              "session_id": turn.client_session_id,
                              "message": "session store (Redis) failed; the reply was not stored"})
     finally:

@@ -1,35 +1,72 @@
 """Every Redis key Server B writes, in one place, under one prefix (`REDIS_KEY_PREFIX`).
 
-| key                            | type       | TTL                | holds                               |
-|--------------------------------|------------|--------------------|-------------------------------------|
-| `{p}character:{id}`            | string     | none               | a character, JSON                   |
-| `{p}characters`                | sorted set | none               | `{created_ms}:{id}`, for paging     |
-| `{p}character:{id}:image`      | string     | none               | the PNG an imported card came in    |
-| `{p}user:{id}:persona`         | string     | none               | the user's persona, JSON            |
-| `{p}session:{id}`              | hash       | SESSION_TTL_S      | metadata, summary and its watermark |
-| `{p}session:{id}:messages`     | list       | SESSION_TTL_S      | the full transcript, JSON each      |
-| `{p}session:{id}:lorebook`     | string     | SESSION_TTL_S      | entries fired on the last turn      |
-| `{p}session:{id}:summary-lock` | string     | SUMMARY_LOCK_TTL_S | who is summarizing the session now  |
-| `{p}session:{id}:turn`         | string     | TURN_LEASE_S       | the turn in progress (its token)    |
-| `{p}session:{id}:ids`          | hash       | SESSION_TTL_S      | message id → index in the transcript|
-| `{p}token-ratios`              | hash       | none               | model → upstream/local token ratio  |
-| `{p}active-users`              | sorted set | members expire     | user id → last seen (ms), the cap   |
-| `{p}tts:engine-weights`        | string     | 600 s              | the GPT-SoVITS weight pair loaded   |
-| `{p}gpu:state`                 | hash       | none               | resident GPU mode, switch figures   |
-| `{p}gpu:leases:{mode}`         | sorted set | members expire     | requests in flight in that mode     |
-| `{p}gpu:switch-lock`           | string     | the switch's bound | who is switching the GPU now        |
-| `{p}anon-cookie-key`           | string     | none               | the anonymous cookie's HMAC key     |
-| `{p}tts-busy:{user id}`        | sorted set | TTS_READ_TIMEOUT_S | a user's syntheses running now      |
+On a Redis Cluster (ElastiCache Serverless) a script, a transaction or a multi-key
+command may only touch keys of one hash slot, and only the part of a key inside its
+first `{...}` is hashed. So keys that are used together carry one hash tag:
 
-Characters are content, not session state, so they never expire. Session keys have
-their TTL refreshed on every use; a lock expires on its own if its holder dies.
+- a session's keys: `{s…}`, its storage id (already derived from owner and session id);
+- a user's keys: `{u:<user id>}` (`user_tag`);
+- the GPU coordinator's keys: `{gpu}` (its scripts read the state and the lease sets
+  together; there is one GPU, so one slot loses nothing);
+- every other key stands alone, untagged: the whole key is hashed.
+
+Sessions of different users therefore spread over the shards; no tag is shared by all.
+
+| key                              | type       | TTL                | holds                               |
+|----------------------------------|------------|--------------------|-------------------------------------|
+| `{p}character:{id}`              | string     | none               | a character, JSON                   |
+| `{p}characters`                  | sorted set | none               | `{created_ms}:{id}`, for paging     |
+| `{p}character:{id}:image`        | string     | none               | the PNG an imported card came in    |
+| `{p}user:{U}:persona`            | string     | none               | the user's persona, JSON            |
+| `{p}quota:{U}:rpm:{minute}`      | string     | 61 s               | the user's requests this minute     |
+| `{p}quota:{U}:tokens:{day}`      | string     | 2 days             | the user's tokens that day          |
+| `{p}quota:{U}:tts:{day}`         | string     | 2 days             | the user's seconds of speech        |
+| `{p}tts-busy:{U}`                | sorted set | TTS_READ_TIMEOUT_S | a user's syntheses running now      |
+| `{p}session:{S}`                 | hash       | SESSION_TTL_S      | metadata, summary and its watermark |
+| `{p}session:{S}:messages`        | list       | SESSION_TTL_S      | the full transcript, JSON each      |
+| `{p}session:{S}:lorebook`        | string     | SESSION_TTL_S      | entries fired on the last turn      |
+| `{p}session:{S}:summary-lock`    | string     | SUMMARY_LOCK_TTL_S | who is summarizing the session now  |
+| `{p}session:{S}:turn`            | string     | TURN_LEASE_S       | the turn in progress (its token)    |
+| `{p}session:{S}:ids`             | hash       | SESSION_TTL_S      | message id → index in the transcript|
+| `{p}token-ratios`                | hash       | none               | model → upstream/local token ratio  |
+| `{p}active-users`                | sorted set | members expire     | user id → last seen (ms), the cap   |
+| `{p}breaker:{url hash}`          | hash       | 10 × open time     | an upstream's shared circuit breaker|
+| `{p}tts:engine-weights`          | string     | 600 s              | the GPT-SoVITS weight pair loaded   |
+| `{p}tts:engine-lock`             | string     | the lock's lease   | who is switching the weights now    |
+| `{p}{gpu}:state`                 | hash       | none               | resident GPU mode, switch figures   |
+| `{p}{gpu}:leases:{mode}`         | sorted set | members expire     | requests in flight in that mode     |
+| `{p}{gpu}:switch-lock`           | string     | the switch's bound | who is switching the GPU now        |
+| `{p}anon-cookie-key`             | string     | none               | the anonymous cookie's HMAC key     |
+| `{p}keys-version`                | string     | none               | the key layout migrated to          |
+| `{p}health-probe`                | string     | 10 s               | written by every health check       |
+
+`S` is `{s…}` and `U` is `{u:…}`, braces included. Characters are content, not session
+state, so they never expire. Session keys have their TTL refreshed on every use; a lock
+expires on its own if its holder dies. Keys named before hash tags existed are renamed
+once by `roleplay.core.key_migration`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from roleplay.core.settings import get_settings
+
+KEYS_VERSION = "2"
+"""The layout above: 2 added the hash tags (1, implicit, had none)."""
+
+
+def user_tag(user_id: str) -> str:
+    """`{u:<id>}`; an id holding a brace would end or nest the tag, so it is hashed."""
+    if "{" in user_id or "}" in user_id:
+        user_id = "#" + hashlib.sha256(user_id.encode()).hexdigest()[:32]
+    return f"{{u:{user_id}}}"
+
+
+def session_tag(session_id: str) -> str:
+    """`{<storage id>}`: storage ids (`sessions.scope.storage_id`) hold no braces."""
+    return f"{{{session_id}}}"
 
 
 @dataclass(frozen=True)
@@ -42,30 +79,38 @@ class RedisKeys:
     def character_image(self, character_id: str) -> str:
         return f"{self.prefix}character:{character_id}:image"
 
-    def user_persona(self, user_id: str) -> str:
-        return f"{self.prefix}user:{user_id}:persona"
-
-    def session_lorebook(self, session_id: str) -> str:
-        return f"{self.prefix}session:{session_id}:lorebook"
-
     @property
     def characters_index(self) -> str:
         return f"{self.prefix}characters"
 
+    def user_persona(self, user_id: str) -> str:
+        return f"{self.prefix}user:{user_tag(user_id)}:persona"
+
+    def quotas(self, user_id: str, minute: int, day: int) -> tuple[str, str, str]:
+        """The user's request count this minute, tokens and seconds of speech that day."""
+        base = f"{self.prefix}quota:{user_tag(user_id)}:"
+        return f"{base}rpm:{minute}", f"{base}tokens:{day}", f"{base}tts:{day}"
+
+    def tts_busy(self, user_id: str) -> str:
+        return f"{self.prefix}tts-busy:{user_tag(user_id)}"
+
     def session(self, session_id: str) -> str:
-        return f"{self.prefix}session:{session_id}"
+        return f"{self.prefix}session:{session_tag(session_id)}"
 
     def session_messages(self, session_id: str) -> str:
-        return f"{self.prefix}session:{session_id}:messages"
+        return f"{self.session(session_id)}:messages"
+
+    def session_lorebook(self, session_id: str) -> str:
+        return f"{self.session(session_id)}:lorebook"
 
     def summary_lock(self, session_id: str) -> str:
-        return f"{self.prefix}session:{session_id}:summary-lock"
+        return f"{self.session(session_id)}:summary-lock"
 
     def turn_lease(self, session_id: str) -> str:
-        return f"{self.prefix}session:{session_id}:turn"
+        return f"{self.session(session_id)}:turn"
 
     def session_ids(self, session_id: str) -> str:
-        return f"{self.prefix}session:{session_id}:ids"
+        return f"{self.session(session_id)}:ids"
 
     @property
     def token_ratios(self) -> str:
@@ -75,27 +120,39 @@ class RedisKeys:
     def active_users(self) -> str:
         return f"{self.prefix}active-users"
 
+    def breaker(self, upstream_hash: str) -> str:
+        return f"{self.prefix}breaker:{upstream_hash}"
+
     @property
     def tts_engine_weights(self) -> str:
         return f"{self.prefix}tts:engine-weights"
 
     @property
+    def tts_engine_lock(self) -> str:
+        return f"{self.prefix}tts:engine-lock"
+
+    @property
     def gpu_state(self) -> str:
-        return f"{self.prefix}gpu:state"
+        return f"{self.prefix}{{gpu}}:state"
 
     def gpu_leases(self, mode: str) -> str:
-        return f"{self.prefix}gpu:leases:{mode}"
+        return f"{self.prefix}{{gpu}}:leases:{mode}"
 
     @property
     def gpu_switch_lock(self) -> str:
-        return f"{self.prefix}gpu:switch-lock"
+        return f"{self.prefix}{{gpu}}:switch-lock"
 
     @property
     def anon_cookie_key(self) -> str:
         return f"{self.prefix}anon-cookie-key"
 
-    def tts_busy(self, user_id: str) -> str:
-        return f"{self.prefix}tts-busy:{user_id}"
+    @property
+    def health_probe(self) -> str:
+        return f"{self.prefix}health-probe"
+
+    @property
+    def keys_version(self) -> str:
+        return f"{self.prefix}keys-version"
 
 
 def redis_keys() -> RedisKeys:

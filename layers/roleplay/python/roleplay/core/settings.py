@@ -34,7 +34,12 @@ class Settings(BaseSettings):
         description="Redis for all session state. Unset: the local runner embeds one; "
         f"a handler falls back to {DEFAULT_REDIS_URL}.",
     )
-    redis_key_prefix: str = Field(default="rp:", min_length=1, max_length=32)
+    redis_key_prefix: str = Field(default="rp:", min_length=1, max_length=32,
+                                  pattern=r"^[^{}]+$")
+    redis_cluster: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Whether REDIS_URL is a Redis Cluster (ElastiCache Serverless is one): "
+        "`auto` asks the server once per process (INFO cluster); `on`/`off` skip the probe.")
     redis_max_connections: int = Field(default=64, ge=1, le=10_000)
     redis_pool_timeout_s: float = Field(
         default=5.0, gt=0, description="How long a request waits for a free pooled connection.")

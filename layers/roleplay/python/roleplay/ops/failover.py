@@ -61,7 +61,7 @@ _cache: dict[str, tuple[BreakerState, float]] = {}
 
 
 def _key(url: str) -> str:
-    return f"{redis_keys().prefix}breaker:{hashlib.sha1(url.encode()).hexdigest()[:16]}"
+    return redis_keys().breaker(hashlib.sha1(url.encode()).hexdigest()[:16])
 
 
 async def breaker_state(url: str) -> BreakerState:

@@ -54,9 +54,7 @@ def _enabled(settings: Settings, kind: Kind) -> bool:
 
 
 def _keys(user_id: str, now: float) -> tuple[str, str, str]:
-    prefix = f"{redis_keys().prefix}quota:{user_id}:"
-    minute, day = int(now // 60), int(now // DAY_S)
-    return f"{prefix}rpm:{minute}", f"{prefix}tokens:{day}", f"{prefix}tts:{day}"
+    return redis_keys().quotas(user_id, int(now // 60), int(now // DAY_S))
 
 
 def _refusal(which: int, settings: Settings, now: float) -> TooManyRequests:

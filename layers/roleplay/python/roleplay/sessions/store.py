@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from roleplay.core.lua_script import LuaScript
-from roleplay.core.redis_client import get_redis
+from roleplay.core.redis_client import get_redis, read_strings
 from roleplay.core.redis_keys import redis_keys
 from roleplay.core.settings import get_settings
 
@@ -490,20 +490,20 @@ class SessionStore:
 
     async def read_values(self, keys: Sequence[str]) -> list[str | None]:
         """The string values at `keys` (none: no round trip)."""
-        if not keys:
-            return []
-        return [None if v is None else str(v) for v in await (await get_redis()).mget(list(keys))]
+        return await read_strings(keys)
 
     async def load_meta_and(self, session_id: str,
                             keys: Sequence[str]) -> tuple[SessionMeta | None, list[str | None]]:
         """The metadata and, in the same round trip, the string values at `keys`: what a
-        turn reads anyway (the user's persona) costs no round trip of its own."""
+        turn reads anyway (the user's persona) costs no round trip of its own (on a
+        cluster, the shards holding them are asked side by side)."""
         if not keys:
             return await self.load_meta(session_id), []
         async with (await get_redis()).pipeline(transaction=False) as pipe:
             pipe.hgetall(redis_keys().session(session_id))
-            pipe.mget(list(keys))
-            found, values = await pipe.execute()
+            for key in keys:  # each alone: on a cluster they may lie on other shards
+                pipe.get(key)
+            found, *values = await pipe.execute()
         return _meta(session_id, found), [None if v is None else str(v) for v in values]
 
     async def begin_turn(

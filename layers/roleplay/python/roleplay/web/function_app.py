@@ -93,18 +93,33 @@ def _allowed_methods(request: Request) -> str | None:
     return ", ".join(sorted(methods)) or None
 
 
-def _is_redis_outage(error: BaseException) -> bool:
-    """Redis unreachable or too slow; redis is imported only once it has raised (so a
-    function that never touches Redis never pays for importing it at cold start)."""
+def redis_outage(error: BaseException) -> tuple[str, str] | None:
+    """The error code and message for Redis unreachable, too slow, or (a cluster) a shard
+    down or a slot unserved; None for anything else. redis is imported only once it has
+    raised (so a function that never touches Redis never pays for importing it at cold
+    start)."""
     if not type(error).__module__.startswith("redis"):
-        return False
-    from redis.exceptions import ConnectionError, TimeoutError
+        return None
+    from redis.exceptions import (
+        ClusterDownError,
+        ConnectionError,
+        RedisClusterUnreachableError,
+        SlotNotCoveredError,
+        TimeoutError,
+        TryAgainError,
+    )
 
-    return isinstance(error, ConnectionError | TimeoutError)
+    if isinstance(error, ClusterDownError | SlotNotCoveredError | TryAgainError):
+        return ("redis_shard_unavailable",
+                "part of the session store (a Redis Cluster shard) is down; try again shortly")
+    if isinstance(error, ConnectionError | TimeoutError | RedisClusterUnreachableError):
+        return "redis_unavailable", "session store (Redis) is unreachable; try again shortly"
+    return None
 
 
 class RedisOutage:
-    """Answers 503 `redis_unavailable` when the session store cannot be reached."""
+    """Answers 503 `redis_unavailable` when the session store cannot be reached, and
+    `redis_shard_unavailable` when a cluster's shard is down."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -120,13 +135,11 @@ class RedisOutage:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as error:
-            if scope["type"] != "http" or started or not _is_redis_outage(error):
+            outage = redis_outage(error) if scope["type"] == "http" and not started else None
+            if outage is None:
                 raise
-            logger.warning("redis unreachable: %s", error)
-            response = _json_error(
-                503, "redis_unavailable", "session store (Redis) is unreachable; try again shortly",
-                headers={"Retry-After": "5"},
-            )
+            logger.warning("redis unavailable: %s", error)
+            response = _json_error(503, *outage, headers={"Retry-After": "5"})
             await response(scope, receive, send)
 
 

@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import httpx
 from pydantic import BaseModel
 
-from roleplay.core.redis_client import get_redis
+from roleplay.core.lua_script import LuaScript
+from roleplay.core.redis_client import cluster_states
+from roleplay.core.redis_keys import redis_keys
 from roleplay.core.settings import Settings, get_settings
 from roleplay.llm.client import llm_client
 from roleplay.llm.dialect import upstream_dialect
@@ -83,8 +86,24 @@ async def _timed(probe: Callable[[], Awaitable[None]], target: str, limit_s: flo
                        latency_ms=round((time.perf_counter() - started) * 1000, 2))
 
 
-async def _ping_redis() -> None:
-    await (await get_redis()).ping()
+# KEYS: the probe key. ARGV: a fresh token. Answers the token read back.
+_WRITE_AND_READ = LuaScript("""
+redis.call('SET', KEYS[1], ARGV[1], 'PX', 10000)
+return redis.call('GET', KEYS[1])
+""")
+
+
+async def _probe_redis() -> None:
+    """Ok only when Redis can serve a turn: a script ran and its write reached the shard
+    owning the probe key, and, on a cluster, every node says the cluster is `ok` (a
+    node that lost a shard says `fail` once `cluster-node-timeout` has passed; a node
+    that cannot be reached fails the probe as unreachable)."""
+    for node, state in (await cluster_states()).items():
+        if state != "ok":
+            raise ProbeDown(f"cluster_state is {state} on {node}")
+    token = uuid.uuid4().hex
+    if await _WRITE_AND_READ([redis_keys().health_probe], [token]) != token:
+        raise ProbeDown("a write to Redis did not read back")
 
 
 async def _get(url: str) -> httpx.Response:
@@ -126,7 +145,7 @@ async def check_health() -> HealthReport:
     settings = get_settings()
     timeout = settings.health_timeout_s
     checks: dict[str, Awaitable[ProbeResult]] = {
-        "redis": _timed(_ping_redis, _redact(settings.effective_redis_url), timeout),
+        "redis": _timed(_probe_redis, _redact(settings.effective_redis_url), timeout),
     }
     if settings.llm_base_url:
         base = llm_client(settings).base_url

@@ -92,7 +92,7 @@ tts_http_holder = pooled_http(lambda s: (s.tts_connect_timeout_s, s.tts_read_tim
 
 
 def engine_lock_key() -> str:
-    return f"{redis_keys().prefix}tts:engine-lock"
+    return redis_keys().tts_engine_lock
 
 
 def loaded_weights_key() -> str:
