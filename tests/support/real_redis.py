@@ -1,5 +1,7 @@
 """The real Redis the tests and benchmarks use: whether one answers, cleaning up after,
-and a private redis-server process that can be stopped and started again."""
+and a private redis-server process that can be stopped and started again. A URL may name
+a single server or one node of a Redis Cluster (tests/support/redis_cluster.py); the
+helpers here serve both."""
 
 from __future__ import annotations
 
@@ -12,15 +14,55 @@ import redis
 from tests.support.upstream_server import free_port
 
 
-def answers(url: str) -> bool:
+def is_cluster(url: str) -> bool:
+    """Whether the server at `url` runs in cluster mode (`INFO cluster`'s cluster_enabled).
+    Connection errors propagate: a URL that does not answer is neither."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
-    except (redis.RedisError, ValueError):
+        return bool(client.info("cluster").get("cluster_enabled"))
+    finally:
+        client.close()
+
+
+def cluster_state(client: redis.Redis) -> str:
+    """`CLUSTER INFO`'s cluster_state of the node `client` talks to ("ok" or "fail").
+    redis-py parses the reply into a dict; the raw text form is read too."""
+    info: object = client.cluster("info")
+    if isinstance(info, dict):
+        return str(info.get("cluster_state", ""))
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    for line in text.splitlines():
+        if line.startswith("cluster_state:"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def answers(url: str) -> bool:
+    """Whether keys can be read and written at `url`: the server answers a PING and, if it
+    is a cluster node, its cluster says ok (a cluster missing a node's slots refuses
+    commands with CLUSTERDOWN even though each remaining node answers)."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, decode_responses=True)
+    except ValueError:
         return False
+    try:
+        if not client.ping():
+            return False
+        if not client.info("cluster").get("cluster_enabled"):
+            return True
+        return cluster_state(client) == "ok"
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
 
 
 def delete_keys(url: str, pattern: str) -> None:
-    client = redis.Redis.from_url(url)
+    """Deletes the keys matching `pattern`. On a cluster, every primary is scanned (one
+    node's SCAN sees only its own slots) and keys are deleted one by one, since keys of
+    one DEL must share a slot."""
+    client: redis.Redis | redis.RedisCluster = (
+        redis.RedisCluster.from_url(url) if is_cluster(url) else redis.Redis.from_url(url))
     try:
         for key in client.scan_iter(pattern, count=1000):
             client.delete(key)
