@@ -12,9 +12,10 @@ slots go through `read_strings`.
 Clients decode to `str` and check idle connections before use, since a Lambda may sit
 frozen between invocations longer than a server keeps a connection.
 
-The pool is bounded: on one server it is blocking, so a burst of more concurrent
-requests than `REDIS_MAX_CONNECTIONS` waits briefly for a free connection instead of
-failing with "Too many connections"; a cluster client keeps that many per node.
+The pool is bounded and blocking: a burst of more concurrent requests than
+`REDIS_MAX_CONNECTIONS` waits briefly for a free connection instead of failing with
+"Too many connections" (redis-py's default pool refuses past 50; its cluster client
+refuses once a node's pool is full, hence `WaitingCluster`).
 
 A pooled connection that the server dropped (Redis restarted or failed over) fails on
 its next use, and redis-py retries nothing unless told to; so a connection error is
@@ -27,13 +28,17 @@ may have run is not sent twice. TLS comes with the URL (`rediss://`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError
 
 from roleplay.core.loop_bound import LoopBoundClient
 from roleplay.core.settings import Settings, get_settings
@@ -63,13 +68,53 @@ def is_cluster() -> bool:
     return _cluster_urls.get(get_settings().effective_redis_url, False)
 
 
+class WaitingCluster(RedisCluster):
+    """redis-py's cluster client raises MaxConnectionsError at once when a node's pool is
+    full; this one waits, as the single server's blocking pool does: at most
+    `in_flight_limit` (its `max_connections`) commands and pipelines are in flight per
+    client, so no node's pool can be full, and one more waits up to `pool_timeout_s`."""
+
+    in_flight_limit: int = 64
+    pool_timeout_s: float = 5.0
+    _in_flight: asyncio.Semaphore | None = None
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        if self._in_flight is None:
+            self._in_flight = asyncio.Semaphore(self.in_flight_limit)
+        try:
+            await asyncio.wait_for(self._in_flight.acquire(), self.pool_timeout_s)
+        except TimeoutError:
+            raise MaxConnectionsError(
+                f"no Redis connection free within {self.pool_timeout_s} s") from None
+        try:
+            yield
+        finally:
+            self._in_flight.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.turn():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        return _WaitingPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py does
+
+
+class _WaitingPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        async with cast(WaitingCluster, self.cluster_client).turn():
+            return await super().execute(raise_on_error, allow_redirections)
+
+
 def _open() -> Redis:
     settings = get_settings()
     url = settings.effective_redis_url
     if _cluster_urls[url]:
-        cluster = RedisCluster.from_url(
+        cluster = cast(WaitingCluster, WaitingCluster.from_url(
             url, max_connections=settings.redis_max_connections, decode_responses=True,
-            health_check_interval=30, retry=_retry(), **_TIMEOUTS)
+            health_check_interval=30, retry=_retry(), **_TIMEOUTS))
+        cluster.in_flight_limit = settings.redis_max_connections
+        cluster.pool_timeout_s = settings.redis_pool_timeout_s
         # The commands, scripts and single-slot pipelines the layer uses are the same on
         # both clients; typing it as the one spares every caller a union it cannot use.
         return cast(Redis, cluster)
