@@ -1,5 +1,6 @@
 """template.yaml deploys what `sam build` built, exposes nothing by accident, and stays
-easy to extend: every artifact built by infra/sam/Makefile, speech only where it speaks."""
+easy to extend: every artifact built by infra/sam/Makefile, speech only where it speaks,
+the cache's engine a parameter and the functions told the cache is a cluster."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from typing import Any
 
 from infra.sam_build import ROOT, SPEAKING_FUNCTIONS
+from roleplay.core.settings import Settings
 from tests.support.sam_template import load_template
 
 MAKEFILE_BUILD = {"BuildMethod": "makefile", "ContextPath": "infra/sam"}
@@ -82,3 +84,24 @@ def test_web_adapter_version_is_a_parameter_with_a_current_default() -> None:
     layers = template["Resources"]["ChatStreamFunction"]["Properties"]["Layers"]
     arn = next(entry for entry in layers if isinstance(entry, list) and entry[0] == "DefaultWebAdapter")[1]
     assert re.search(r"LambdaAdapterLayerX86:\$\{WebAdapterLayerVersion\}$", arn)
+
+
+def test_cache_engine_is_a_parameter_and_every_function_knows_the_cache_is_a_cluster() -> None:
+    template = load_template()
+    engine = template["Parameters"]["CacheEngine"]
+    assert engine["AllowedValues"] == ["valkey", "redis"] and engine["Default"] == "valkey"
+    cache = template["Resources"]["SessionCache"]
+    assert cache["Type"] == "AWS::ElastiCache::ServerlessCache"
+    assert cache["Properties"]["Engine"] == "CacheEngine"
+    # ElastiCache Serverless: Valkey 7 or 8, Redis OSS only 7.
+    assert template["Conditions"]["ValkeyCache"] == ["CacheEngine", "valkey"]
+    assert cache["Properties"]["MajorEngineVersion"] == ["ValkeyCache", "8", "7"]
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["REDIS_URL"] == (
+        "rediss://${SessionCache.Endpoint.Address}:${SessionCache.Endpoint.Port}/0")
+    assert env["REDIS_CLUSTER"] == "on"
+    assert "redis_cluster" in Settings.model_fields
+    overridden = {name for name, r in _resources("Function").items()
+                  if {"REDIS_URL", "REDIS_CLUSTER"} & set(
+                      r["Properties"].get("Environment", {}).get("Variables", {}))}
+    assert not overridden, overridden
