@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from local_runner.embedded_redis import EmbeddedRedis
 from roleplay.core.settings import get_settings
 from tests.support.gpu_standins import GpuServerA
-from tests.support.real_redis import answers, delete_keys, is_cluster
+from tests.support.real_redis import answers, delete_keys, sync_client
 from tests.support.redis_cluster import RedisClusterNodes
 from tests.support.sign_in import SECRET, bearer
 
@@ -113,9 +113,7 @@ def auth_on(settings_env: Callable[..., None]) -> Callable[..., None]:
 def sync_redis(redis_url: str) -> Iterator[redis.Redis | redis.RedisCluster]:
     """A synchronous client of the test Redis: a `redis.RedisCluster` on a cluster, which
     routes each key to its node, else a `redis.Redis`."""
-    client: redis.Redis | redis.RedisCluster = (
-        redis.RedisCluster.from_url(redis_url, decode_responses=True) if is_cluster(redis_url)
-        else redis.Redis.from_url(redis_url, decode_responses=True))
+    client = sync_client(redis_url)
     yield client
     client.close()
 

@@ -15,7 +15,7 @@ import pytest
 import redis
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -298,8 +298,12 @@ def test_the_server_sees_one_command_per_admission(redis_url: str, key_prefix: s
     async def go() -> tuple[list[str], list[str]]:
         client = await get_redis()
         await limiter.admit("warm-up")
-        address = str((await client.client_info())["addr"])
-        watcher = Redis.from_url(redis_url, decode_responses=True)
+        node_url, on_node = redis_url, dict[str, Any]()
+        if isinstance(client, RedisCluster):  # watch the shard owning the cap's key
+            node = client.get_node_from_key(redis_keys().active_users)
+            node_url, on_node = f"redis://{node.host}:{node.port}/0", {"target_nodes": node}
+        address = str((await client.client_info(**on_node))["addr"])
+        watcher = Redis.from_url(node_url, decode_responses=True)
         ours: list[str] = []
         inside: list[str] = []
         try:
@@ -318,7 +322,7 @@ def test_the_server_sees_one_command_per_admission(redis_url: str, key_prefix: s
                 collector = asyncio.create_task(collect())
                 for user_id in users(6):
                     await limiter.admit(user_id)
-                await client.echo(sentinel)
+                await client.echo(sentinel, **on_node)
                 await asyncio.wait_for(collector, timeout=10)
         finally:
             await watcher.aclose()

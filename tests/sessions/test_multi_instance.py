@@ -15,9 +15,11 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
+from tests.support.card_files import b64_json, png_card, v2_card
 from tests.support.fake_llm import FakeLLM
 from tests.support.server_process import server_b_process
 from tests.support.sign_in import SECRET, bearer
+from tests.support.sse import sse_events
 
 
 def _instances(env: dict[str, str]) -> Iterator[tuple[httpx.Client, httpx.Client]]:
@@ -91,3 +93,37 @@ def test_the_user_cap_holds_across_instances(
     assert released.json() == {"success": True, "data": {"released": True}}
     assert chat(b, "carol").status_code == 200, "bob's release on A freed his place on B"
     assert chat(a, "bob").status_code == 503, "and carol now holds it"
+
+
+def test_every_kind_of_request_holds_across_instances(
+        fake_upstream: FakeLLM, two_instances: tuple[httpx.Client, httpx.Client]) -> None:
+    """Issue 26's list, each step on the other instance than the last: card import, a turn,
+    a streamed turn, regenerate, delete. With `--redis cluster`, on a three-node cluster."""
+    a, b = two_instances
+    card = png_card(("chara", b64_json(v2_card(first_mes="", alternate_greetings=[]))))
+    imported = a.post("/api/characters/import", content=card, headers={"content-type": "image/png"})
+    assert imported.status_code == 201, imported.text
+    character_id = imported.json()["data"]["id"]
+    assert character_id in [c["id"] for c in b.get("/api/characters").json()["data"]["items"]]
+
+    fake_upstream.reply = "첫 답"
+    turn = b.post("/api/chat", json={
+        "session_id": "s-every", "character_id": character_id, "tts_enabled": False,
+        "messages": [{"role": "user", "content": "안녕"}]})
+    assert turn.status_code == 200, turn.text
+
+    fake_upstream.reply = "스트림 답"
+    streamed = sse_events(a.post("/api/chat", json={
+        "session_id": "s-every", "stream": True, "tts_enabled": False,
+        "messages": [{"role": "user", "content": "또 안녕"}]}).text)
+    assert streamed[-1][0] == "done" and streamed[-1][1]["content"] == "스트림 답"
+
+    fake_upstream.reply = "다시 쓴 답"
+    regenerated = b.post("/api/chat/sessions/s-every/regenerate", json={"tts_enabled": False})
+    assert regenerated.status_code == 200, regenerated.text
+    session = a.get("/api/chat/sessions/s-every").json()["data"]
+    assert [m["content"] for m in session["messages"]] == ["안녕", "첫 답", "또 안녕", "다시 쓴 답"]
+
+    assert b.delete("/api/chat/sessions/s-every").status_code == 200
+    gone = a.get("/api/chat/sessions/s-every")
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "session_not_found"

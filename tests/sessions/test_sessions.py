@@ -21,11 +21,10 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from tests.support.fake_llm import FakeLLM
-from tests.support.real_redis import RedisServer
+from tests.support.real_redis import RedisServer, sync_client
 from tests.support.server_process import server_b_process
 from tests.support.session_keys import session_key
 from tests.support.sse import sse_events
@@ -91,7 +90,7 @@ def _say(client: TestClient, sid: str | None, text: str, **extra: Any) -> httpx.
 
 
 def _session_keys(url: str, prefix: str) -> list[str]:
-    client = redis.Redis.from_url(url, decode_responses=True)
+    client = sync_client(url)
     try:
         return sorted(k for k in client.scan_iter(f"{prefix}session:*"))
     finally:
@@ -99,7 +98,7 @@ def _session_keys(url: str, prefix: str) -> list[str]:
 
 
 def _active_users(url: str, prefix: str) -> int:
-    client = redis.Redis.from_url(url, decode_responses=True)
+    client = sync_client(url)
     try:
         return int(client.zcard(f"{prefix}active-users"))
     finally:

@@ -57,12 +57,19 @@ def answers(url: str) -> bool:
         client.close()
 
 
+def sync_client(url: str, *, decode_responses: bool = True) -> redis.Redis | redis.RedisCluster:
+    """A synchronous client of `url`: a `redis.RedisCluster` on a cluster, which routes each
+    key to its node (and scans every primary), else a `redis.Redis`."""
+    if is_cluster(url):
+        return redis.RedisCluster.from_url(url, decode_responses=decode_responses)
+    return redis.Redis.from_url(url, decode_responses=decode_responses)
+
+
 def delete_keys(url: str, pattern: str) -> None:
     """Deletes the keys matching `pattern`. On a cluster, every primary is scanned (one
     node's SCAN sees only its own slots) and keys are deleted one by one, since keys of
     one DEL must share a slot."""
-    client: redis.Redis | redis.RedisCluster = (
-        redis.RedisCluster.from_url(url) if is_cluster(url) else redis.Redis.from_url(url))
+    client = sync_client(url, decode_responses=False)
     try:
         for key in client.scan_iter(pattern, count=1000):
             client.delete(key)
