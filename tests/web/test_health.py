@@ -1,5 +1,6 @@
 import time
 
+import redis
 from fastapi.testclient import TestClient
 
 from tests.support.upstream_server import closed_port_url, silent_socket
@@ -49,3 +50,23 @@ def test_characters_answer_503_not_500_when_redis_is_down(settings_env, client: 
     response = client.get("/api/characters")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "redis_unavailable"
+
+
+def test_health_is_down_when_redis_answers_ping_but_refuses_writes(
+        settings_env, admin_health, tmp_path) -> None:
+    """`redis: ok` means a script ran and wrote: a Redis out of memory (writes refused with
+    OOM, PING still PONG) cannot store a turn, so it is not ok."""
+    from tests.support.real_redis import RedisServer
+
+    with RedisServer(tmp_path / "redis") as url:
+        settings_env(REDIS_URL=url)
+        assert admin_health()["success"] is True
+        server = redis.Redis.from_url(url)
+        server.config_set("maxmemory-policy", "noeviction")
+        server.config_set("maxmemory", "1")
+        assert server.ping()
+        health = admin_health()
+        server.close()
+    assert health["success"] is False
+    redis_check = health["error"]["details"]["checks"]["redis"]
+    assert redis_check["status"] == "unreachable" and "OutOfMemoryError" in redis_check["error"]
