@@ -45,8 +45,14 @@ run: install
 
 # The browser tests' Chromium first: where it is missing and cannot be installed, stop
 # before the long install and the tests, with the one command to run.
+# Then the tests that touch Redis once more, on a three-node Redis Cluster the fixtures
+# start on loopback (tests/support/redis_cluster.py): the store the stack deploys.
+CLUSTER_TESTS := tests/core tests/sessions tests/characters tests/web tests/gpu tests/ops \
+	tests/chat/test_chat.py tests/chat/test_conversation_control.py \
+	tests/openai_compat/test_openai_compat.py
 test: chromium install sam-install
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --redis cluster $(CLUSTER_TESTS)
 
 chromium:
 	@sh infra/ensure-chromium
