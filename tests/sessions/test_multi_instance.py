@@ -14,6 +14,7 @@ from contextlib import ExitStack
 
 import httpx
 import pytest
+import redis
 
 from tests.support.card_files import b64_json, png_card, v2_card
 from tests.support.fake_llm import FakeLLM
@@ -96,7 +97,8 @@ def test_the_user_cap_holds_across_instances(
 
 
 def test_every_kind_of_request_holds_across_instances(
-        fake_upstream: FakeLLM, two_instances: tuple[httpx.Client, httpx.Client]) -> None:
+        fake_upstream: FakeLLM, two_instances: tuple[httpx.Client, httpx.Client],
+        sync_redis: redis.Redis, key_prefix: str) -> None:
     """Issue 26's list, each step on the other instance than the last: card import, a turn,
     a streamed turn, regenerate, delete. With `--redis cluster`, on a three-node cluster."""
     a, b = two_instances
@@ -124,6 +126,9 @@ def test_every_kind_of_request_holds_across_instances(
     session = a.get("/api/chat/sessions/s-every").json()["data"]
     assert [m["content"] for m in session["messages"]] == ["안녕", "첫 답", "또 안녕", "다시 쓴 답"]
 
+    session_keys = [key for key in sync_redis.scan_iter(f"{key_prefix}session:*")]
+    assert any(key.endswith(":lorebook") for key in session_keys), "the card's book fired"
     assert b.delete("/api/chat/sessions/s-every").status_code == 200
     gone = a.get("/api/chat/sessions/s-every")
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "session_not_found"
+    assert not list(sync_redis.scan_iter(f"{key_prefix}session:*")), "no key of it is left"

@@ -607,6 +607,8 @@ class SessionStore:
         await _RECORD_FAILURE_SCRIPT([redis_keys().session(session_id)], [error[:500], now()])
 
     async def delete(self, session_id: str) -> bool:
-        """Removes the session with its lease: a reply still being generated is dropped."""
-        removed = await (await get_redis()).delete(*self.keys(session_id))
+        """Removes the session with its lease (a reply still being generated is dropped)
+        and the lore its last turn fired: all in the session's slot, so one DEL."""
+        removed = await (await get_redis()).delete(
+            *self.keys(session_id), redis_keys().session_lorebook(session_id))
         return bool(removed)
