@@ -37,8 +37,8 @@ from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterDownError, MaxConnectionsError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError
 
 from roleplay.core.loop_bound import LoopBoundClient
 from roleplay.core.settings import Settings, get_settings
@@ -73,6 +73,10 @@ class WaitingCluster(RedisCluster):
     full; this one waits, as the single server's blocking pool does: at most
     `in_flight_limit` (its `max_connections`) commands and pipelines are in flight per
     client, so no node's pool can be full, and one more waits up to `pool_timeout_s`."""
+
+    ERRORS_ALLOW_RETRY = (RedisConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
+    """redis-py's, without TimeoutError: as on one server, a command that may have run is
+    not sent twice (a refused connection, a shard down or a slot moving are retried once)."""
 
     in_flight_limit: int = 64
     pool_timeout_s: float = 5.0
