@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
@@ -45,6 +46,10 @@ from roleplay.core.settings import Settings, get_settings
 
 _cluster_urls: dict[str, bool] = {}
 """Per process: whether each URL used so far is a cluster."""
+_ready_urls: set[str] = set()
+"""Per process: the URLs probed and, if one server, migrated (`_prepare`)."""
+_preparing: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary())
 
 _TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
 
@@ -143,14 +148,27 @@ redis_holder: LoopBoundClient[Redis] = LoopBoundClient(_open, _close)
 
 async def get_redis() -> Redis:
     settings = get_settings()
+    if settings.effective_redis_url not in _ready_urls:
+        await _prepare(settings)
+    return await redis_holder.get()
+
+
+async def _prepare(settings: Settings) -> None:
+    """Once per process and URL, before any request uses it: is it a cluster, and (one
+    server) are the keys renamed to the current layout. Requests of the same event loop
+    wait for each other here, so none reads a key before it is renamed; a failure leaves
+    the URL unprepared, to be tried again by the next request."""
     url = settings.effective_redis_url
-    if url not in _cluster_urls:
+    lock = _preparing.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock:
+        if url in _ready_urls:
+            return
         _cluster_urls[url] = await _is_cluster(settings)
         if not _cluster_urls[url]:
             from roleplay.core.key_migration import migrate_once
 
             await migrate_once(await redis_holder.get())
-    return await redis_holder.get()
+        _ready_urls.add(url)
 
 
 async def read_strings(keys: Sequence[str]) -> list[str | None]:
