@@ -80,7 +80,30 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
                        "measured": f"{o['cpu_ms_per_turn']['on']} ms on vs {o['cpu_ms_per_turn']['off']} ms "
                                    f"off (+{o['added_fraction'] * 100:.1f}%)",
                        "met": o["added_fraction"] < 0.10})
+    if "cluster" in r:
+        judged += _cluster_goals(r["cluster"])
     return judged
+
+
+def _cluster_goals(c: dict[str, Any]) -> list[dict[str, Any]]:
+    one, cluster, spread = c["single"], c["cluster"], c["spread"]
+    shares = ", ".join(f"{node['share'] * 100:.1f}%" for node in spread["nodes"])
+    return [
+        {"goal": "Redis Cluster: at most 1 more Redis round trip per turn than one Redis",
+         "measured": f"{cluster['round_trips_per_turn']:g} vs {one['round_trips_per_turn']:g} "
+                     f"(+{c['extra_round_trips_per_turn']:g}; in sequence "
+                     f"{cluster['sequential_round_trips_per_turn']:g} vs "
+                     f"{one['sequential_round_trips_per_turn']:g})",
+         "met": c["extra_round_trips_per_turn"] <= 1},
+        {"goal": "Redis Cluster: Server B CPU per turn at most 10% above one Redis's",
+         "measured": f"{cluster['cpu_ms_per_turn']} ms vs {one['cpu_ms_per_turn']} ms "
+                     f"({c['cpu_change'] * 100:+.1f}%)",
+         "met": c["cpu_change"] <= SAME_WITHIN},
+        {"goal": f"Redis Cluster: no shard holds more than 45% of {spread['sessions']:,} sessions "
+                 f"of {spread['users']} users",
+         "measured": shares,
+         "met": spread["max_share"] <= 0.45},
+    ]
 
 
 def _cold_start_table(cold: dict[str, Any]) -> list[str]:
@@ -158,6 +181,24 @@ def markdown(r: dict[str, Any], judged: list[dict[str, Any]]) -> str:
                   f"({trips['redis_commands_executed_per_turn']} commands executed, scripts' inner calls "
                   f"included); an admission takes {lim['admission_latency']['sequential']['median_ms']} ms "
                   f"median in {lim['admission_latency']['round_trips_per_admission']:g} round trip."]
+    if "cluster" in r:
+        c = r["cluster"]
+        one, cluster, setup = c["single"], c["cluster"], c["setup"]
+        lines += ["", f"Redis Cluster (issue 26): one runner on one Redis against one on a "
+                  f"{setup['cluster_nodes']}-node cluster on loopback, {setup['blocks']} alternating "
+                  f"blocks of {setup['turns_per_block']} text turns over {setup['sessions']} sessions "
+                  f"of {setup['users']} users (`python -m bench cluster`). Per turn, cluster vs one "
+                  f"Redis: {cluster['round_trips_per_turn']:g} vs {one['round_trips_per_turn']:g} "
+                  f"round trips (writes of the runner's connections; "
+                  f"{cluster['sequential_round_trips_per_turn']:g} vs "
+                  f"{one['sequential_round_trips_per_turn']:g} waited for in sequence; the "
+                  f"persona and session read is one write to each of two nodes in "
+                  f"{c['turns_with_user_and_session_on_two_nodes'] * 100:.0f}% of turns), "
+                  f"{cluster['commands_sent_per_turn']:g} vs {one['commands_sent_per_turn']:g} "
+                  f"commands sent, {cluster['redis_commands_executed_per_turn']:g} vs "
+                  f"{one['redis_commands_executed_per_turn']:g} executed; Server B CPU "
+                  f"{cluster['cpu_ms_per_turn']} vs {one['cpu_ms_per_turn']} ms; latency "
+                  f"{cluster['latency']['median_ms']} vs {one['latency']['median_ms']} ms median."]
     if "gpu" in r:
         g, d = r["gpu"], r["gpu"]["setup"]["stand_in_delays"]
         lines += ["", f"One GPU (issue 21): a chat + speech turn (`realtime`) takes "
