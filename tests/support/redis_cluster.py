@@ -19,7 +19,7 @@ from types import TracebackType
 
 import redis
 
-from tests.support.real_redis import _redis_server_binary, cluster_state
+from tests.support.real_redis import _redis_server_binary, cluster_state, wait_until_started
 from tests.support.upstream_server import free_port
 
 SLOTS = 16384
@@ -151,21 +151,12 @@ class RedisClusterNodes:
              "--save", "", "--dir", str(directory)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._processes[index] = process
-        client = self.client(index)
-        deadline = time.monotonic() + _START_TIMEOUT_S
         try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except redis.ConnectionError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    self.stop_node(index)
-                    raise RuntimeError(f"cluster node redis-server on port {port} did not start")
-                time.sleep(0.02)
-        finally:
-            client.close()
+            wait_until_started(process, self.client(index), _START_TIMEOUT_S,
+                               f"cluster node redis-server on port {port}")
+        except RuntimeError:
+            self.stop_node(index)
+            raise
 
     def _form(self) -> None:
         """Assigns each node a third of the slots and a config epoch of its own (so no
