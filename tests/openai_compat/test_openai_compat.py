@@ -227,22 +227,140 @@ def test_pcm_is_24khz_16bit_mono() -> None:
         assert reader.getframerate() == 22050
 
 
-@pytest.mark.xfail(reason="a re-sent history that was already answered is a retry (issue 13): "
-                   "the stored reply comes back, never a second generation; a swipe through /v1 "
-                   "would need it mapped to issue 18's regenerate", strict=True)
-def test_regenerating_the_last_reply_rewinds_instead_of_duplicating(
+def test_a_swipe_after_the_reply_was_delivered_is_a_new_version_of_it(
         fake_upstream: FakeLLM, client: TestClient) -> None:
-    """SillyTavern's regenerate and swipe re-send the history without the last reply."""
+    """SillyTavern's swipe, Open WebUI's regenerate and RisuAI's reroll re-send the history
+    without the last reply: each is another version of it (issue 18's regenerate), the
+    newest selected, never a second reply after the first."""
     headers = {"X-Session-Id": "s-regen"}
     history = [{"role": "user", "content": "Hello"}]
     _turn(client, history, model="m", headers=headers)
     history += [{"role": "assistant", "content": fake_upstream.reply},
                 {"role": "user", "content": "Tell me more"}]
+    fake_upstream.reply = "first take"
     _turn(client, history, model="m", headers=headers)
-    fake_upstream.reply = "another take"
-    _turn(client, history, model="m", headers=headers)
+    asked = len(fake_upstream.chat_prompts)
+    for take in ("second take", "third take"):
+        fake_upstream.reply = take
+        answer = _turn(client, history, model="m", headers=headers)
+        assert answer.json()["choices"][0]["message"]["content"] == take
+    assert len(fake_upstream.chat_prompts) == asked + 2
     assert [m[1] for m in _stored(client, "s-regen")] == [
-        "Hello", history[1]["content"], "Tell me more", "another take"]
+        "Hello", history[1]["content"], "Tell me more", "third take"]
+    last = client.get("/api/chat/sessions/s-regen").json()["data"]["messages"][-1]
+    assert last["alternatives"] == ["first take", "second take", "third take"]
+    assert last["selected"] == 2
+    assert fake_upstream.chat_prompts[-1][-1]["content"] == "Tell me more"
+
+
+def test_a_first_exchange_re_sent_is_a_swipe_on_v1(fake_upstream: FakeLLM,
+                                                   client: TestClient) -> None:
+    """A `/v1` client re-sends the whole conversation, so even a lone message already
+    answered is a swipe there (on `/api/chat` it would be a retry)."""
+    headers = {"X-Session-Id": "s-first-swipe"}
+    history = [{"role": "user", "content": "Hello"}]
+    fake_upstream.reply = "one"
+    _turn(client, history, model="m", headers=headers)
+    fake_upstream.reply = "two"
+    assert _turn(client, history, model="m", headers=headers).json()[
+        "choices"][0]["message"]["content"] == "two"
+    assert _stored(client, "s-first-swipe") == [("user", "Hello"), ("assistant", "two")]
+
+
+def test_a_re_send_while_the_reply_is_generated_gets_that_reply_once(
+        fake_upstream: FakeLLM, client: TestClient) -> None:
+    """A client that gives up and sends the same request again while the first is being
+    answered waits for it and gets it: one generation, no alternative."""
+    import threading
+
+    headers = {"X-Session-Id": "s-inflight"}
+    history = [{"role": "user", "content": "Hello"}]
+    fake_upstream.reply, fake_upstream.reply_delay_s = "slow answer", 1.0
+    answers: list[httpx.Response] = []
+    first = threading.Thread(target=lambda: answers.append(
+        _turn(client, history, model="m", headers=headers)))
+    first.start()
+    while not fake_upstream.chat_prompts:
+        threading.Event().wait(0.01)
+    second = _turn(client, history, model="m", headers=headers)
+    first.join()
+    assert second.json()["choices"][0]["message"]["content"] == "slow answer"
+    assert answers[0].json()["choices"][0]["message"]["content"] == "slow answer"
+    assert len(fake_upstream.chat_prompts) == 1
+    last = client.get("/api/chat/sessions/s-inflight").json()["data"]["messages"][-1]
+    assert last.get("alternatives") is None
+
+
+@pytest.mark.parametrize("form", ["sillytavern", "sillytavern-prefill", "risuai"])
+def test_continue_extends_the_stored_reply_and_answers_only_the_new_text(
+        form: str, fake_upstream: FakeLLM, client: TestClient) -> None:
+    """SillyTavern's Continue (`public/scripts/openai.js`: the partial reply, then a system
+    `[Continue the following message. ...: <partial>]`; with `continue_prefill` the partial
+    reply ends the history) and RisuAI's (a system `[Continue the last response]`)."""
+    headers = {"X-Session-Id": f"s-continue-{form}"}
+    fake_upstream.reply = "The night was"
+    history = [{"role": "user", "content": "Tell a story"}]
+    _turn(client, history, model="m", headers=headers)
+    history.append({"role": "assistant", "content": "The night was"})
+    if form == "sillytavern":
+        history.append({"role": "system", "content": (
+            "[Continue the following message. Do not include ANY parts of the original "
+            "message. Use capitalization and punctuation as if your reply is a part of the "
+            "original message: The night was]")})
+    elif form == "risuai":
+        history.append({"role": "system", "content": "[Continue the last response]"})
+    fake_upstream.reply = "dark and cold."
+    answer = _turn(client, history, model="m", headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"] == "dark and cold."
+    assert _stored(client, f"s-continue-{form}") == [
+        ("user", "Tell a story"), ("assistant", "The night was dark and cold.")]
+    assert not any("Continue the" in m["content"] for m in fake_upstream.chat_prompts[-1])
+
+
+def test_impersonate_answers_the_users_line_and_stores_nothing(
+        fake_upstream: FakeLLM, client: TestClient) -> None:
+    headers = {"X-Session-Id": "s-impersonate"}
+    history = [{"role": "user", "content": "Hello"}]
+    fake_upstream.reply = "Hi there."
+    _turn(client, history, model="m", headers=headers)
+    before = _stored(client, "s-impersonate")
+    fake_upstream.reply = "I wave back."
+    answer = _turn(client, [*history, {"role": "assistant", "content": "Hi there."},
+                            {"role": "system", "content": (
+                                "[Write your next reply from the point of view of Ann, using "
+                                "the chat history so far as a guideline for the writing style "
+                                "of Ann. Don't write as Mina or system. Don't describe "
+                                "actions of Mina.]")}], model="m", headers=headers)
+    assert answer.json()["choices"][0]["message"]["content"] == "I wave back."
+    assert _stored(client, "s-impersonate") == before
+    prompt = fake_upstream.chat_prompts[-1]
+    assert prompt[-1]["role"] == "user" and "point of view of Ann" in prompt[-1]["content"]
+
+
+@pytest.mark.parametrize("stream", [False])
+def test_a_quiet_prompt_changes_no_session_and_creates_none(
+        stream: bool, fake_upstream: FakeLLM, client: TestClient) -> None:
+    """SillyTavern's summarize extension (`generateQuietPrompt`): the chat, then its
+    instruction as a last system message, not streamed; and `generateRaw`'s bare
+    `[system, user]` beside a session that has another history."""
+    headers = {"X-Session-Id": "s-quiet"}
+    history = [{"role": "user", "content": "Hello"}]
+    fake_upstream.reply = "Hi there."
+    _turn(client, history, model="character-less", headers=headers)
+    before = _stored(client, "s-quiet")
+    fake_upstream.reply = "A summary."
+    quiet = _turn(client, [*history, {"role": "assistant", "content": "Hi there."},
+                           {"role": "system", "content": "Summarize the chat so far."}],
+                  model="m", headers=headers, stream=stream)
+    assert quiet.json()["choices"][0]["message"]["content"] == "A summary."
+    raw = _turn(client, [{"role": "system", "content": "You summarize."},
+                         {"role": "user", "content": "Summarize: hello, hi there"}],
+                model="m", headers=headers, stream=stream)
+    assert raw.json()["choices"][0]["message"]["content"] == "A summary."
+    assert _stored(client, "s-quiet") == before
+    assert fake_upstream.chat_prompts[-2][-1] == {"role": "user",
+                                                  "content": "Summarize the chat so far."}
 
 
 def test_a_sillytavern_style_request_is_taken_as_it_comes(settings_env, client: TestClient) -> None:

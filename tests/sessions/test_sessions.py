@@ -174,6 +174,31 @@ def test_a_retry_with_the_same_idempotency_key_returns_the_stored_reply(
     assert len(_transcript(client, "s-key")) == 4 and len(echo.chats) == 2
 
 
+def test_a_history_re_sent_after_its_answer_is_a_swipe_and_a_lone_message_a_retry(
+        echo: TaggedLLM, client: TestClient) -> None:
+    """`/api/chat` follows `/v1`'s rule for re-sent histories (issue 27): the same history
+    again, ending with the user message already answered, is another version of the reply;
+    a lone message re-sent within the retry window is a retry (its stored reply), and an
+    `Idempotency-Key` decides alone."""
+    first = _say(client, "s-swipe", "msg-1").json()["data"]
+    assert _say(client, "s-swipe", "msg-1").json()["data"]["replayed"] is True
+    history = [{"role": "user", "content": "msg-1"}, {"role": "assistant", "content": first["content"]},
+               {"role": "user", "content": "msg-2"}]
+    client.post("/api/chat", json={"session_id": "s-swipe", "tts_enabled": False,
+                                   "messages": history})
+    asked = len(echo.chats)
+    swiped = client.post("/api/chat", json={"session_id": "s-swipe", "tts_enabled": False,
+                                            "messages": history}).json()["data"]
+    assert swiped["replayed"] is False and len(echo.chats) == asked + 1
+    assert [a["selected"] for a in swiped["alternatives"]] == [False, True]
+    keyed = client.post("/api/chat", headers={"Idempotency-Key": "k-1"}, json={
+        "session_id": "s-swipe", "tts_enabled": False, "messages": history}).json()["data"]
+    again = client.post("/api/chat", headers={"Idempotency-Key": "k-1"}, json={
+        "session_id": "s-swipe", "tts_enabled": False, "messages": history}).json()["data"]
+    assert again["replayed"] is True and again["content"] == keyed["content"]
+    assert [m["role"] for m in _transcript(client, "s-swipe")] == ["user", "assistant"] * 2
+
+
 def test_a_turn_that_waits_too_long_is_409_turn_in_progress(
         echo: TaggedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
     settings_env(TURN_WAIT_S="0.2")

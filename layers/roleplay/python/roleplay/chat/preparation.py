@@ -6,7 +6,7 @@ message length, the user cap) runs before anything is written. The turn then beg
 under its session's lease through its `TurnStart`: a chat turn appends the user's
 messages (`AppendTurn`: a retry gets the reply already stored, a re-sent history is
 aligned with the stored one); regenerate and continue begin on the stored transcript
-and store their reply in place (`control.generated_turns.ReplaceTurn`). The prompt is
+and store their reply in place (`control.replace_turn.ReplaceTurn`). The prompt is
 then fitted in the upstream's real context (`context_fit`). Anything that fails after
 the turn began gives the lease back, and a first turn that fails is removed whole, with
 the slot it took, since its client never learned the session's id.
@@ -50,6 +50,7 @@ from roleplay.sessions.store import (
     SessionMeta,
     SessionStore,
     StoredMessage,
+    Swipes,
     Turn,
     TurnSetup,
     Window,
@@ -155,9 +156,15 @@ class TurnStart(Protocol):
 @dataclass(frozen=True)
 class AppendTurn:
     """`/api/chat` and the OpenAI API's session turns: the user's messages are appended
-    under the lease (`session_turn`), the reply after them."""
+    under the lease (`session_turn`), the reply after them.
+
+    A re-sent history already answered is a retry (its stored reply comes back) or, per
+    `swipes`, a swipe: then `swipe` (a regenerate, `control.replace_turn`) begins
+    instead, and the reply becomes another version of the stored one."""
 
     idempotency_key: str | None = None
+    swipes: Swipes = "never"
+    swipe: TurnStart | None = None
     appends: bool = True
 
     async def begin(self, facts: TurnFacts, request: ChatRequest) -> Started | Replay:
@@ -169,8 +176,11 @@ class AppendTurn:
                 incoming[users[-1]] = incoming[users[-1]].model_copy(update={"key": self.idempotency_key})
         begun = await begin_turn(
             sessions, facts.session_id, incoming, client_ids=[m.id for m in request.messages],
-            setup=facts.setup, setup_changed=facts.setup_changed, idempotency_key=self.idempotency_key)
-        return begun if isinstance(begun, Replay) else Started(lease=begun, window=begun.window)
+            setup=facts.setup, setup_changed=facts.setup_changed, idempotency_key=self.idempotency_key,
+            swipes=self.swipes if self.swipe is not None else "never")
+        if isinstance(begun, Replay):
+            return await self.swipe.begin(facts, request) if begun.swipe and self.swipe else begun
+        return Started(lease=begun, window=begun.window)
 
 
 def stored(role: str, content: str, **fields: object) -> StoredMessage:

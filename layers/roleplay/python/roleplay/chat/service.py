@@ -30,6 +30,7 @@ from roleplay.chat.preparation import (
     stored,
 )
 from roleplay.chat.token_ratio import corrected, observe_prompt_tokens
+from roleplay.chat.turn_starts import chat_turn_start
 from roleplay.core.errors import ApiError
 from roleplay.core.identity import ANONYMOUS, User
 from roleplay.core.settings import get_settings
@@ -173,7 +174,7 @@ async def start_turn_stream(
 
 async def chat_turn(request: ChatRequest, user: User, jobs: JobRunner | None = None, *,
                     idempotency_key: str | None = None) -> ChatReply:
-    turn = await prepare(request, user, AppendTurn(idempotency_key))
+    turn = await prepare(request, user, chat_turn_start(idempotency_key))
     if isinstance(turn, ChatReply):
         return turn
     if turn.greeting is not None:

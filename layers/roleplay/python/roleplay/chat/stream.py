@@ -23,7 +23,7 @@ import anyio
 from roleplay.chat import turn_observer
 from roleplay.chat.background_jobs import JobRunner
 from roleplay.chat.models import ChatReply, ChatRequest
-from roleplay.chat.preparation import AppendTurn, PreparedTurn, prepare
+from roleplay.chat.preparation import PreparedTurn, prepare
 from roleplay.chat.service import (
     chat_turn_from_greeting,
     finish_turn,
@@ -31,6 +31,7 @@ from roleplay.chat.service import (
     reply_for,
     start_turn_stream,
 )
+from roleplay.chat.turn_starts import chat_turn_start
 from roleplay.core.errors import ApiError
 from roleplay.core.identity import ANONYMOUS, User
 from roleplay.core.settings import get_settings
@@ -50,7 +51,7 @@ async def open_stream(request: ChatRequest, user: User, jobs: JobRunner | None =
                       idempotency_key: str | None = None) -> AsyncIterator[str]:
     """Prepares the turn and reaches the upstream before the first byte is sent, so
     a bad request or an unreachable upstream is a plain JSON error, not a broken stream."""
-    turn = await prepare(request, user, AppendTurn(idempotency_key))
+    turn = await prepare(request, user, chat_turn_start(idempotency_key))
     if isinstance(turn, ChatReply):
         return _single_event_stream(turn)
     if turn.greeting is not None:

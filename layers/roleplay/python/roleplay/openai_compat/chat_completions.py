@@ -28,12 +28,19 @@ from pydantic import ValidationError
 from roleplay.characters.model import ID_PATTERN
 from roleplay.chat import service as chat_service
 from roleplay.chat.background_jobs import JobRunner
+from roleplay.chat.control.replace_turn import ReplaceTurn
 from roleplay.chat.models import ChatReply, ChatRequest, MessageIn
+from roleplay.chat.preparation import TurnStart
+from roleplay.chat.prompt import build_prompt
+from roleplay.chat.turn_starts import whole_history_turn_start
 from roleplay.core.errors import ApiError, BadRequest, NotFound, UpstreamError
 from roleplay.core.identity import User
+from roleplay.core.settings import get_settings
 from roleplay.core.token_counter import count_tokens, message_tokens
 from roleplay.llm.client import ChatMessage, CompletionRequest, StreamChunk, Usage, llm_client
 from roleplay.llm.sampling import Sampling
+from roleplay.llm.served_models import checked_model
+from roleplay.openai_compat.client_intent import Intent, intent_of, is_quiet_pair, without_nudge
 from roleplay.openai_compat.models import (
     AssistantMessage,
     ChatCompletion,
@@ -43,6 +50,8 @@ from roleplay.openai_compat.models import (
 )
 from roleplay.openai_compat.streaming import DONE, ChunkFormat, error_event, finish_reason
 from roleplay.sessions.concurrent_user_limiter import occupant_id
+from roleplay.sessions.scope import owned_session
+from roleplay.sessions.store import normalized
 
 CHARACTER_PREFIX = "character/"
 _ID = re.compile(ID_PATTERN)
@@ -89,13 +98,14 @@ def _checked_session(header: str) -> str:
 
 
 def _chat_request(body: ChatCompletionRequest, session_id: str,
-                  character_id: str | None) -> ChatRequest:
-    """The `/api/chat` request this call amounts to. Issue 17 (lorebook, the caller's user
-    persona) plugs in here: whatever `/api/chat` takes for them, set it on this request,
-    and `prepare` applies it as it does there."""
-    history = [MessageIn(role=m.plain_role, content=m.text) for m in body.messages
-               if m.plain_role != "system" and m.text.strip()]
-    fields: dict[str, object] = {"messages": history, "session_id": session_id,
+                  character_id: str | None, *, history: bool = True) -> ChatRequest:
+    """The `/api/chat` request this call amounts to (`history=False`: a Continue, which
+    works on the stored transcript, not the client's copy of it). Issue 17 (lorebook, the
+    caller's user persona) plugs in here: whatever `/api/chat` takes for them, set it on
+    this request, and `prepare` applies it as it does there."""
+    messages = [MessageIn(role=m.plain_role, content=m.text) for m in body.messages
+                if m.plain_role != "system" and m.text.strip()] if history else []
+    fields: dict[str, object] = {"messages": messages, "session_id": session_id,
                                  "character_id": character_id, "tts_enabled": False,
                                  "model": None if character_id else body.model,
                                  "top_p": body.top_p, "stop": list(body.stops) or None}
@@ -111,7 +121,10 @@ def _chat_request(body: ChatCompletionRequest, session_id: str,
 
 
 def _system_text(body: ChatCompletionRequest) -> str | None:
-    parts = [m.text.strip() for m in body.messages if m.plain_role == "system" and m.text.strip()]
+    """The caller's instructions, told after the persona; a Continue's nudge is not one
+    (the continue turn asks in its own words)."""
+    parts = [m.text.strip() for m in without_nudge(body)
+             if m.plain_role == "system" and m.text.strip()]
     return "\n\n".join(parts) or None
 
 
@@ -134,15 +147,40 @@ async def create_completion(body: ChatCompletionRequest, user: User, *,
     character_id = character_of(body.model)
     if character_id is None and session_header is None:
         return await _pass_through(body, user, client)
+    intent = intent_of(body)
+    if intent in ("impersonate", "quiet"):
+        return await _unstored(body, user, client)
     session_id = (_checked_session(session_header) if session_header is not None
                   else session_for(user, body, character_id))
-    return await _session_turn(body, user, session_id, character_id, jobs)
+    if (intent == "turn" and session_header is not None and is_quiet_pair(body)
+            and await _unlike_session(session_id, user, body)):
+        return await _unstored(body, user, client)
+    return await _session_turn(body, user, session_id, character_id, jobs, intent)
+
+
+async def _unlike_session(session_id: str, user: User, body: ChatCompletionRequest) -> bool:
+    """Whether a bare `[system, user]` prompt sent to a session that has a history is not
+    that history's opening exchange: an extension's prompt beside the chat. (Without
+    `X-Session-Id` the session is named after the first user message, so such a prompt
+    finds none and opens one: a generic client's first turn looks just like it.)"""
+    scoped, meta = await owned_session(user, session_id, chat_service.sessions)
+    if meta is None:
+        return False
+    first = await chat_service.sessions.read_range(scoped.key, 0, 1)
+    asked = normalized(body.messages[-1].text)
+    return bool(first) and not any(
+        m.role == "user" and normalized(m.content) == asked for m in first)
 
 
 async def _session_turn(body: ChatCompletionRequest, user: User, session_id: str,
-                        character_id: str | None, jobs: JobRunner | None) -> CompletionAnswer:
-    turn = await chat_service.prepare(_chat_request(body, session_id, character_id), user,
-                                      chat_service.AppendTurn(), extra_system=_system_text(body))
+                        character_id: str | None, jobs: JobRunner | None,
+                        intent: Intent) -> CompletionAnswer:
+    if intent == "continue":
+        request = _chat_request(body, session_id, character_id, history=False)
+        start: TurnStart = ReplaceTurn("continue")
+    else:
+        request, start = _chat_request(body, session_id, character_id), whole_history_turn_start()
+    turn = await chat_service.prepare(request, user, start, extra_system=_system_text(body))
     if isinstance(turn, ChatReply) or turn.greeting is not None:
         # a retry of a turn already answered (its stored reply), or the stored opening line
         reply = turn if isinstance(turn, ChatReply) else await chat_service.chat_turn_from_greeting(
@@ -163,10 +201,26 @@ async def _session_turn(body: ChatCompletionRequest, user: User, session_id: str
                                                     completion.finish_reason))
 
 
-async def _pass_through(body: ChatCompletionRequest, user: User, client: str) -> CompletionAnswer:
-    await chat_service.limiter.ensure_admitted(occupant_id(user, f"openai-{body.end_user or client}"))
+async def _unstored(body: ChatCompletionRequest, user: User, client: str) -> CompletionAnswer:
+    """Impersonate and quiet prompts: the client's own prompt (it holds the character and
+    the chat) answered by the served model, nothing written to any session. A trailing
+    instruction becomes the last user message and the rest is made a prompt the chat
+    template accepts (`chat.prompt.build_prompt`)."""
     messages = [ChatMessage(m.plain_role, m.text) for m in body.messages]
-    upstream = CompletionRequest(model=body.model, messages=messages, sampling=Sampling(
+    if messages[-1].role == "system":
+        messages[-1] = ChatMessage("user", messages[-1].content)
+    prompt = build_prompt(None, messages, language=get_settings().persona_language)
+    return await _pass_through(body, user, client, model=await checked_model(None),
+                               messages=prompt)
+
+
+async def _pass_through(body: ChatCompletionRequest, user: User, client: str, *,
+                        model: str | None = None,
+                        messages: list[ChatMessage] | None = None) -> CompletionAnswer:
+    await chat_service.limiter.ensure_admitted(occupant_id(user, f"openai-{body.end_user or client}"))
+    if messages is None:
+        messages = [ChatMessage(m.plain_role, m.text) for m in body.messages]
+    upstream = CompletionRequest(model=model or body.model, messages=messages, sampling=Sampling(
         temperature=0.7 if body.temperature is None else body.temperature,
         max_tokens=body.reply_tokens or 512, top_p=body.top_p, stop=body.stops))
     end = _PassThroughEnd(sum(message_tokens(m.content) for m in messages))

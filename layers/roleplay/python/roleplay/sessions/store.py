@@ -38,6 +38,12 @@ from roleplay.core.redis_keys import redis_keys
 from roleplay.core.settings import get_settings
 
 Role = Literal["user", "assistant", "system"]
+Swipes = Literal["never", "history", "any"]
+"""When a re-sent history already answered asks for a new version: never (a retry);
+`history`, when it re-sends more than the one new message (`/api/chat`, where clients
+send only the new one, so a lone message is a retry within `TURN_RETRY_WINDOW_S`);
+`any` (`/v1`, whose clients always re-send the whole conversation)."""
+_SWIPES: dict[Swipes, str] = {"never": "0", "history": "1", "any": "2"}
 
 WINDOW_CAP = 256
 """At most this many messages after the watermark are read per turn. More only piles
@@ -95,9 +101,10 @@ end
 # 7 retry window s, 8 idempotency key ('' none), 9 incoming JSON [{r role, c normalized
 # content, i client id?, m new id}], 10 setup JSON (a leading '=': unchanged, written only
 # if the session is new or was deleted meanwhile), 11 epoch for a new
-# session, 12... each incoming message as it would be stored.
+# session, 12 swipes ('0' never, '1' a re-sent history of two or more messages, '2' any
+# re-sent history), 13... each incoming message as it would be stored.
 # Answers {'busy', lease ms left} | {'turn_limit', user turns} | {'retry', user message,
-# reply} | {'begin', stored kept, appended, <window>}.
+# reply} | {'swipe', user message, reply} | {'begin', stored kept, appended, <window>}.
 _BEGIN_SCRIPT = LuaScript(_WINDOW + _REWIND + """
 local lease = redis.call('GET', KEYS[4])
 if lease and lease ~= ARGV[4] then return {'busy', redis.call('PTTL', KEYS[4])} end
@@ -117,6 +124,13 @@ for _, x in ipairs(incoming) do
     local at = redis.call('HGET', KEYS[5], x.i)
     if at then x.idx = tonumber(at) end
   end
+end
+-- a re-sent history already answered asks for another version of the reply (a swipe)
+-- when swipes are on for it and the reply was whole (one cut short is a retry's)
+local function swipes(count, reply)
+  local mode = ARGV[12]
+  if mode == '0' or (mode == '1' and count < 2) then return false end
+  return not cjson.decode(reply).cut
 end
 local function same(s, at, x)
   if x.idx and x.idx ~= at then return false end
@@ -167,6 +181,7 @@ else
       for j = 1, n do
         if not same(tail[j], length - n - 1 + j - 1, incoming[j]) then ok = false break end
       end
+      if ok and swipes(n, raw[t]) then return {'swipe', raw[n], raw[t]} end
       if ok and (n > 1 or tonumber(tail[n].at or 0) >= tonumber(ARGV[2]) - tonumber(ARGV[7])) then
         return {'retry', raw[n], raw[t]}
       end
@@ -193,7 +208,8 @@ local keep = a + matched
 if matched == n and n > 0 and keep == length - 1 and incoming[n].r == 'user' then
   local after = redis.call('LINDEX', KEYS[1], keep)
   if cjson.decode(after).role == 'assistant' then
-    return {'retry', redis.call('LINDEX', KEYS[1], keep - 1), after}
+    local kind = swipes(n, after) and 'swipe' or 'retry'
+    return {kind, redis.call('LINDEX', KEYS[1], keep - 1), after}
   end
 end
 
@@ -222,7 +238,7 @@ redis.call('HSETNX', KEYS[2], 'created_at', ARGV[2])
 redis.call('HSETNX', KEYS[2], 'epoch', ARGV[11])
 rewind(keep)
 for j = matched + 1, n do
-  local at = redis.call('RPUSH', KEYS[1], ARGV[11 + j]) - 1
+  local at = redis.call('RPUSH', KEYS[1], ARGV[12 + j]) - 1
   redis.call('HSET', KEYS[5], incoming[j].m, at)
 end
 if adding > 0 then redis.call('HINCRBY', KEYS[2], 'user_turns', adding) end
@@ -418,10 +434,12 @@ class Turn:
 
 @dataclass(frozen=True)
 class Replay:
-    """A retry of a turn already answered: its stored message and reply."""
+    """A re-send of a turn already answered: its stored message and reply. A retry gets
+    that reply; a swipe (`swipe`) asks for another version of it."""
 
     user_message: StoredMessage
     reply: StoredMessage
+    swipe: bool = False
 
 
 @dataclass(frozen=True)
@@ -509,12 +527,13 @@ class SessionStore:
     async def begin_turn(
         self, session_id: str, messages: list[StoredMessage], *, token: str,
         client_ids: list[str | None], setup: TurnSetup, setup_changed: bool,
-        idempotency_key: str | None,
+        idempotency_key: str | None, swipes: Swipes = "never",
     ) -> Turn | Replay | Busy | TurnLimit:
         """One attempt to begin a turn (see the module's docstring); one round trip.
 
         `messages` are the request's messages as they would be stored (each with a new
-        id), `client_ids` the ids the client gave them."""
+        id), `client_ids` the ids the client gave them. `swipes`: whether a re-sent
+        history already answered (whole, not cut) is a swipe rather than a retry."""
         settings = get_settings()
         incoming = []
         for message, client_id in zip(messages, client_ids, strict=True):
@@ -528,16 +547,16 @@ class SessionStore:
             settings.max_turns, settings.turn_retry_window_s, idempotency_key or "",
             json.dumps(incoming, ensure_ascii=False),
             ("" if setup_changed else "=") + setup.encoded(),
-            secrets.randbelow(2**40) * 1000,
+            secrets.randbelow(2**40) * 1000, _SWIPES[swipes],
             *[m.model_dump_json(exclude_defaults=True) for m in messages]])
         kind = answer[0]
         if kind == "busy":
             return Busy(max(0, int(answer[1])))
         if kind == "turn_limit":
             return TurnLimit(int(answer[1]))
-        if kind == "retry":
+        if kind in ("retry", "swipe"):
             return Replay(StoredMessage.model_validate_json(answer[1]),
-                          StoredMessage.model_validate_json(answer[2]))
+                          StoredMessage.model_validate_json(answer[2]), swipe=kind == "swipe")
         return Turn(session_id=session_id, token=token, window=_window(answer[3:]),
                     kept=int(answer[1]), appended=int(answer[2]))
 

@@ -3,7 +3,8 @@
 A turn that finds another one in progress on its session waits for it (polling the
 begin script with a short, growing, jittered pause) up to `TURN_WAIT_S`, then answers
 409 `turn_in_progress` with Retry-After. A retry of a turn still in flight waits the
-same way and then finds that turn's stored reply (`Replay`), so it never generates twice.
+same way and then finds that turn's stored reply (`Replay`), so it never generates twice,
+even where a re-sent history would otherwise be a swipe.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ import uuid
 
 from roleplay.core.errors import Conflict
 from roleplay.core.settings import get_settings
-from roleplay.sessions.store import Busy, Replay, SessionStore, StoredMessage, Turn, TurnLimit, TurnSetup
+from roleplay.sessions.store import (
+    Busy,
+    Replay,
+    SessionStore,
+    StoredMessage,
+    Swipes,
+    Turn,
+    TurnLimit,
+    TurnSetup,
+)
 
 FIRST_PAUSE_S = 0.02
 LONGEST_PAUSE_S = 0.2
@@ -39,8 +49,10 @@ def turn_limit_reached(max_turns: int) -> Conflict:
 async def begin_turn(
     sessions: SessionStore, session_id: str, messages: list[StoredMessage], *,
     client_ids: list[str | None], setup: TurnSetup, setup_changed: bool,
-    idempotency_key: str | None,
+    idempotency_key: str | None, swipes: Swipes = "never",
 ) -> Turn | Replay:
+    """`swipes` as the store takes it, until the turn first finds its session busy: a
+    re-send that arrived while the reply was being generated is that turn's retry."""
     settings = get_settings()
     token = uuid.uuid4().hex
     deadline = time.monotonic() + settings.turn_wait_s
@@ -48,8 +60,9 @@ async def begin_turn(
     while True:
         begun = await sessions.begin_turn(session_id, messages, token=token, client_ids=client_ids,
                                           setup=setup, setup_changed=setup_changed,
-                                          idempotency_key=idempotency_key)
+                                          idempotency_key=idempotency_key, swipes=swipes)
         if isinstance(begun, Busy):
+            swipes = "never"
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TurnInProgress(begun.retry_after_ms / 1000)
