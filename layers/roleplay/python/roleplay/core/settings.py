@@ -214,6 +214,16 @@ class Settings(BaseSettings):
         description="Largest card file (PNG, JSON, CHARX) or lorebook that import accepts, and "
         "the most a CHARX's card.json may inflate to.")
 
+    # SillyTavern chat files (issue 27)
+    sillytavern_import_max_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024,
+        description="Largest SillyTavern chat file (JSONL) that session import accepts.")
+    sillytavern_import_max_messages: int = Field(
+        default=20_000, ge=1, description="Most messages one imported chat file may hold.")
+    sillytavern_import_max_line_bytes: int = Field(
+        default=1024 * 1024, ge=1024,
+        description="Longest line (one message with all its swipes) of an imported chat file.")
+
     # OpenAI-compatible API under /v1 (issue 19)
     api_keys_file: str | None = Field(
         default=None, description="JSON or YAML object mapping the SHA-256 hex digest of each "
