@@ -6,13 +6,13 @@ HTTP API) the events arrive all at once at the end; the local runner streams the
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query, Request
+from fastapi.responses import Response, StreamingResponse
 from mangum import Mangum
 
 from roleplay.characters.model import ID_PATTERN
 from roleplay.chat import service as chat_service
-from roleplay.chat import session_service
+from roleplay.chat import session_service, sillytavern_chat
 from roleplay.chat import stream as chat_stream
 from roleplay.chat.background_jobs import job_runner
 from roleplay.chat.control import generated_turns
@@ -166,6 +166,34 @@ async def clear_pins(session_id: SessionIdPath, user: CurrentUser) -> Envelope[P
 async def remove_pin(session_id: SessionIdPath, pin_id: PinIdPath,
                      user: CurrentUser) -> Envelope[PinsView]:
     return ok(await control_service.unpin(session_id, pin_id, user))
+
+
+# --- SillyTavern chat files (issue 27): roleplay.chat.sillytavern_chat -------------------
+CharacterIdQuery = Annotated[str, Query(pattern=ID_PATTERN,
+                                        description="the character the new session talks to")]
+
+
+@router.get(SESSION + "/export", response_class=Response, responses={
+    200: {"content": {sillytavern_chat.MEDIA_TYPE: {}},
+          "description": "SillyTavern's chat file (JSONL), as a download"}})
+async def export_session(
+    session_id: SessionIdPath, user: CurrentUser,
+    export_format: Annotated[sillytavern_chat.ExportFormat, Query(alias="format")] = "sillytavern",
+) -> Response:
+    """The session as SillyTavern's chat file: a header line, then a line per message."""
+    exported = await sillytavern_chat.export_chat(session_id, user)
+    return Response(exported.body, media_type=sillytavern_chat.MEDIA_TYPE,
+                    headers={"Content-Disposition": exported.content_disposition})
+
+
+@router.post("/api/chat/sessions/import", status_code=201, openapi_extra=sillytavern_chat.UPLOAD)
+async def import_session(request: Request, user: CurrentUser,
+                         character_id: CharacterIdQuery) -> Envelope[sillytavern_chat.ImportedChat]:
+    """A SillyTavern chat file (the raw body, or the multipart field `file`) as a new
+    session of the caller with the character `character_id`."""
+    body = await request.body()
+    return ok(await sillytavern_chat.import_chat(
+        body, request.headers.get("content-type"), character_id, user))
 
 
 app = create_function_app("chat", [router])
