@@ -55,6 +55,8 @@ Probe = Callable[[], Awaitable[None]]
 """Returns if the upstream can serve; raises `ProbeDown` if it answered that it cannot."""
 
 LIMITS_NAME = "LLM upstream"
+_OLLAMA_NAMES = {"repetition_penalty": "repeat_penalty"}
+"""`Sampling.chosen_knobs` names Ollama spells otherwise."""
 
 
 class UpstreamDialect(ABC):
@@ -120,17 +122,24 @@ class OpenAICompatible(UpstreamDialect):
     safety_margin = 0.0
 
     def payload(self, request: CompletionRequest, stream: bool) -> dict[str, Any]:
+        """vLLM's ChatCompletionRequest takes every knob of `Sampling` by its own name
+        (`seed`, the penalties, `top_k`, `min_p`, `logit_bias`); llama-cpp-python's server
+        ignores `repetition_penalty` (its name is `repeat_penalty`) and takes the rest."""
+        sampling = request.sampling
         payload: dict[str, Any] = {
             "model": request.model,
             "messages": [m.as_dict() for m in request.messages],
-            "temperature": request.sampling.temperature,
-            "max_tokens": request.sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "max_tokens": sampling.max_tokens,
             "stream": stream,
         }
-        if request.sampling.top_p is not None:
-            payload["top_p"] = request.sampling.top_p
-        if request.sampling.stop:
-            payload["stop"] = list(request.sampling.stop)
+        if sampling.top_p is not None:
+            payload["top_p"] = sampling.top_p
+        if sampling.stop:
+            payload["stop"] = list(sampling.stop)
+        payload.update(sampling.chosen_knobs())
+        if sampling.logit_bias:
+            payload["logit_bias"] = {str(token): bias for token, bias in sampling.logit_bias}
         if stream:
             payload["stream_options"] = {"include_usage": True}
         return payload
@@ -249,7 +258,10 @@ class Ollama(UpstreamDialect):
 
     def payload(self, request: CompletionRequest, stream: bool) -> dict[str, Any]:
         """`num_ctx` so Ollama's default context does not apply; `truncate` and `shift`
-        off so a prompt too long is a 400, not history silently cut (server/prompt.go)."""
+        off so a prompt too long is a 400, not history silently cut (server/prompt.go).
+        The optional knobs go in `options` by Ollama's names (api/types.go Options:
+        `repetition_penalty` is `repeat_penalty`); Ollama has no `logit_bias`, so none
+        is sent."""
         sampling = request.sampling
         options: dict[str, Any] = {"temperature": sampling.temperature,
                                    "num_predict": sampling.max_tokens}
@@ -259,6 +271,8 @@ class Ollama(UpstreamDialect):
             options["top_p"] = sampling.top_p
         if sampling.stop:
             options["stop"] = list(sampling.stop)
+        options.update({_OLLAMA_NAMES.get(name, name): value
+                        for name, value in sampling.chosen_knobs().items()})
         return {
             "model": request.model,
             "messages": [m.as_dict() for m in request.messages],

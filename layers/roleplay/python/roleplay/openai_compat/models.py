@@ -1,7 +1,10 @@
 """OpenAI's request and response bodies, as far as Server B honours them.
 
-Requests ignore fields we do not use (clients send many: penalties, seeds, tools), so
-a client written for OpenAI is never refused for a knob; limits are those of
+Requests take every field SillyTavern, RisuAI and Open WebUI send: the sampling knobs
+go to the upstream where it has them (`llm.sampling`, `llm.dialect`), a knob out of its
+range is a 400 (never an upstream's error), and fields we do not use (`tools`,
+`logprobs`, `name` on messages, anything unknown) are accepted and ignored, so a client
+written for OpenAI is never refused for a knob it always sends. Limits are those of
 `/api/chat`, so the same prompt cannot be bigger here than there.
 """
 
@@ -9,7 +12,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from roleplay.llm.sampling import (
+    LogitBias,
+    MinP,
+    Penalty,
+    RepetitionPenalty,
+    Sampling,
+    Seed,
+    TopK,
+    logit_bias_pairs,
+)
 
 Content = Annotated[str, StringConstraints(max_length=16000)]
 
@@ -28,6 +42,9 @@ class InputMessage(BaseModel):
 
     role: Literal["system", "developer", "user", "assistant"]
     content: Content | Annotated[list[TextPart], Field(max_length=64)] | None = None
+    name: Annotated[str, StringConstraints(max_length=256)] | None = None
+    """Accepted and not used: SillyTavern names its example messages (`example_user`) and,
+    with "names in completion", every message by its speaker."""
 
     @property
     def text(self) -> str:
@@ -63,6 +80,22 @@ class ChatCompletionRequest(BaseModel):
     n: int | None = None
     user: Annotated[str, StringConstraints(max_length=256)] | dict[str, Any] | None = None
     """OpenAI's end-user id; some UIs send an object here, whose `id` is used."""
+    seed: Seed | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    repetition_penalty: RepetitionPenalty | None = Field(
+        default=None, validation_alias=AliasChoices("repetition_penalty", "repeat_penalty"))
+    """vLLM's name; llama.cpp's and Ollama's `repeat_penalty` (Open WebUI passes its
+    model's params under their own names) is taken for it too."""
+    top_k: TopK | None = None
+    min_p: MinP | None = None
+    logit_bias: LogitBias | None = None
+    """SillyTavern always sends it (`{}` when empty, which is nothing sent on)."""
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    """Accepted and ignored: answers carry `logprobs: null`, which SillyTavern reads as no
+    token probabilities to show. (A character's reply comes out of Server B's turn, which
+    keeps none; asking vLLM for them would only be half of it.)"""
 
     @field_validator("n")
     @classmethod
@@ -92,6 +125,27 @@ class ChatCompletionRequest(BaseModel):
     @property
     def wants_usage_chunk(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    def sampling_options(self) -> dict[str, Any]:
+        """The optional sampling knobs this request sets, as `chat.models.TurnOptions`
+        names and takes them (a session turn's `ChatRequest` gets them with `**`); unset
+        ones are left out, so the upstream's defaults apply."""
+        chosen = {"seed": self.seed, "presence_penalty": self.presence_penalty,
+                  "frequency_penalty": self.frequency_penalty,
+                  "repetition_penalty": self.repetition_penalty, "top_k": self.top_k,
+                  "min_p": self.min_p, "logit_bias": self.logit_bias or None}
+        return {name: value for name, value in chosen.items() if value is not None}
+
+    def sampling(self) -> Sampling:
+        """Everything a pass-through asks of the upstream; without `temperature` or a
+        reply length, `/api/chat`'s defaults (`Sampling`'s)."""
+        defaults = Sampling()
+        knobs = self.sampling_options()
+        bias = logit_bias_pairs(knobs.pop("logit_bias", None))
+        return Sampling(
+            temperature=defaults.temperature if self.temperature is None else self.temperature,
+            max_tokens=self.reply_tokens or defaults.max_tokens, top_p=self.top_p,
+            stop=self.stops, logit_bias=bias, **knobs)
 
 
 class CompletionUsage(BaseModel):
