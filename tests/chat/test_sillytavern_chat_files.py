@@ -314,7 +314,7 @@ def test_a_body_too_large_is_413(client: TestClient, character_id: str,
     settings_env(SILLYTAVERN_IMPORT_MAX_BYTES="2048")
     body = jsonl([HEADER, *[USER_LINE] * 20])
     assert len(body) > 2048
-    _error(_import(client, body, character_id), 413, "chat_file_too_large")
+    _error(_import(client, body, character_id), 413, "payload_too_large")  # the body limit, before the route
     assert _session_keys(sync_redis, key_prefix) == []
 
 

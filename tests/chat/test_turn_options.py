@@ -53,8 +53,8 @@ def test_regenerate_and_continue_send_the_same_sampling_as_a_chat_turn(
 def test_an_unknown_option_is_refused_as_on_chat(vllm_upstream: VllmStandin,
                                                  client: TestClient) -> None:
     for url in ("/api/chat", f"{S}/s-any/regenerate"):
-        response = client.post(url, json={"top_k": 5, "messages": []} if url == "/api/chat"
-                               else {"top_k": 5})
+        response = client.post(url, json={"top_a": 5, "messages": []} if url == "/api/chat"
+                               else {"top_a": 5})
         assert response.status_code == 422, (url, response.text)
         assert response.json()["error"]["code"] == "validation_error"
 

@@ -376,7 +376,7 @@ def test_a_sillytavern_style_request_is_taken_as_it_comes(settings_env, client: 
         response = client.post("/v1/chat/completions", json=body)
     assert response.status_code == 200, response.text
     assert seen[0]["stop"] == [f"\n{n}:" for n in range(6)]
-    assert "presence_penalty" not in seen[0]
+    assert seen[0]["presence_penalty"] == 0.7 and "logit_bias" not in seen[0]  # {} is none
 
 
 def test_an_upstream_failing_mid_stream_is_an_error_event_the_sdk_raises(

@@ -38,7 +38,6 @@ from roleplay.core.identity import User
 from roleplay.core.settings import get_settings
 from roleplay.core.token_counter import count_tokens, message_tokens
 from roleplay.llm.client import ChatMessage, CompletionRequest, StreamChunk, Usage, llm_client
-from roleplay.llm.sampling import Sampling
 from roleplay.llm.served_models import checked_model
 from roleplay.openai_compat.client_intent import Intent, intent_of, is_quiet_pair, without_nudge
 from roleplay.openai_compat.models import (
@@ -48,7 +47,7 @@ from roleplay.openai_compat.models import (
     Choice,
     CompletionUsage,
 )
-from roleplay.openai_compat.streaming import DONE, ChunkFormat, error_event, finish_reason
+from roleplay.openai_compat.streaming import DONE, ChunkFormat, finish_reason
 from roleplay.sessions.concurrent_user_limiter import occupant_id
 from roleplay.sessions.scope import owned_session
 from roleplay.sessions.store import normalized
@@ -113,6 +112,10 @@ def _chat_request(body: ChatCompletionRequest, session_id: str,
         fields["temperature"] = body.temperature
     if body.reply_tokens is not None:
         fields["max_tokens"] = body.reply_tokens
+    options = body.sampling_options()
+    if character_id is not None:  # token ids guessed by the client's tokenizer, not our model's
+        options.pop("logit_bias", None)
+    fields.update(options)
     try:
         return ChatRequest.model_validate(fields)
     except ValidationError as error:
@@ -220,9 +223,8 @@ async def _pass_through(body: ChatCompletionRequest, user: User, client: str, *,
     await chat_service.limiter.ensure_admitted(occupant_id(user, f"openai-{body.end_user or client}"))
     if messages is None:
         messages = [ChatMessage(m.plain_role, m.text) for m in body.messages]
-    upstream = CompletionRequest(model=model or body.model, messages=messages, sampling=Sampling(
-        temperature=0.7 if body.temperature is None else body.temperature,
-        max_tokens=body.reply_tokens or 512, top_p=body.top_p, stop=body.stops))
+    upstream = CompletionRequest(model=model or body.model, messages=messages,
+                                 sampling=body.sampling())
     end = _PassThroughEnd(sum(message_tokens(m.content) for m in messages))
     with _callers_fault():
         if body.stream:
@@ -324,7 +326,7 @@ async def _relay(fmt: ChunkFormat, first: StreamChunk, chunks: AsyncIterator[Str
         with anyio.CancelScope(shield=True):
             await end.store("".join(parts), None, cut=True)
         finished = True
-        yield error_event(error.status_code, error.message, error.error_code)
+        yield fmt.failure(error.status_code, error.message, error.error_code)
     finally:
         with anyio.CancelScope(shield=True):
             await chunks.aclose()  # type: ignore[attr-defined]

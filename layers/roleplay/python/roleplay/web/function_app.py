@@ -196,12 +196,16 @@ class _BodyTooLarge(StarletteHTTPException):
 
 FILE_UPLOAD_PATHS = re.compile(r".*/api/characters/(import|[^/]+/lorebook)$")
 """Where a card or lorebook file is uploaded: CARD_MAX_BYTES, not MAX_BODY_BYTES, applies."""
+CHAT_IMPORT_PATH = "/api/chat/sessions/import"
+"""Where a SillyTavern chat file is uploaded: SILLYTAVERN_IMPORT_MAX_BYTES applies."""
 
 
 def _body_limit(path: str) -> int:
     settings = get_settings()
     if FILE_UPLOAD_PATHS.match(path):
         return settings.card_max_bytes
+    if path.endswith(CHAT_IMPORT_PATH):
+        return settings.sillytavern_import_max_bytes
     return settings.max_body_bytes
 
 
