@@ -39,7 +39,13 @@ from roleplay.core.settings import get_settings
 from roleplay.core.token_counter import count_tokens, message_tokens
 from roleplay.llm.client import ChatMessage, CompletionRequest, StreamChunk, Usage, llm_client
 from roleplay.llm.served_models import checked_model
-from roleplay.openai_compat.client_intent import Intent, intent_of, is_quiet_pair, without_nudge
+from roleplay.openai_compat.client_intent import (
+    Intent,
+    intent_of,
+    is_quiet_pair,
+    sent_by_sillytavern,
+    without_nudge,
+)
 from roleplay.openai_compat.models import (
     AssistantMessage,
     ChatCompletion,
@@ -155,17 +161,16 @@ async def create_completion(body: ChatCompletionRequest, user: User, *,
         return await _unstored(body, user, client)
     session_id = (_checked_session(session_header) if session_header is not None
                   else session_for(user, body, character_id))
-    if (intent == "turn" and session_header is not None and is_quiet_pair(body)
-            and await _unlike_session(session_id, user, body)):
+    if intent == "turn" and is_quiet_pair(body) and (
+            sent_by_sillytavern(body) if session_header is None
+            else await _unlike_session(session_id, user, body)):
         return await _unstored(body, user, client)
     return await _session_turn(body, user, session_id, character_id, jobs, intent)
 
 
 async def _unlike_session(session_id: str, user: User, body: ChatCompletionRequest) -> bool:
     """Whether a bare `[system, user]` prompt sent to a session that has a history is not
-    that history's opening exchange: an extension's prompt beside the chat. (Without
-    `X-Session-Id` the session is named after the first user message, so such a prompt
-    finds none and opens one: a generic client's first turn looks just like it.)"""
+    that history's opening exchange: an extension's prompt beside the chat."""
     scoped, meta = await owned_session(user, session_id, chat_service.sessions)
     if meta is None:
         return False

@@ -57,11 +57,20 @@ def intent_of(body: ChatCompletionRequest) -> Intent:
 
 def is_quiet_pair(body: ChatCompletionRequest) -> bool:
     """`[system, user]` not streamed, without the marker SillyTavern puts before a chat's
-    history: an extension's prompt when the session it names has another history
-    (`chat_completions` decides that)."""
+    history. Any client's first turn may look so too; it is a quiet prompt when it names
+    a session with another history (`chat_completions` reads it), or, naming none, when
+    SillyTavern sent it (`sent_by_sillytavern`)."""
     roles = [m.plain_role for m in body.messages]
     return (not body.stream and roles == ["system", "user"]
             and NEW_CHAT_MARKER not in body.messages[0].text)
+
+
+def sent_by_sillytavern(body: ChatCompletionRequest) -> bool:
+    """SillyTavern's server forwards `logit_bias` on every request of the Custom source,
+    `{}` when empty (`src/endpoints/backends/chat-completions.js`), which OpenAI's SDKs,
+    Open WebUI and RisuAI (it drops an empty one) do not: so its raw prompts
+    (`generateRaw`) are told from a first turn."""
+    return "logit_bias" in body.model_fields_set
 
 
 def without_nudge(body: ChatCompletionRequest) -> list[InputMessage]:
