@@ -253,6 +253,30 @@ def test_a_swipe_after_the_reply_was_delivered_is_a_new_version_of_it(
     assert fake_upstream.chat_prompts[-1][-1]["content"] == "Tell me more"
 
 
+def test_going_on_from_an_older_version_selects_it_and_keeps_every_version(
+        fake_upstream: FakeLLM, client: TestClient) -> None:
+    """SillyTavern shows a reply's versions as swipes; the user picks one and writes on,
+    and the history then holds that version: the stored reply selects it (its versions
+    kept), rather than being cut back and replaced by the client's copy."""
+    headers = {"X-Session-Id": "s-pick"}
+    history = [{"role": "user", "content": "Hello"}]
+    for take in ("take one", "take two", "take three"):
+        fake_upstream.reply = take
+        _turn(client, history, model="m", headers=headers)
+    fake_upstream.reply = "after take one"
+    history += [{"role": "assistant", "content": "take  one"}, {"role": "user", "content": "Go on"}]
+    answer = _turn(client, history, model="m", headers=headers)
+    assert answer.json()["choices"][0]["message"]["content"] == "after take one"
+    messages = client.get("/api/chat/sessions/s-pick").json()["data"]["messages"]
+    assert [(m["role"], m["content"]) for m in messages] == [
+        ("user", "Hello"), ("assistant", "take one"), ("user", "Go on"),
+        ("assistant", "after take one")]
+    assert messages[1]["alternatives"] == ["take one", "take two", "take three"]
+    assert messages[1]["selected"] == 0
+    assert [m["content"] for m in fake_upstream.chat_prompts[-1][1:]] == [
+        "Hello", "take one", "Go on"]
+
+
 def test_a_first_exchange_re_sent_is_a_swipe_on_v1(fake_upstream: FakeLLM,
                                                    client: TestClient) -> None:
     """A `/v1` client re-sends the whole conversation, so even a lone message already

@@ -132,15 +132,24 @@ local function swipes(count, reply)
   if mode == '0' or (mode == '1' and count < 2) then return false end
   return not cjson.decode(reply).cut
 end
+-- a stored reply matches the client's message when any of its versions does: the client
+-- picked that version (a SillyTavern swipe) and went on; `x.pick` says which
 local function same(s, at, x)
   if x.idx and x.idx ~= at then return false end
   if s.role ~= x.r then return false end
   if s.n == nil then s.n = norm(s.content) end
-  return s.n == x.c
+  if s.n == x.c then return true end
+  if s.role == 'assistant' and type(s.alternatives) == 'table' then
+    for k, text in ipairs(s.alternatives) do
+      if norm(text) == x.c then x.pick = k - 1 return true end
+    end
+  end
+  return false
 end
 
 local a = nil
 local answer_tail = false
+local chosen = {}  -- {index, incoming j, stored message} of versions the client picked
 if key ~= '' and length > 0 then
   local from = math.max(0, length - 64)  -- how far back a retry's key is looked for
   local recent = redis.call('LRANGE', KEYS[1], from, -1)
@@ -200,7 +209,11 @@ else
   if a == nil then a = length end
   if a < length and n > 0 then
     for j, r in ipairs(redis.call('LRANGE', KEYS[1], a, a + n - 1)) do
-      if same(cjson.decode(r), a + j - 1, incoming[j]) then matched = j else break end
+      local s = cjson.decode(r)
+      incoming[j].pick = nil
+      if not same(s, a + j - 1, incoming[j]) then break end
+      matched = j
+      if incoming[j].pick then chosen[#chosen + 1] = {a + j - 1, j, s} end
     end
   end
 end
@@ -237,6 +250,20 @@ end
 redis.call('HSETNX', KEYS[2], 'created_at', ARGV[2])
 redis.call('HSETNX', KEYS[2], 'epoch', ARGV[11])
 rewind(keep)
+for _, c in ipairs(chosen) do
+  local at, j, m = c[1], c[2], c[3]
+  m.n = nil
+  m.selected = incoming[j].pick
+  m.content = m.alternatives[m.selected + 1]
+  m.tokens = cjson.decode(ARGV[12 + j]).tokens
+  m.cut = nil
+  redis.call('LSET', KEYS[1], at, cjson.encode(m))
+  if at <= tonumber(redis.call('HGET', KEYS[2], 'summary_upto') or '-1') then
+    redis.call('HSET', KEYS[2], 'summary', '', 'summary_upto', -1, 'summary_tokens', 0,
+               'summary_at', '')
+  end
+end
+if #chosen > 0 then redis.call('HINCRBY', KEYS[2], 'epoch', 1) end
 for j = matched + 1, n do
   local at = redis.call('RPUSH', KEYS[1], ARGV[12 + j]) - 1
   redis.call('HSET', KEYS[5], incoming[j].m, at)
