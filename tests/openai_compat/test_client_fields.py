@@ -33,7 +33,7 @@ from typing import Any
 
 import openai
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
 
@@ -41,6 +41,7 @@ from roleplay.chat.models import TurnOptions
 from roleplay.llm.sampling import Sampling
 from roleplay.openai_compat.models import ChatCompletionRequest
 from roleplay.openai_compat.streaming import DONE, ChunkFormat, error_event
+from tests.support.recording_upstream import recording_upstream
 from tests.support.upstream_server import serve
 
 SILLYTAVERN = {
@@ -69,18 +70,6 @@ OPEN_WEBUI = {
     "reasoning_effort": "low", "top_k": 40, "repeat_penalty": 1.1, "num_ctx": 8192}
 
 
-def _recording_upstream(seen: list[dict]) -> FastAPI:
-    app = FastAPI()
-
-    @app.post("/v1/chat/completions")
-    async def complete(request: Request) -> dict:
-        seen.append(await request.json())
-        return {"choices": [{"message": {"role": "assistant", "content": "pong"},
-                             "finish_reason": "stop"}]}
-
-    return app
-
-
 @pytest.mark.parametrize(("body", "sampling"), [
     (SILLYTAVERN, Sampling(temperature=1, max_tokens=300, top_p=1, seed=1234,
                            presence_penalty=0, frequency_penalty=0, repetition_penalty=1.05,
@@ -100,7 +89,7 @@ def test_each_clients_request_is_taken_whole_with_its_knobs(
     `logit_bias` (SillyTavern's `{}`) is none, Open WebUI's `repeat_penalty` is
     `repetition_penalty`."""
     seen: list[dict] = []
-    with serve(_recording_upstream(seen)) as url:
+    with serve(recording_upstream(seen)) as url:
         settings_env(LLM_BASE_URL=url)
         response = client.post("/v1/chat/completions", json=body)
     assert response.status_code == 200, response.text

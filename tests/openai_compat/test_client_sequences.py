@@ -498,30 +498,16 @@ def test_sillytavern_continue_extends_the_stored_reply_as_one_message(
 
 
 @STREAMS
+@pytest.mark.parametrize("says_nothing", [False, True], ids=["plain", "says-nothing"])
 def test_risuai_continue_extends_the_stored_reply_as_one_message(
-        server_on_script: ServerB, scripted_llm: FakeLLM, caller: Caller, stream: bool) -> None:
-    risu = RisuAI(server_on_script.model, api_key=caller.token, max_tokens=16, stream=stream,
-                  main_prompt="Write Mia's next reply in a fictional chat.", use_say_nothing=False)
-    with _http(server_on_script) as http:
-        scripted_llm.reply = "Welcome to the cafe."
-        first = _ok(post(http, risu.send("Hi!")))
-        risu.receive(first.text)
-        scripted_llm.reply = "What can I get you?"
-        more = _ok(post(http, risu.continue_()))
-        view = _view(http, first.session_id, caller.headers)
-    assert more.text == "What can I get you?" and len(scripted_llm.chat_prompts) == 2
-    assert [role for role, _ in _transcript(view)] == ["user", "assistant"]
-    assert _norm(view["messages"][1]["content"]) in _joins("Welcome to the cafe.", "What can I get you?")
-    _no_nudge_stored(view)
-
-
-def test_risuai_default_continue_with_its_says_nothing_message_extends_the_stored_reply(
-        server_on_script: ServerB, scripted_llm: FakeLLM, caller: Caller) -> None:
+        server_on_script: ServerB, scripted_llm: FakeLLM, caller: Caller, stream: bool,
+        says_nothing: bool) -> None:
     """With `useSayNothing` (RisuAI's default) its Continue sends `*says nothing*` as the
     user's message before `[Continue the last response]`: still a continue of the stored
     reply, and neither is stored."""
-    risu = RisuAI(server_on_script.model, api_key=caller.token, max_tokens=16,
-                  main_prompt="Write Mia's next reply in a fictional chat.")
+    risu = RisuAI(server_on_script.model, api_key=caller.token, max_tokens=16, stream=stream,
+                  main_prompt="Write Mia's next reply in a fictional chat.",
+                  use_say_nothing=says_nothing)
     with _http(server_on_script) as http:
         scripted_llm.reply = "Welcome to the cafe."
         first = _ok(post(http, risu.send("Hi!")))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
@@ -22,20 +22,9 @@ from roleplay.openai_compat.models import ChatCompletionRequest
 from roleplay.openai_compat.speech import PCM_RATE, pcm_24k
 from roleplay.speech.engine import pcm_to_wav
 from tests.support.fake_llm import FakeLLM
+from tests.support.recording_upstream import recording_upstream
 from tests.support.sign_in import SECRET, bearer
 from tests.support.upstream_server import serve
-
-
-def _recording_upstream(seen: list[dict]) -> FastAPI:
-    app = FastAPI()
-
-    @app.post("/v1/chat/completions")
-    async def complete(request: Request) -> dict:
-        seen.append(await request.json())
-        return {"choices": [{"message": {"role": "assistant", "content": "pong"},
-                             "finish_reason": "length"}]}
-
-    return app
 
 
 def _turn(client: TestClient, messages: list[dict], *, headers: dict[str, str] | None = None,
@@ -54,7 +43,7 @@ def test_plain_model_passes_the_callers_messages_and_knobs_through(settings_env,
     seen: list[dict] = []
     messages = [{"role": "developer", "content": "Be terse."},
                 {"role": "user", "content": [{"type": "text", "text": "ping"}]}]
-    with serve(_recording_upstream(seen)) as url:
+    with serve(recording_upstream(seen, finish_reason="length")) as url:
         settings_env(LLM_BASE_URL=url)
         response = client.post("/v1/chat/completions", json={
             "model": "gemma-3-27b-it", "messages": messages, "top_p": 0.5, "stop": "END",
@@ -391,7 +380,7 @@ def test_a_sillytavern_style_request_is_taken_as_it_comes(settings_env, client: 
     """Knobs we do not use are ignored, empty and extra stop strings do not refuse the
     turn, and a `user` object (as some UIs send) still names the session."""
     seen: list[dict] = []
-    with serve(_recording_upstream(seen)) as url:
+    with serve(recording_upstream(seen, finish_reason="length")) as url:
         settings_env(LLM_BASE_URL=url)
         body = {"model": "m", "messages": [{"role": "user", "content": "hi", "name": "Ann"}],
                 "stop": ["", *[f"\n{n}:" for n in range(6)]], "presence_penalty": 0.7,
