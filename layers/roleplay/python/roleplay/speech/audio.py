@@ -127,9 +127,12 @@ def _without_controls(text: str) -> str:
 
 
 def _has_speech(text: str) -> bool:
-    """Whether any character can be said: a letter, a digit or a symbol (not only
-    punctuation, spaces or invisible format characters)."""
-    return any(unicodedata.category(ch)[0] in "LNS" for ch in text)
+    """Whether any character can be said: a letter or a digit. GPT-SoVITS drops every
+    piece of text without one (`TextPreprocessor.pre_seg_text`: `re.sub("\\W+", "", text)`
+    empty) and answers what it answers for a failed inference, one second of silence
+    (a 502 here); so punctuation, symbols (`´¥`, emoji), spaces and invisible format
+    characters alone are nothing to say, on every engine alike."""
+    return any(unicodedata.category(ch)[0] in "LN" for ch in text)
 
 
 def checked_text(text: str, settings: Settings | None = None) -> str:
