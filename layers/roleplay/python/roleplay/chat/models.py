@@ -8,16 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from roleplay.characters.model import ID_PATTERN, Persona, Scenario
 from roleplay.characters.user_persona import UserPersona
-from roleplay.llm.sampling import (
-    LogitBias,
-    MinP,
-    Penalty,
-    RepetitionPenalty,
-    Sampling,
-    Seed,
-    TopK,
-    logit_bias_pairs,
-)
+from roleplay.llm.sampling import Sampling, SamplingKnobs
 
 SessionId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 
@@ -44,7 +35,7 @@ class MessageIn(BaseModel):
 StopText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
-class TurnOptions(BaseModel):
+class TurnOptions(SamplingKnobs):
     """How a turn generates and speaks: declared once for `/api/chat`, regenerate and
     continue (`control.models.GenerateRequest`), and filled by the OpenAI API's mapping."""
 
@@ -62,26 +53,11 @@ class TurnOptions(BaseModel):
     tts_delay_ms: Annotated[int, Field(ge=0, le=60000)] = 0
     """The frontend's own playback delay, accepted and not acted on."""
     tts_streaming_mode: Annotated[int, Field(ge=0, le=3)] = 0
-    seed: Seed | None = Field(default=None, description="The same seed and prompt give the "
-                              "same reply where the upstream can; negative: random.")
-    presence_penalty: Penalty | None = None
-    frequency_penalty: Penalty | None = None
-    repetition_penalty: RepetitionPenalty | None = Field(
-        default=None, description="1 is off; Ollama's `repeat_penalty`.")
-    top_k: TopK | None = Field(default=None, description="0 (or -1) is off.")
-    min_p: MinP | None = None
-    logit_bias: LogitBias | None = Field(
-        default=None, description="Token ids of the upstream model's tokenizer to -100..100; "
-        "not sent to Ollama, which has none.")
 
     def sampling(self) -> Sampling:
         """Knobs left unset (None) are not sent: the upstream's defaults apply."""
-        return Sampling(temperature=self.temperature, max_tokens=self.max_tokens, top_p=self.top_p,
-                        stop=tuple(self.stop or ()), seed=self.seed,
-                        presence_penalty=self.presence_penalty,
-                        frequency_penalty=self.frequency_penalty,
-                        repetition_penalty=self.repetition_penalty, top_k=self.top_k,
-                        min_p=self.min_p, logit_bias=logit_bias_pairs(self.logit_bias))
+        return self.sampling_with(temperature=self.temperature, max_tokens=self.max_tokens,
+                                  top_p=self.top_p, stop=tuple(self.stop or ()))
 
 
 class ChatRequest(TurnOptions):

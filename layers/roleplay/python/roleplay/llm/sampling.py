@@ -13,9 +13,9 @@ values are normalised here (`top_k` -1 is 0; a negative `seed` is no seed).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, AliasChoices, BaseModel, Field, StringConstraints
 
 Penalty = Annotated[float, Field(ge=-2, le=2)]
 """`presence_penalty`, `frequency_penalty`: OpenAI's and vLLM's range."""
@@ -56,11 +56,49 @@ class Sampling:
 
     def chosen_knobs(self) -> dict[str, int | float]:
         """The optional numeric knobs the caller set, by their OpenAI (vLLM) names."""
-        knobs = {"seed": self.seed, "presence_penalty": self.presence_penalty,
-                 "frequency_penalty": self.frequency_penalty,
-                 "repetition_penalty": self.repetition_penalty, "top_k": self.top_k,
-                 "min_p": self.min_p}
-        return {name: value for name, value in knobs.items() if value is not None}
+        return {name: value for name in NUMERIC_KNOBS
+                if (value := getattr(self, name)) is not None}
+
+
+NUMERIC_KNOBS = ("seed", "presence_penalty", "frequency_penalty", "repetition_penalty",
+                 "top_k", "min_p")
+"""The optional knobs besides `logit_bias`, named alike in `Sampling` and `SamplingKnobs`."""
+
+
+class SamplingKnobs(BaseModel):
+    """The optional knobs a request may set, declared once for every request model that
+    takes them (`chat.models.TurnOptions`, `openai_compat.models.ChatCompletionRequest`)."""
+
+    seed: Seed | None = Field(default=None, description="The same seed and prompt give the "
+                              "same reply where the upstream can; negative: random.")
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    repetition_penalty: RepetitionPenalty | None = Field(
+        default=None, validation_alias=AliasChoices("repetition_penalty", "repeat_penalty"),
+        description="1 is off; llama.cpp's and Ollama's `repeat_penalty` is taken for it too "
+        "(Open WebUI passes a model's parameters under their own names).")
+    top_k: TopK | None = Field(default=None, description="0 (or -1) is off.")
+    min_p: MinP | None = None
+    logit_bias: LogitBias | None = Field(
+        default=None, description="Token ids of the upstream model's tokenizer to -100..100; "
+        "not sent to Ollama, which has none. SillyTavern always sends it, `{}` when empty.")
+
+    def sampling_options(self) -> dict[str, Any]:
+        """The knobs this request sets (an empty `logit_bias` is none), by the names every
+        request model takes them; unset ones are left out, so the upstream's defaults apply."""
+        chosen: dict[str, Any] = {name: value for name in NUMERIC_KNOBS
+                                  if (value := getattr(self, name)) is not None}
+        if self.logit_bias:
+            chosen["logit_bias"] = self.logit_bias
+        return chosen
+
+    def sampling_with(self, *, temperature: float, max_tokens: int, top_p: float | None,
+                      stop: tuple[str, ...]) -> Sampling:
+        """`Sampling` of these knobs and the request's own temperature, length and stops."""
+        knobs = self.sampling_options()
+        bias = logit_bias_pairs(knobs.pop("logit_bias", None))
+        return Sampling(temperature=temperature, max_tokens=max_tokens, top_p=top_p, stop=stop,
+                        logit_bias=bias, **knobs)
 
 
 def logit_bias_pairs(given: dict[str, float] | None) -> tuple[tuple[int, float], ...]:

@@ -12,18 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from roleplay.llm.sampling import (
-    LogitBias,
-    MinP,
-    Penalty,
-    RepetitionPenalty,
-    Sampling,
-    Seed,
-    TopK,
-    logit_bias_pairs,
-)
+from roleplay.llm.sampling import Sampling, SamplingKnobs
 
 Content = Annotated[str, StringConstraints(max_length=16000)]
 
@@ -63,7 +54,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(SamplingKnobs):
     model_config = ConfigDict(extra="ignore")
 
     model: Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -80,17 +71,6 @@ class ChatCompletionRequest(BaseModel):
     n: int | None = None
     user: Annotated[str, StringConstraints(max_length=256)] | dict[str, Any] | None = None
     """OpenAI's end-user id; some UIs send an object here, whose `id` is used."""
-    seed: Seed | None = None
-    presence_penalty: Penalty | None = None
-    frequency_penalty: Penalty | None = None
-    repetition_penalty: RepetitionPenalty | None = Field(
-        default=None, validation_alias=AliasChoices("repetition_penalty", "repeat_penalty"))
-    """vLLM's name; llama.cpp's and Ollama's `repeat_penalty` (Open WebUI passes its
-    model's params under their own names) is taken for it too."""
-    top_k: TopK | None = None
-    min_p: MinP | None = None
-    logit_bias: LogitBias | None = None
-    """SillyTavern always sends it (`{}` when empty, which is nothing sent on)."""
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     """Accepted and ignored: answers carry `logprobs: null`, which SillyTavern reads as no
@@ -126,26 +106,14 @@ class ChatCompletionRequest(BaseModel):
     def wants_usage_chunk(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
-    def sampling_options(self) -> dict[str, Any]:
-        """The optional sampling knobs this request sets, as `chat.models.TurnOptions`
-        names and takes them (a session turn's `ChatRequest` gets them with `**`); unset
-        ones are left out, so the upstream's defaults apply."""
-        chosen = {"seed": self.seed, "presence_penalty": self.presence_penalty,
-                  "frequency_penalty": self.frequency_penalty,
-                  "repetition_penalty": self.repetition_penalty, "top_k": self.top_k,
-                  "min_p": self.min_p, "logit_bias": self.logit_bias or None}
-        return {name: value for name, value in chosen.items() if value is not None}
-
     def sampling(self) -> Sampling:
         """Everything a pass-through asks of the upstream; without `temperature` or a
         reply length, `/api/chat`'s defaults (`Sampling`'s)."""
         defaults = Sampling()
-        knobs = self.sampling_options()
-        bias = logit_bias_pairs(knobs.pop("logit_bias", None))
-        return Sampling(
+        return self.sampling_with(
             temperature=defaults.temperature if self.temperature is None else self.temperature,
             max_tokens=self.reply_tokens or defaults.max_tokens, top_p=self.top_p,
-            stop=self.stops, logit_bias=bias, **knobs)
+            stop=self.stops)
 
 
 class CompletionUsage(BaseModel):
