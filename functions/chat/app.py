@@ -11,8 +11,8 @@ from fastapi.responses import Response, StreamingResponse
 from mangum import Mangum
 
 from roleplay.characters.model import ID_PATTERN
+from roleplay.chat import memory_service, session_service, sillytavern_chat
 from roleplay.chat import service as chat_service
-from roleplay.chat import session_service, sillytavern_chat
 from roleplay.chat import stream as chat_stream
 from roleplay.chat.background_jobs import job_runner
 from roleplay.chat.control import generated_turns
@@ -32,6 +32,8 @@ from roleplay.chat.control.models import (
 from roleplay.chat.models import (
     ChatReply,
     ChatRequest,
+    MemoriesView,
+    MemoryForgotten,
     ReleaseRequest,
     SessionEnded,
     SessionView,
@@ -91,6 +93,8 @@ async def release(user: CurrentUser, body: ReleaseRequest | None = None) -> Enve
 # --- conversation control (issue 18): roleplay.control ----------------------------------
 MessageIdPath = Annotated[str, Path(max_length=100, description="message id")]
 PinIdPath = Annotated[str, Path(max_length=100, description="pin id")]
+EpisodeIdPath = Annotated[str, Path(max_length=40, pattern=r"^e\d+-\d+(\.\d+)?$",
+                                    description="episode id, as `GET .../memories` lists it")]
 SESSION = "/api/chat/sessions/{session_id}"
 STREAMED: dict[int | str, dict[str, object]] = {
     200: {"content": {"text/event-stream": {}},
@@ -166,6 +170,20 @@ async def clear_pins(session_id: SessionIdPath, user: CurrentUser) -> Envelope[P
 async def remove_pin(session_id: SessionIdPath, pin_id: PinIdPath,
                      user: CurrentUser) -> Envelope[PinsView]:
     return ok(await control_service.unpin(session_id, pin_id, user))
+
+
+# --- memory (issue 28): roleplay.chat.memory_service -------------------------------------
+@router.get(SESSION + "/memories")
+async def list_memories(session_id: SessionIdPath, user: CurrentUser) -> Envelope[MemoriesView]:
+    """The conversation's episodes (turns that left the window), oldest first."""
+    return ok(await memory_service.list_memories(session_id, user))
+
+
+@router.delete(SESSION + "/memories/{episode_id}")
+async def forget_memory(session_id: SessionIdPath, episode_id: EpisodeIdPath,
+                        user: CurrentUser) -> Envelope[MemoryForgotten]:
+    """Forgets one episode: no later prompt recalls it."""
+    return ok(await memory_service.forget_memory(session_id, episode_id, user))
 
 
 # --- SillyTavern chat files (issue 27): roleplay.chat.sillytavern_chat -------------------

@@ -22,7 +22,7 @@ def slots(*keys: str) -> set[int]:
 def test_every_key_of_a_session_lies_in_one_slot(settings_env: object) -> None:
     session = storage_id("user-1", "chat-1")
     keys = [*SessionStore().keys(session), KEYS.session_lorebook(session)]
-    assert len(set(keys)) == 6
+    assert len(set(keys)) == 7
     assert len(slots(*keys)) == 1
 
 

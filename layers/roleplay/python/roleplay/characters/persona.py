@@ -36,6 +36,7 @@ _LABELS: dict[str, dict[str, str]] = {
         "opening": "대화는 {name}의 다음 말로 시작되었습니다",
         "continued": "직전에 {name}이(가) 한 말",
         "summary": "[이전 대화 요약]",
+        "memory": "[기억나는 지난 장면]",
     },
     "en": {
         "intro": "You are {name}.",
@@ -53,6 +54,7 @@ _LABELS: dict[str, dict[str, str]] = {
         "opening": "The conversation opened with {name} saying",
         "continued": "What {name} said just before",
         "summary": "[Summary of the conversation so far]",
+        "memory": "[Earlier scenes you remember]",
     },
 }
 
@@ -150,3 +152,8 @@ def opening_note(
 def summary_block(summary: str, language: PersonaLanguage = "ko") -> str:
     """The rolling summary as it follows the persona in the system prompt."""
     return f"{_LABELS[language]['summary']}\n{summary.strip()}"
+
+
+def memory_block(scenes: list[str], language: PersonaLanguage = "ko") -> str:
+    """Recalled episodes as they follow the summary, oldest first, one scene a paragraph."""
+    return _LABELS[language]["memory"] + "\n" + "\n\n".join(scene.strip() for scene in scenes)

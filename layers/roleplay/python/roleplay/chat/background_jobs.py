@@ -1,4 +1,5 @@
-"""Work that must not make the user wait: summaries, and speech in `delayed` TTS mode.
+"""Work that must not make the user wait: summaries (and the embeddings of the memory
+episodes they make), and speech in `delayed` TTS mode.
 
 In the local runner a job runs as a background task after the response is sent. In
 Lambda a background task would hold the response until it finished (Mangum returns
@@ -39,13 +40,16 @@ async def run_job(job: SummaryJob | SpeechJob) -> dict[str, Any]:
     try:
         if isinstance(job, SummaryJob):
             from roleplay.chat.summarizer import Summarizer
+            from roleplay.memory.episode_vectors import embed_missing
 
             started = time.perf_counter()
             result = await Summarizer().summarize(job.session_id)
             metrics.observe("summary_seconds", time.perf_counter() - started)
             metrics.inc("summaries_total", outcome=result.outcome)
+            embedded = await embed_missing(job.session_id) if result.outcome != "gone" else 0
             report: dict[str, Any] = {"outcome": result.outcome, "passes": result.passes,
-                                      "watermark": result.watermark, "error": result.error}
+                                      "watermark": result.watermark, "error": result.error,
+                                      "episodes_embedded": embedded}
         else:
             from roleplay.speech.tts_service import speak_into
 

@@ -94,29 +94,30 @@ async def _settle(plan: ContextPlan, context: ContextManager, model: str, settin
         window = inputs.window
         summary = inputs.summary
         if summarize is not None:
-            system = context.system_prompt(inputs.persona, summary, inputs.language)
+            system = context.system_prompt(inputs.persona, summary, inputs.language, inputs.memory)
             if context.summary_due_now(window, system, inputs.max_tokens, ratio):
                 summarized = await summarize()
                 if summarized is not None:
                     window, summary = summarized, summarized.summary
         plan = context.plan(window, persona=inputs.persona, summary=summary,
                             max_tokens=inputs.max_tokens, ratio=ratio,
-                            character_name=inputs.character_name, language=inputs.language)
+                            character_name=inputs.character_name, language=inputs.language,
+                            memory=inputs.memory)
     return plan
 
 
 async def fit_context(
     window: Window, *, model: str, persona: str, max_tokens: int, character_name: str | None,
-    language: PersonaLanguage, summarize: Summarize | None,
+    language: PersonaLanguage, summarize: Summarize | None, memory: str | None = None,
 ) -> tuple[Window, ContextPlan, float]:
     """The turn's window (after any summary made on the request path), its plan, and the
-    learned ratio it started from."""
+    learned ratio it started from. `memory`: the recalled episodes' block, after the summary."""
     settings = get_settings()
     budget = await budget_for(model, settings)
     ratio = await token_ratio(model)
     context = ContextManager(settings, budget.planning)
     for _ in range(REQUEST_PATH_SUMMARIES):
-        system = context.system_prompt(persona, window.summary, language)
+        system = context.system_prompt(persona, window.summary, language, memory)
         if summarize is None or not context.summary_due_now(window, system, max_tokens, ratio):
             break
         summarized = await summarize()
@@ -124,7 +125,8 @@ async def fit_context(
             break
         window = summarized
     plan = context.plan(window, persona=persona, summary=window.summary, max_tokens=max_tokens,
-                        ratio=ratio, character_name=character_name, language=language)
+                        ratio=ratio, character_name=character_name, language=language,
+                        memory=memory)
     plan = await _settle(plan, context, model, settings, summarize)
     return window, dataclasses.replace(plan, context_tokens=budget.sent), ratio
 
@@ -152,7 +154,8 @@ async def replan_after_overflow(plan: ContextPlan, overflow: ContextOverflow,
     context = ContextManager(settings, budget.planning)
     replanned = context.plan(inputs.window, persona=inputs.persona, summary=inputs.summary,
                              max_tokens=inputs.max_tokens, ratio=ratio,
-                             character_name=inputs.character_name, language=inputs.language)
+                             character_name=inputs.character_name, language=inputs.language,
+                             memory=inputs.memory)
     replanned = await _settle(replanned, context, model, settings, None)
     return dataclasses.replace(replanned, context_tokens=budget.sent)
 

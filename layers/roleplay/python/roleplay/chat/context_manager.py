@@ -1,7 +1,8 @@
 """Fits a conversation of any length into the model's context, and says when to summarize.
 
 The budget for history is `MAX_CONTEXT_TOKENS` minus the reply's `max_tokens` minus
-the system prompt (persona, then the rolling summary). Everything here works on
+the system prompt (persona, then the rolling summary, then the episodes recalled from
+memory, which never take more than a quarter of what the persona leaves). Everything here works on
 token counts stored with each message, corrected by the model's learned ratio, so
 planning a turn costs the same at turn 10 and at turn 1,000.
 
@@ -45,6 +46,7 @@ class PlanInputs:
     ratio: float
     character_name: str | None
     language: PersonaLanguage
+    memory: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,22 @@ class ContextManager:
         self.max_context = max_context or settings.max_context_tokens
         """The prompt and reply's room: `MAX_CONTEXT_TOKENS`, or less if the upstream has less."""
 
-    def system_prompt(self, persona: str, summary: str | None, language: PersonaLanguage) -> str:
-        return f"{persona}\n\n{summary_block(summary, language)}" if summary else persona
+    def system_prompt(self, persona: str, summary: str | None, language: PersonaLanguage,
+                      memory: str | None = None) -> str:
+        """The persona, the summary, then the recalled episodes (`memory.recall`'s block)."""
+        parts = [persona]
+        if summary:
+            parts.append(summary_block(summary, language))
+        if memory:
+            parts.append(memory)
+        return "\n\n".join(parts)
+
+    def memory_budget(self, system_local: int, max_tokens: int, ratio: float) -> int:
+        """Local tokens the recalled episodes may take: `MEMORY_TOKENS`, and never more than
+        a quarter of what the reply and the system prompt leave, so memory never crowds
+        out the recent turns in a small context."""
+        room = self.max_context - max_tokens - corrected(system_local, ratio)
+        return max(0, min(self.settings.memory_tokens, int(room / 4 / ratio)))
 
     def history_budget(self, system_local: int, max_tokens: int, ratio: float) -> int:
         budget = self.max_context - max_tokens - corrected(system_local, ratio)
@@ -110,8 +126,9 @@ class ContextManager:
         ratio: float,
         character_name: str | None,
         language: PersonaLanguage,
+        memory: str | None = None,
     ) -> ContextPlan:
-        system = self.system_prompt(persona, summary, language)
+        system = self.system_prompt(persona, summary, language, memory)
         system_local = message_tokens(system)
         budget = self.history_budget(system_local, max_tokens, ratio)
         kept = list(window.messages)
@@ -136,7 +153,8 @@ class ContextManager:
             history_budget=budget, history_tokens=corrected(history_local, ratio),
             context_summarized=bool(summary), dropped_messages=dropped + window.unread,
             context_tokens=self.max_context,
-            inputs=PlanInputs(window, persona, summary, max_tokens, ratio, character_name, language),
+            inputs=PlanInputs(window, persona, summary, max_tokens, ratio, character_name, language,
+                              memory),
         )
 
     def summarizable_upto(self, length: int) -> int:

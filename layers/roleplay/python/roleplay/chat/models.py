@@ -133,6 +133,9 @@ class ChatReply(BaseModel):
         "stored then, not a new generation.")
     alternatives: list[ReplyAlternative] | None = Field(
         default=None, description="`regenerate` and `select`: every version of this reply.")
+    memories_recalled: list[str] | None = Field(
+        default=None, description="The episodes of this conversation's memory that the "
+        "prompt brought back (`GET .../memories` lists them); none: nothing was recalled.")
 
 
 class SessionTokens(BaseModel):
@@ -164,6 +167,34 @@ class SessionView(BaseModel):
     lorebook: dict[str, object] | None = Field(
         default=None, description="The character's lorebook entries that fired on the last "
         "turn (`fired`), and those the token budget left out (`over_budget`).")
+    episodes: int = Field(default=0, description="Episodes kept in the conversation's memory.")
+    memories_recalled: list[str] = Field(
+        default_factory=list, description="The episodes the last turn's prompt recalled.")
+
+
+class MemoryView(BaseModel):
+    """One episode: a short span of turns that left the window, as the prompt recalls it."""
+
+    id: str
+    first: int = Field(description="Transcript index of its first message.")
+    last: int = Field(description="Transcript index of its last message.")
+    text: str
+    tokens: int
+    created_at: float
+    last_recalled_at: float | None = None
+    embedded: bool = Field(description="Whether the embedding model has made its vector.")
+
+
+class MemoriesView(BaseModel):
+    session_id: str
+    episodes: list[MemoryView]
+    recalled: list[str] = Field(description="The episodes the last turn's prompt recalled.")
+
+
+class MemoryForgotten(BaseModel):
+    session_id: str
+    id: str
+    forgotten: bool
 
 
 class SessionEnded(BaseModel):

@@ -42,6 +42,7 @@ from roleplay.core.settings import get_settings
 from roleplay.core.token_counter import message_tokens
 from roleplay.llm.client import CompletionRequest
 from roleplay.llm.served_models import checked_model
+from roleplay.memory.recall import Recall, recall
 from roleplay.ops import quotas
 from roleplay.sessions.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
 from roleplay.sessions.scope import ScopedSession, owned_session_and
@@ -102,6 +103,8 @@ class PreparedTurn:
     reply_stored: bool = False
     store: Store | None = None
     alternatives: list[ReplyAlternative] | None = None
+    recalled: list[str] = field(default_factory=list)
+    """The episodes memory brought back into the prompt (`memory.recall`)."""
 
     @property
     def speaks(self) -> bool:
@@ -276,7 +279,7 @@ async def prepare(request: ChatRequest, user: User, start: TurnStart, *,
         if opening and started.window.length:
             raise BadRequest("messages is empty: this session has already begun",
                              code="empty_conversation")
-        window, plan, ratio, failed_at = await _fitted(
+        window, plan, ratio, failed_at, recalled = await _fitted(
             started.window, scoped, meta, model=model, ratio=ratio, setup=setup, greeting=greeting,
             lore_book=character.character_book if character else None, request=request,
             extra_system=extra_system, summarizes=appends)
@@ -287,7 +290,7 @@ async def prepare(request: ChatRequest, user: User, start: TurnStart, *,
                         request=request, window=window, plan=plan, ratio=ratio, claim=claim,
                         summary_failed_at=failed_at, greeting=greeting,
                         voice_id=character.voice_id if character else None, user=user,
-                        greetings=greetings, store=started.store)
+                        greetings=greetings, store=started.store, recalled=recalled)
     if started.reply_id:
         turn.reply_id = started.reply_id
     return turn
@@ -297,9 +300,10 @@ async def _fitted(
     window: Window, scoped: ScopedSession, meta: SessionMeta | None, *, model: str, ratio: float,
     setup: RoleplaySetup, greeting: str | None, lore_book: CharacterBook | None, request: ChatRequest,
     extra_system: str | None, summarizes: bool,
-) -> tuple[Window, ContextPlan, float, float | None]:
-    """The begun turn's prompt: persona, lore, pins and the caller's instructions, fitted in
-    the context (a chat turn may summarize first; a stored opening line asks nobody)."""
+) -> tuple[Window, ContextPlan, float, float | None, list[str]]:
+    """The begun turn's prompt: persona, lore, pins, the caller's instructions and the
+    episodes memory recalls, fitted in the context (a chat turn may summarize first; a
+    stored opening line asks nobody). Answers with the ids of the episodes recalled."""
     settings = get_settings()
     language = settings.persona_language
     session_id = scoped.key
@@ -326,9 +330,25 @@ async def _fitted(
         plan = context.plan(window, persona=persona_text, summary=window.summary,
                             max_tokens=request.max_tokens, ratio=ratio,
                             character_name=setup.name, language=language)
-        return window, plan, ratio, failed_at
+        return window, plan, ratio, failed_at, []
+    recalled = await _recalled(session_id, window, persona_text, model=model, ratio=ratio,
+                               max_tokens=request.max_tokens)
     window, plan, ratio = await fit_context(
         window, model=model, persona=persona_text, max_tokens=request.max_tokens,
         character_name=setup.name, language=language,
-        summarize=summarize_now if summarizes and not backing_off else None)
-    return window, plan, ratio, failed_at
+        summarize=summarize_now if summarizes and not backing_off else None,
+        memory=recalled.block if recalled else None)
+    return window, plan, ratio, failed_at, recalled.ids if recalled else []
+
+
+async def _recalled(session_id: str, window: Window, persona: str, *, model: str, ratio: float,
+                    max_tokens: int) -> Recall | None:
+    """The episodes worth recalling, within what the persona and summary leave for them."""
+    settings = get_settings()
+    if window.memory_rev == 0 or window.watermark < 0 or settings.memory_tokens == 0:
+        return None  # nothing was ever folded: no count, no lookup
+    context = ContextManager(settings, (await budget_for(model, settings)).planning)
+    system = context.system_prompt(persona, window.summary, settings.persona_language)
+    budget = context.memory_budget(message_tokens(system), max_tokens, ratio)
+    return await recall(session_id, window, budget_tokens=budget,
+                        language=settings.persona_language)

@@ -75,7 +75,8 @@ async def finish_turn(
                     greeting=not turn.request.messages)
     upstream_prompt = usage.prompt_tokens if usage is not None else None
     length, _ = await asyncio.gather(  # two keys, two round trips, one wait
-        turn.store(turn, reply) if turn.store else sessions.append_reply(turn.claim.lease, reply),
+        turn.store(turn, reply) if turn.store
+        else sessions.append_reply(turn.claim.lease, reply, turn.recalled),
         observe_prompt_tokens(turn.model, turn.plan.local_tokens, upstream_prompt))
     turn.reply_stored = length > 0
     if jobs is None or not length:
@@ -133,7 +134,8 @@ def reply_for(turn: PreparedTurn, content: str, usage: Usage | None, finish_reas
         context_summarized=turn.plan.context_summarized,
         dropped_messages=turn.plan.dropped_messages, summary_scheduled=summary_scheduled,
         finish_reason=finish_reason, message_id=turn.reply_id if turn.reply_stored else None,
-        user_message_id=turn.user_message_id, alternatives=turn.alternatives)
+        user_message_id=turn.user_message_id, alternatives=turn.alternatives,
+        memories_recalled=turn.recalled or None)
 
 
 def _upstream_request(turn: PreparedTurn, plan: ContextPlan) -> CompletionRequest:

@@ -24,7 +24,7 @@ def ensure_session_owner(meta: SessionMeta | None, user: User) -> None:
         raise NotFound("no such session", code="session_not_found")
 
 
-async def _own_session(session_id: str, user: User) -> tuple[str, SessionMeta]:
+async def own_session(session_id: str, user: User) -> tuple[str, SessionMeta]:
     """The session store's id of the caller's session `session_id`, and its metadata."""
     scoped, meta = await owned_session(user, session_id, sessions)
     if meta is None:
@@ -34,7 +34,7 @@ async def _own_session(session_id: str, user: User) -> tuple[str, SessionMeta]:
 
 
 async def session_view(session_id: str, user: User) -> SessionView:
-    key, meta = await _own_session(session_id, user)
+    key, meta = await own_session(session_id, user)
     messages = await sessions.transcript(key)
     settings = get_settings()
     after = messages[meta.summary_upto + 1:]
@@ -51,12 +51,12 @@ async def session_view(session_id: str, user: User) -> SessionView:
             after_watermark=context.window_tokens(after),
             ratio=await token_ratio(settings.default_model),
             max_context=await context_budget(settings.default_model, settings)),
-        lorebook=await load_fired(key),
+        lorebook=await load_fired(key), episodes=meta.episodes, memories_recalled=meta.recalled,
     )
 
 
 async def end_session(session_id: str, user: User) -> SessionEnded:
-    key, _ = await _own_session(session_id, user)
+    key, _ = await own_session(session_id, user)
     ended = await sessions.delete(key)
     await limiter.release(user)
     return SessionEnded(session_id=session_id, ended=ended)

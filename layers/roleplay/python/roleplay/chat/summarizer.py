@@ -5,7 +5,8 @@ holder cannot block forever). Each pass reads a bounded stretch after the waterm
 (`SUMMARY_INPUT_TOKENS`), so its cost never grows with the conversation. The new
 summary replaces the old one only if the watermark has not moved (compare-and-set),
 and messages that arrived meanwhile lie after the new watermark, so none is lost.
-A failure keeps the old summary and is noted; a later turn retries.
+A failure keeps the old summary and is noted; a later turn retries. The messages a pass
+folds are kept as memory episodes in the same step (`memory.episode_maker`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from roleplay.llm.dialect import upstream_dialect
 from roleplay.llm.prompt_counter import upstream_prompt_tokens
 from roleplay.llm.sampling import Sampling
 from roleplay.llm.upstream_limits import forget, remember
+from roleplay.memory.episode_maker import make_episodes
 from roleplay.sessions.store import SessionMeta, SessionStore, StoredMessage
 
 logger = logging.getLogger("roleplay.chat.summarizer")
@@ -272,7 +274,12 @@ class Summarizer:
         if not text:
             raise UpstreamError("the model answered the summary request with nothing")
         upto = first + taken - 1
+        episodes = make_episodes(
+            stretch[:taken], first, settings=settings, language=settings.persona_language,
+            character_name=character.name if character else None,
+        ) if settings.memory_tokens else []
         saved = await self.sessions.save_summary(
             meta.session_id, expected_upto=meta.summary_upto, upto=upto, summary=text,
-            tokens=count_tokens(text), epoch=meta.epoch)
+            tokens=count_tokens(text), epoch=meta.epoch,
+            episodes=[e.model_dump_json() for e in episodes])
         return upto if saved else None

@@ -112,6 +112,10 @@ class RedisKeys:
     def session_ids(self, session_id: str) -> str:
         return f"{self.session(session_id)}:ids"
 
+    def session_episodes(self, session_id: str) -> str:
+        """The session's memory (`sessions.episode_store`): in its slot, with its TTL."""
+        return f"{self.session(session_id)}:episodes"
+
     @property
     def token_ratios(self) -> str:
         return f"{self.prefix}token-ratios"

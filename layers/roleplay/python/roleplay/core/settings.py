@@ -85,6 +85,27 @@ class Settings(BaseSettings):
     summary_lock_ttl_s: int = Field(default=180, ge=5)
     summary_retry_after_s: int = Field(default=30, ge=0)
 
+    # --- memory: past scenes recalled by relevance (issue 28) ---
+    memory_tokens: int = Field(
+        default=300, ge=0, le=4096, description="The prompt's room for recalled episodes, "
+        "after the summary; 0 turns memory off (no episodes are kept).")
+    max_episodes: int = Field(
+        default=400, ge=1, le=10_000, description="Episodes kept per conversation; past "
+        "this the oldest are dropped first.")
+    episode_messages: int = Field(
+        default=4, ge=1, le=32, description="Messages per episode: the span one recall brings "
+        "back.")
+    embedding_model: str | None = Field(
+        default=None, description="Unset: episodes are ranked lexically (BM25).")
+    embedding_base_url: str | None = Field(
+        default=None, description="Unset: the LLM's base URL (LLM_BASE_URL).")
+    embedding_service: Literal["vllm", "ollama"] | None = Field(
+        default=None, description="Unset: LLM_SERVICE. vllm is /v1/embeddings, ollama /api/embed.")
+    embedding_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="A turn waits this long for its message's "
+        "embedding, then ranks lexically.")
+    # --- end of the memory settings ---
+
     # --- one turn at a time per session, and retries (sessions, issue 13) ---
     turn_wait_s: float = Field(
         default=10, ge=0, le=60, description="How long a turn waits for another turn on its "
@@ -301,7 +322,7 @@ class Settings(BaseSettings):
                      "audio_bucket", "summary_model", "summarizer_function", "speech_function",
                      "jwt_audience", "jwt_issuer", "jwt_secret_arn", "tts_service", "api_keys_file",
                      "api_keys_arn", "llm_base_urls", "tts_base_urls", "metrics_token", "gpu_modes",
-                     mode="before")
+                     "embedding_model", "embedding_base_url", "embedding_service", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """`NAME=` (as templates and .env files write an unset value) means unset."""

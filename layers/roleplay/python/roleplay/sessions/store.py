@@ -51,8 +51,8 @@ up while summaries fail, and then the oldest would be dropped from the prompt an
 
 # Lua, with KEYS[1] the messages list, KEYS[2] the meta hash, KEYS[3] the summary lock:
 # appends {length, watermark, first index read, summary, summarizing now (0/1), epoch,
-# messages after the watermark (capped)...} to `head`; summary and watermark are read
-# together, so they match.
+# memory revision, messages after the watermark (capped)...} to `head`; summary and
+# watermark are read together, so they match.
 _WINDOW = """
 local function window_answer(answer, cap)
   local length = redis.call('LLEN', KEYS[1])
@@ -64,6 +64,7 @@ local function window_answer(answer, cap)
   answer[#answer + 1] = redis.call('HGET', KEYS[2], 'summary') or ''
   answer[#answer + 1] = redis.call('EXISTS', KEYS[3])
   answer[#answer + 1] = redis.call('HGET', KEYS[2], 'epoch') or '0'
+  answer[#answer + 1] = redis.call('HGET', KEYS[2], 'memory_rev') or '0'
   if first < length then
     for _, raw in ipairs(redis.call('LRANGE', KEYS[1], first, -1)) do answer[#answer + 1] = raw end
   end
@@ -71,7 +72,41 @@ local function window_answer(answer, cap)
 end
 """
 
-# Lua, with KEYS[1] the messages list, KEYS[2] the meta hash, KEYS[5] the id hash:
+# Lua, with KEYS[2] the meta hash and KEYS[6] the episodes hash (`episode_store`): drops
+# the episodes that reach index `at` or beyond (their messages changed or went), with
+# their vectors and recall times; counts what is left and moves the memory revision on.
+# An episode's field is its id, `e<first>-<last>`, so no episode needs decoding.
+_DROP_EPISODES = """
+local function episode_span(field)
+  local first, last = string.match(field, "^e(%d+)-(%d+)")
+  if first then return tonumber(first), tonumber(last) end
+  return nil
+end
+local function count_episodes()
+  local count = 0
+  for _, field in ipairs(redis.call('HKEYS', KEYS[6])) do
+    if episode_span(field) then count = count + 1 end
+  end
+  redis.call('HSET', KEYS[2], 'episodes', count)
+  redis.call('HINCRBY', KEYS[2], 'memory_rev', 1)
+  return count
+end
+local function drop_episodes_from(at)
+  local dropped = 0
+  for _, field in ipairs(redis.call('HKEYS', KEYS[6])) do
+    local first, last = episode_span(field)
+    if first and last >= at then
+      redis.call('HDEL', KEYS[6], field, 'v:' .. field, 'r:' .. field)
+      dropped = dropped + 1
+    end
+  end
+  if dropped > 0 then count_episodes() end
+  return dropped
+end
+"""
+
+# Lua, with KEYS[1] the messages list, KEYS[2] the meta hash, KEYS[5] the id hash,
+# KEYS[6] the episodes hash:
 # keeps the first `keep` messages and removes the rest (their ids, their user turns),
 # moves the epoch on, and clears a summary that covered any removed message.
 _REWIND = """
@@ -92,6 +127,7 @@ local function rewind(keep)
     redis.call('HSET', KEYS[2], 'summary', '', 'summary_upto', -1, 'summary_tokens', 0,
                'summary_at', '')
   end
+  drop_episodes_from(keep)
   return length - keep
 end
 """
@@ -105,7 +141,7 @@ end
 # re-sent history), 13... each incoming message as it would be stored.
 # Answers {'busy', lease ms left} | {'turn_limit', user turns} | {'retry', user message,
 # reply} | {'swipe', user message, reply} | {'begin', stored kept, appended, <window>}.
-_BEGIN_SCRIPT = LuaScript(_WINDOW + _REWIND + """
+_BEGIN_SCRIPT = LuaScript(_WINDOW + _DROP_EPISODES + _REWIND + """
 local lease = redis.call('GET', KEYS[4])
 if lease and lease ~= ARGV[4] then return {'busy', redis.call('PTTL', KEYS[4])} end
 local incoming = cjson.decode(ARGV[9])
@@ -273,6 +309,7 @@ redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[5], ARGV[1])
+redis.call('EXPIRE', KEYS[6], ARGV[1])
 return window_answer({'begin', keep, n - matched}, tonumber(ARGV[3]))
 """)
 
@@ -281,12 +318,28 @@ _READ_WINDOW_SCRIPT = LuaScript(_WINDOW + """
 return window_answer({}, tonumber(ARGV[1]))
 """)
 
-# KEYS: messages list, meta hash, turn lease, id hash. ARGV: lease token, epoch, length
-# when the turn began, ttl s, reply id, reply as stored.
+# Lua, with KEYS[2] the meta hash and KEYS[6] the episodes hash: notes the episodes a
+# turn's prompt recalled (`ids`, a JSON list) in the meta hash (the session view and the
+# next `done` event name them) and, per episode still there, when it was last recalled;
+# keeps the episodes as long as the session.
+_RECORD_RECALL = """
+local function record_recall(ids, at, ttl)
+  redis.call('HSET', KEYS[2], 'recalled', ids)
+  for _, id in ipairs(cjson.decode(ids)) do
+    if redis.call('HEXISTS', KEYS[6], id) == 1 then redis.call('HSET', KEYS[6], 'r:' .. id, at) end
+  end
+  redis.call('EXPIRE', KEYS[6], ttl)
+end
+"""
+
+# KEYS: messages list, meta hash, turn lease, id hash, episodes. ARGV: lease token, epoch,
+# length when the turn began, ttl s, reply id, reply as stored, the ids of the episodes
+# the turn's prompt recalled (JSON list), now.
 # Stores the reply only if the session still exists under the same epoch and nothing
 # was appended since (so it directly follows what it answers), and no other turn holds
-# the lease; releases the lease. Answers the new length, or 0 when the reply was dropped.
-_REPLY_SCRIPT = LuaScript("""
+# the lease; releases the lease; notes what the turn recalled. Answers the new length,
+# or 0 when the reply was dropped.
+_REPLY_SCRIPT = LuaScript(_RECORD_RECALL.replace("KEYS[6]", "KEYS[5]") + """
 local lease = redis.call('GET', KEYS[3])
 if lease and lease ~= ARGV[1] then return 0 end
 if lease then redis.call('DEL', KEYS[3]) end
@@ -297,6 +350,7 @@ redis.call('HSET', KEYS[4], ARGV[5], length - 1)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('EXPIRE', KEYS[4], ARGV[4])
+record_recall(ARGV[7], ARGV[8], ARGV[4])
 return length
 """)
 
@@ -312,27 +366,30 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 """)
 
-# KEYS: messages list, meta hash, summary lock, turn lease, id hash. ARGV: token.
+# KEYS: messages list, meta hash, summary lock, turn lease, id hash, episodes. ARGV: token.
 # Removes a session its holder created and failed to answer (the client never learned its id).
 _DISCARD_SCRIPT = LuaScript("""
 if redis.call('GET', KEYS[4]) ~= ARGV[1] then return 0 end
-return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 """)
 
-# KEYS: messages list, meta hash, summary lock, turn lease, id hash. ARGV: keep.
+# KEYS: messages list, meta hash, summary lock, turn lease, id hash, episodes. ARGV: keep.
 # The store's rewind on its own (for edits): refused (-1) while a turn holds the lease.
-_REWIND_SCRIPT = LuaScript(_REWIND + """
+_REWIND_SCRIPT = LuaScript(_DROP_EPISODES + _REWIND + """
 if redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 return rewind(tonumber(ARGV[1]))
 """)
 
-# KEYS: messages list, meta hash. ARGV: expected watermark, new watermark, summary,
-# summary tokens, timestamp, expected epoch. Replaces the summary only if nobody moved
-# the watermark or rewound the transcript meanwhile, and the session still exists;
-# messages after the new watermark are untouched, so turns that arrived during
-# summarization are never lost.
-_SAVE_SUMMARY_SCRIPT = LuaScript("""
+# KEYS: messages list, meta hash, episodes. ARGV: 1 expected watermark, 2 new watermark,
+# 3 summary, 4 summary tokens, 5 timestamp, 6 expected epoch, 7 episodes kept at most,
+# 8... the episodes the folded messages make (JSON, each with its `id`).
+# Replaces the summary only if nobody moved the watermark or rewound the transcript
+# meanwhile, and the session still exists; messages after the new watermark are
+# untouched, so turns that arrived during summarization are never lost. The folded
+# messages' episodes replace any kept from an earlier transcript past the old watermark;
+# past the bound, the oldest episodes go first.
+_SAVE_SUMMARY_SCRIPT = LuaScript(_DROP_EPISODES.replace("KEYS[6]", "KEYS[3]") + """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 local current = tonumber(redis.call('HGET', KEYS[2], 'summary_upto') or '-1')
 if current ~= tonumber(ARGV[1]) then return 0 end
@@ -341,6 +398,25 @@ if tonumber(ARGV[2]) >= redis.call('LLEN', KEYS[1]) then return 0 end
 redis.call('HSET', KEYS[2], 'summary', ARGV[3], 'summary_upto', ARGV[2],
            'summary_tokens', ARGV[4], 'summary_at', ARGV[5], 'summary_error', '',
            'summary_failed_at', '')
+if #ARGV > 7 then
+  drop_episodes_from(current + 1)
+  for i = 8, #ARGV do
+    redis.call('HSET', KEYS[3], cjson.decode(ARGV[i]).id, ARGV[i])
+  end
+  local spans = {}
+  for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
+    local first = episode_span(field)
+    if first then spans[#spans + 1] = {first, field} end
+  end
+  table.sort(spans, function(x, y) return x[1] < y[1] end)
+  for i = 1, #spans - tonumber(ARGV[7]) do
+    local field = spans[i][2]
+    redis.call('HDEL', KEYS[3], field, 'v:' .. field, 'r:' .. field)
+  end
+  count_episodes()
+  local ttl = redis.call('TTL', KEYS[2])
+  if ttl > 0 then redis.call('EXPIRE', KEYS[3], ttl) end
+end
 return 1
 """)
 
@@ -353,7 +429,8 @@ return 1
 
 WINDOW_LUA = _WINDOW
 """The store's Lua pieces, for the conversation-control scripts (`roleplay.control`)."""
-REWIND_LUA = _REWIND
+REWIND_LUA = _DROP_EPISODES + _REWIND
+RECORD_RECALL_LUA = _RECORD_RECALL
 
 _SPACE = re.compile(r"[ \t\n\v\f\r]+")
 
@@ -401,6 +478,10 @@ class SessionMeta(BaseModel):
     summary_failed_at: float | None = None
     pins: list[dict[str, str]] = []
     """Facts the user pinned ({id, text}), always in the system prompt (`control.pins`)."""
+    episodes: int = 0
+    """Episodes kept in memory (`episode_store`)."""
+    recalled: list[str] = []
+    """The episodes the last turn's prompt recalled."""
 
 
 class Window(BaseModel):
@@ -413,6 +494,9 @@ class Window(BaseModel):
     summarizing: bool
     """A summary is being made right now (its lock is held): no need to ask for another."""
     epoch: int = 0
+    memory_rev: int = 0
+    """Moves on whenever the session's episodes change: a process's ranked copy of them
+    (`memory.recall`) stays good while it holds."""
     messages: list[StoredMessage]
 
     @property
@@ -489,10 +573,12 @@ def _float(value: str | None) -> float | None:
     return float(value) if value else None
 
 
-def _window(values: list[Any]) -> Window:
-    length, watermark, first, summary, summarizing, epoch, *raw = values
+def window_from_answer(values: list[Any]) -> Window:
+    """A window as `WINDOW_LUA`'s `window_answer` lists it."""
+    length, watermark, first, summary, summarizing, epoch, memory_rev, *raw = values
     return Window(length=int(length), watermark=int(watermark), first_index=int(first),
                   summary=summary or None, summarizing=bool(summarizing), epoch=int(epoch),
+                  memory_rev=int(memory_rev),
                   messages=[StoredMessage.model_validate_json(item) for item in raw])
 
 
@@ -516,6 +602,8 @@ def _meta(session_id: str, found: dict[Any, Any]) -> SessionMeta | None:
         summary_error=raw.get("summary_error") or None,
         summary_failed_at=_float(raw.get("summary_failed_at")),
         pins=json.loads(raw["pins"]) if raw.get("pins", "{}") != "{}" else [],
+        episodes=int(raw.get("episodes") or 0),
+        recalled=json.loads(raw["recalled"]) if raw.get("recalled") else [],
     )
 
 
@@ -528,7 +616,7 @@ class SessionStore:
         keys = redis_keys()
         return [keys.session_messages(session_id), keys.session(session_id),
                 keys.summary_lock(session_id), keys.turn_lease(session_id),
-                keys.session_ids(session_id)]
+                keys.session_ids(session_id), keys.session_episodes(session_id)]
 
     async def load_meta(self, session_id: str) -> SessionMeta | None:
         return _meta(session_id, await (await get_redis()).hgetall(redis_keys().session(session_id)))
@@ -584,22 +672,25 @@ class SessionStore:
         if kind in ("retry", "swipe"):
             return Replay(StoredMessage.model_validate_json(answer[1]),
                           StoredMessage.model_validate_json(answer[2]), swipe=kind == "swipe")
-        return Turn(session_id=session_id, token=token, window=_window(answer[3:]),
+        return Turn(session_id=session_id, token=token, window=window_from_answer(answer[3:]),
                     kept=int(answer[1]), appended=int(answer[2]))
 
     async def read_window(self, session_id: str) -> Window:
         """The window alone (after a summary moved the watermark); one round trip."""
         keys = self.keys(session_id)[:3]
-        return _window(await _READ_WINDOW_SCRIPT(keys, [WINDOW_CAP]))
+        return window_from_answer(await _READ_WINDOW_SCRIPT(keys, [WINDOW_CAP]))
 
-    async def append_reply(self, turn: Turn, message: StoredMessage) -> int:
+    async def append_reply(self, turn: Turn, message: StoredMessage,
+                           recalled: Sequence[str] = ()) -> int:
         """Stores the turn's reply right after what it answers and ends the turn; answers
         the transcript's new length, or 0 when the reply was dropped (the session was
-        deleted or rewound meanwhile, or the lease expired and another turn went first)."""
+        deleted or rewound meanwhile, or the lease expired and another turn went first).
+        `recalled`: the episodes the turn's prompt brought back, noted in the same step."""
         keys = self.keys(turn.session_id)
-        length = await _REPLY_SCRIPT([keys[0], keys[1], keys[3], keys[4]], [
+        length = await _REPLY_SCRIPT([keys[0], keys[1], keys[3], keys[4], keys[5]], [
             turn.token, str(turn.window.epoch), turn.window.length, get_settings().session_ttl_s,
-            message.id, message.model_dump_json(exclude_defaults=True)])
+            message.id, message.model_dump_json(exclude_defaults=True),
+            json.dumps(list(recalled)), now()])
         return int(length)
 
     async def renew_turn(self, turn: Turn) -> bool:
@@ -637,14 +728,17 @@ class SessionStore:
 
     async def save_summary(
         self, session_id: str, *, expected_upto: int, upto: int, summary: str, tokens: int,
-        epoch: int,
+        epoch: int, episodes: Sequence[str] = (),
     ) -> bool:
         """Moves the watermark from `expected_upto` to `upto`; False if it had moved or the
-        transcript was rewound since `epoch`."""
+        transcript was rewound since `epoch`. `episodes` (JSON, `episode_store.Episode`):
+        what the folded messages are remembered as, stored in the same step."""
         keys = redis_keys()
         saved = await _SAVE_SUMMARY_SCRIPT(
-            [keys.session_messages(session_id), keys.session(session_id)],
-            [expected_upto, upto, summary, tokens, now(), str(epoch)],
+            [keys.session_messages(session_id), keys.session(session_id),
+             keys.session_episodes(session_id)],
+            [expected_upto, upto, summary, tokens, now(), str(epoch),
+             get_settings().max_episodes, *episodes],
         )
         return bool(saved)
 

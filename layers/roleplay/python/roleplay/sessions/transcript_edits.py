@@ -13,12 +13,15 @@ store their reply with `replace` under it, which releases it.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from roleplay.core.lua_script import LuaScript
 from roleplay.core.redis_client import get_redis
 from roleplay.core.settings import get_settings
 from roleplay.sessions.store import (
+    RECORD_RECALL_LUA,
     REWIND_LUA,
     WINDOW_CAP,
     WINDOW_LUA,
@@ -27,15 +30,20 @@ from roleplay.sessions.store import (
     StoredMessage,
     Turn,
     Window,
+    now,
+    window_from_answer,
 )
 
-# The summary is cleared when index `at` lies at or below its watermark.
+# The summary is cleared when index `at` lies at or below its watermark, and the episodes
+# that reach `at` go (`drop_episodes_from`, from REWIND_LUA): the next summary passes
+# make them again from the text as it is now.
 _INVALIDATE = """
 local function invalidate(at)
   if at <= tonumber(redis.call('HGET', KEYS[2], 'summary_upto') or '-1') then
     redis.call('HSET', KEYS[2], 'summary', '', 'summary_upto', -1, 'summary_tokens', 0,
                'summary_at', '')
   end
+  drop_episodes_from(at)
 end
 """
 
@@ -49,12 +57,13 @@ redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[2])
 return window_answer({'begin'}, tonumber(ARGV[3]))
 """)
 
-# KEYS: messages, meta, summary lock, lease, ids. ARGV: 1 lease token ('' : none may be
-# held), 2 epoch ('' : any), 3 index, 4 message there now ('' : append at index),
-# 5 new message, 6 its id, 7 ttl s. Compare-and-set of one message; moves the epoch on,
+# KEYS: messages, meta, summary lock, lease, ids, episodes. ARGV: 1 lease token ('' : none
+# may be held), 2 epoch ('' : any), 3 index, 4 message there now ('' : append at index),
+# 5 new message, 6 its id, 7 ttl s, 8 the episodes the reply's prompt recalled (JSON list;
+# '' : not a generated reply), 9 now. Compare-and-set of one message; moves the epoch on,
 # clears a summary covering it, releases the lease it was given. Answers 1, 0 (the
 # message or the session changed: nothing stored) or {'busy', ms left}.
-_REPLACE_SCRIPT = LuaScript(_INVALIDATE + """
+_REPLACE_SCRIPT = LuaScript(REWIND_LUA + _INVALIDATE + RECORD_RECALL_LUA + """
 local lease = redis.call('GET', KEYS[4])
 if ARGV[1] == '' and lease then return {'busy', redis.call('PTTL', KEYS[4])} end
 if ARGV[1] ~= '' and lease ~= ARGV[1] then return 0 end
@@ -73,10 +82,11 @@ redis.call('HSET', KEYS[5], ARGV[6], at)
 redis.call('HINCRBY', KEYS[2], 'epoch', 1)
 invalidate(at)
 for _, key in ipairs({KEYS[1], KEYS[2], KEYS[5]}) do redis.call('EXPIRE', key, ARGV[7]) end
+if ARGV[8] ~= '' then record_recall(ARGV[8], ARGV[9], ARGV[7]) end
 return 1
 """)
 
-# KEYS: messages, meta, summary lock, lease, ids. ARGV: message id, and after (0/1).
+# KEYS: messages, meta, summary lock, lease, ids, episodes. ARGV: message id, and after (0/1).
 # Answers {'deleted', how many} | {'missing'} | {'busy', ms left}.
 _DELETE_SCRIPT = LuaScript(REWIND_LUA + _INVALIDATE + """
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'busy', redis.call('PTTL', KEYS[4])} end
@@ -158,20 +168,19 @@ class TranscriptEdits:
             return None
         if answer[0] == "busy":
             return Busy(max(0, int(answer[1])))
-        length, watermark, first, summary, summarizing, epoch, *raw = answer[1:]
-        window = Window(length=int(length), watermark=int(watermark), first_index=int(first),
-                        summary=summary or None, summarizing=bool(summarizing), epoch=int(epoch),
-                        messages=[StoredMessage.model_validate_json(item) for item in raw])
-        return Began(window, [str(item) for item in raw])
+        window = window_from_answer(answer[1:])
+        return Began(window, [str(item) for item in answer[8:]])
 
     async def replace(self, session_id: str, index: int, old_raw: str | None,
                       message: StoredMessage, *, token: str = "", epoch: int | None = None,
-                      ) -> bool | Busy:
-        """Compare-and-set of the message at `index` (`old_raw` None: append there)."""
+                      recalled: Sequence[str] | None = None) -> bool | Busy:
+        """Compare-and-set of the message at `index` (`old_raw` None: append there).
+        `recalled`: for a generated reply, the episodes its prompt brought back."""
         answer = await _REPLACE_SCRIPT(self._keys(session_id), [
             token, "" if epoch is None else str(epoch), index, old_raw or "",
             message.model_dump_json(exclude_defaults=True), message.id,
-            get_settings().session_ttl_s])
+            get_settings().session_ttl_s, "" if recalled is None else json.dumps(list(recalled)),
+            now()])
         if isinstance(answer, list):
             return Busy(max(0, int(answer[1])))
         return bool(answer)

@@ -77,7 +77,7 @@ def _plan_for(action: Action, began: Began, session_id: str, token: str,
         async def store_continued(turn: PreparedTurn, reply: StoredMessage) -> int:
             message = with_content(old, joined(old.content, reply.content), cut=reply.cut)
             stored = await edits.replace(session_id, last, old_raw, message, token=token,
-                                         epoch=window.epoch)
+                                         epoch=window.epoch, recalled=turn.recalled)
             if stored is True and message.alternatives:
                 turn.alternatives = listing(message)
             return window.length if stored is True else 0
@@ -88,7 +88,7 @@ def _plan_for(action: Action, began: Began, session_id: str, token: str,
         async def store_appended(turn: PreparedTurn, reply: StoredMessage) -> int:
             reply = reply.model_copy(update={"greeting": False})
             stored = await edits.replace(session_id, window.length, None, reply, token=token,
-                                         epoch=window.epoch)
+                                         epoch=window.epoch, recalled=turn.recalled)
             if stored is True:
                 turn.alternatives = listing(reply)
             return window.length + 1 if stored is True else 0
@@ -102,7 +102,7 @@ def _plan_for(action: Action, began: Began, session_id: str, token: str,
     async def store_version(turn: PreparedTurn, reply: StoredMessage) -> int:
         message = with_new_version(previous, reply)
         stored = await edits.replace(session_id, last, previous_raw, message, token=token,
-                                     epoch=window.epoch)
+                                     epoch=window.epoch, recalled=turn.recalled)
         if stored is True:
             turn.alternatives = listing(message)
         return window.length if stored is True else 0

@@ -1,0 +1,59 @@
+"""The words the lexical ranker matches on, for Korean as well as English.
+
+Korean attaches particles to words (사과를, 사과는, 사과가), so a Hangul word is indexed
+as its character bigrams and as the word less one trailing particle: 사과를 and 사과는
+share 사과. Other words are lowercased, English stopwords dropped and the rest
+Snowball-stemmed (promised and promise match). `bench memory` measured the choice:
+recall 0.90 (Korean) against bm25s's own tokenizer's 0.50.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from Stemmer import Stemmer
+
+PARTICLES = tuple(sorted(("은", "는", "이", "가", "을", "를", "에", "에서", "의", "와", "과", "도", "로",
+                          "으로", "랑", "이랑", "한테", "께", "야", "아"), key=len, reverse=True))
+"""Longest first, so 에서 is stripped whole rather than as 서 less 에."""
+
+_WORD = re.compile(r"\w+")
+_HANGUL = re.compile(r"[가-힣]")
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> Stemmer:
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+@lru_cache(maxsize=1)
+def _stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+def strip_particle(word: str) -> str:
+    """The word less one trailing particle, keeping at least one syllable."""
+    for particle in PARTICLES:
+        if word.endswith(particle) and len(word) > len(particle):
+            return word[: -len(particle)]
+    return word
+
+
+def terms(text: str) -> list[str]:
+    stem, stop = _stemmer().stemWord, _stopwords()
+    out: list[str] = []
+    for word in _WORD.findall(text.lower()):
+        if _HANGUL.search(word):
+            out.append(strip_particle(word))
+            if len(word) > 1:
+                out += [word[i:i + 2] for i in range(len(word) - 1)]
+        elif word not in stop and len(word) > 1:
+            out.append(stem(word))
+    return out
