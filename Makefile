@@ -49,7 +49,8 @@ run: install
 # start on loopback (tests/support/redis_cluster.py): the store the stack deploys.
 CLUSTER_TESTS := tests/core tests/sessions tests/characters tests/web tests/gpu tests/ops \
 	tests/chat/test_chat.py tests/chat/test_conversation_control.py \
-	tests/chat/test_sillytavern_chat_files.py tests/openai_compat/test_openai_compat.py
+	tests/chat/test_sillytavern_chat_files.py tests/openai_compat/test_openai_compat.py \
+	tests/memory/test_memory_recall.py tests/memory/test_episode_store.py
 test: chromium install sam-install
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest --redis cluster $(CLUSTER_TESTS)

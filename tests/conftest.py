@@ -85,7 +85,8 @@ def settings_env(
     for name in ("LLM_BASE_URL", "TTS_BASE_URL", "TTS_SERVICE", "CHARACTERS_TABLE", "VOICES_FILE",
                  "MODEL_METADATA", "LLM_SERVICE", "DEFAULT_MODEL", "MAX_TURNS", "AUDIO_BUCKET",
                  "SUMMARIZER_FUNCTION", "SPEECH_FUNCTION", "JWT_SECRET", "JWT_SECRET_ARN",
-                 "LLM_CONTEXT_LENGTH"):
+                 "LLM_CONTEXT_LENGTH", "MEMORY_TOKENS", "MAX_EPISODES", "EPISODE_MESSAGES",
+                 "EMBEDDING_MODEL", "EMBEDDING_BASE_URL", "EMBEDDING_SERVICE", "EMBEDDING_TIMEOUT_S"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("REDIS_KEY_PREFIX", key_prefix)

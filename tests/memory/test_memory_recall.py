@@ -5,6 +5,7 @@ and kept in step with edits and rewinds. On a real Redis, over the scripted upst
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import openai
 from fastapi.testclient import TestClient
@@ -22,12 +23,13 @@ def _filler(n: int) -> str:
     return f"{n}번째 이야기: 오늘은 카페에서 라떼를 마시며 창밖의 비를 한참 동안 바라봤어. 너는 어때?"
 
 
-def _turn(client: TestClient, sid: str, text: str, **extra: object) -> dict:
+def _turn(client: TestClient, sid: str, text: str, **extra: object) -> dict[str, Any]:
     response = client.post("/api/chat", json={"session_id": sid, "max_tokens": MAX_TOKENS,
                                               "messages": [{"role": "user", "content": text}],
                                               **extra})
     assert response.status_code == 200, response.text
-    return response.json()["data"]
+    data: dict[str, Any] = response.json()["data"]
+    return data
 
 
 def _conversation(client: TestClient, sid: str, turns: int = 24) -> None:
@@ -42,10 +44,11 @@ def _system(llm: FakeLLM) -> str:
     return llm.chat_prompts[-1][0]["content"]
 
 
-def _memories(client: TestClient, sid: str) -> dict:
+def _memories(client: TestClient, sid: str) -> dict[str, Any]:
     response = client.get(f"/api/chat/sessions/{sid}/memories")
     assert response.status_code == 200, response.text
-    return response.json()["data"]
+    data: dict[str, Any] = response.json()["data"]
+    return data
 
 
 def test_a_fact_folded_by_the_summary_is_recalled_when_asked(memory_llm: FakeLLM,
@@ -185,7 +188,7 @@ def test_the_openai_sdk_session_turn_recalls_too(memory_llm: FakeLLM, client: Te
     """`/v1` clients re-send the whole history; the server's memory works for them alike."""
     sdk = openai.OpenAI(base_url="http://testserver/v1", api_key="k", max_retries=0,
                         http_client=client)
-    history: list[dict[str, str]] = []
+    history: list[Any] = []
     for text in [_filler(0), FACT, *[_filler(n) for n in range(1, 24)], QUESTION]:
         history.append({"role": "user", "content": text})
         answer = sdk.chat.completions.create(model=memory_llm_model(), messages=history,

@@ -41,6 +41,10 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "summaries_total": ("Summary jobs, by outcome", ("outcome",)),
     "dropped_messages_total": ("Messages left out of a prompt because even a summary could not fit it", ()),
     "speech_failures_total": ("Replies or sentences whose speech failed", ()),
+    "memory_recalls_total": ("Turns whose prompt recalled episodes from memory, by ranker",
+                             ("ranked_by",)),
+    "memory_embedding_failures_total": ("Embedding calls for memory that failed (ranked "
+                                        "lexically, or left without a vector)", ()),
 }
 GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "active_users": ("Users holding a place under the concurrent-user cap", ()),

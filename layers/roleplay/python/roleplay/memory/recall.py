@@ -144,6 +144,7 @@ async def recall(session_id: str, window: Window, *, budget_tokens: int,
     chosen = sorted(_within(order, memory.episodes, budget_tokens - label))
     if not chosen:
         return None
+    metrics.inc("memory_recalls_total", ranked_by=ranked_by)
     block = memory_block([memory.episodes[i].episode.text for i in chosen], language)
     return Recall(block=block, ids=[memory.episodes[i].episode.id for i in chosen],
                   tokens=message_tokens(block), ranked_by=ranked_by)
