@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import openai
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.memory.conftest import MAX_TOKENS
@@ -208,3 +209,39 @@ def memory_llm_model() -> str:
 def test_memory_lists_none_for_a_new_session(memory_llm: FakeLLM, client: TestClient) -> None:
     _turn(client, "m-new", "안녕")
     assert _memories(client, "m-new") == {"session_id": "m-new", "episodes": [], "recalled": []}
+
+
+def test_a_process_reads_a_sessions_episodes_again_only_when_they_changed(
+        memory_llm: FakeLLM, client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from roleplay.memory import recall as memory_recall
+    from roleplay.sessions.store import SessionStore
+    from tests.support.session_keys import session_key
+
+    _conversation(client, "m-cache")
+    key = session_key(client, "m-cache")
+    reads: list[str] = []
+    original = memory_recall._store.read_all
+
+    async def counted(session_id: str) -> Any:
+        reads.append(session_id)
+        return await original(session_id)
+
+    monkeypatch.setattr(memory_recall._store, "read_all", counted)
+
+    async def twice() -> tuple[Any, Any]:
+        window = await SessionStore().read_window(key)
+        window = window.model_copy(update={"messages": [*window.messages[:-1], window.messages[-1]
+                                                        .model_copy(update={"role": "user",
+                                                                            "content": QUESTION})]})
+        first = await memory_recall.recall(key, window, budget_tokens=200, language="ko")
+        second = await memory_recall.recall(key, window, budget_tokens=200, language="ko")
+        moved = window.model_copy(update={"memory_rev": window.memory_rev + 1})
+        await memory_recall.recall(key, moved, budget_tokens=200, language="ko")
+        return first, second
+
+    memory_recall.forget_cached()
+    first, second = asyncio.run(twice())
+    assert first is not None and first == second
+    assert len(reads) == 2, "read once per revision: the second turn used the process's copy"

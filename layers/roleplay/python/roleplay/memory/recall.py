@@ -29,8 +29,9 @@ from roleplay.sessions.store import Window
 
 logger = logging.getLogger("roleplay.memory.recall")
 
-CACHED_SESSIONS = 512
-"""Sessions whose ranked episodes a process keeps; the least recently used go first."""
+CACHED_EPISODES = 20_000
+"""Episodes a process keeps ranked copies of, over all sessions (a few tens of MB at
+most); past it the least recently used sessions' copies go first."""
 
 SEPARATOR_TOKENS = 2
 
@@ -86,8 +87,9 @@ async def _memory_of(session_id: str, rev: int) -> _SessionMemory:
     memory = _SessionMemory(rev, await _store.read_all(session_id))
     _memories[key] = memory
     _memories.move_to_end(key)
-    while len(_memories) > CACHED_SESSIONS:
-        _memories.popitem(last=False)
+    held = sum(len(m.episodes) for m in _memories.values())
+    while held > CACHED_EPISODES and len(_memories) > 1:
+        held -= len(_memories.popitem(last=False)[1].episodes)
     return memory
 
 
