@@ -206,6 +206,9 @@ class Settings(BaseSettings):
     breaker_failures: int = Field(
         default=5, ge=1, description="Failures in a row that open an upstream's circuit breaker.")
     breaker_cooloff_s: float = Field(default=30.0, gt=0, description="How long an open breaker stays open.")
+    breaker_min_users: int = Field(
+        default=2, ge=1, description="Distinct users among the failures in a row that open a "
+        "breaker on timeouts: one user's slow requests never open it for everyone.")
 
     # browsers (issue 15)
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(
@@ -234,6 +237,16 @@ class Settings(BaseSettings):
         default=8 * 1024 * 1024, ge=1024,
         description="Largest card file (PNG, JSON, CHARX) or lorebook that import accepts, and "
         "the most a CHARX's card.json may inflate to.")
+    card_max_depth: int = Field(
+        default=32, ge=4, le=256, description="Deepest nesting of objects and lists a card "
+        "(or lorebook) may hold; deeper is refused at import with 400.")
+    max_characters_per_user: int = Field(
+        default=500, ge=0, description="Characters one user may own; 0 = no bound.")
+    max_card_bytes_per_user: int = Field(
+        default=64 * 1024 * 1024, ge=0, description="Stored character bytes (cards and their "
+        "images) one user may own; 0 = no bound.")
+    multipart_max_parts: int = Field(
+        default=16, ge=1, le=1000, description="Most parts an upload's multipart body may hold.")
 
     # SillyTavern chat files (issue 27)
     sillytavern_import_max_bytes: int = Field(
@@ -273,6 +286,12 @@ class Settings(BaseSettings):
     tts_busy_wait_s: float = Field(
         default=2.0, ge=0, le=60, description="How long a call past that bound waits for a "
         "free place before it is 429 `tts_busy`.")
+    anon_cookies_per_address: int = Field(
+        default=4, ge=1, description="Anonymous cookies one address may be given per "
+        "SESSION_TTL_S; past it, a new client from that address shares the newest one.")
+    audio_link_ttl_s: int = Field(
+        default=3600, ge=60, description="How long a signed audio URL (local audio store) "
+        "stays valid.")
 
     @field_validator("anon_cookie_secret")
     @classmethod
