@@ -1,10 +1,18 @@
 // The playground: one character, one conversation, streamed text and spoken sentences.
-// Open it with ?api=http://host:port to call a Server B on another origin (CORS).
-import { apiClient, describeError } from "./api.js";
+// Open it with ?api=http://host:port to call a Server B on another origin (CORS), and with
+// ?session=<id> to go on with a stored conversation of yours.
+import { ApiError, apiClient, describeError } from "./api.js";
 
-const api = apiClient(new URLSearchParams(location.search).get("api") || "");
+const query = new URLSearchParams(location.search);
+const api = apiClient(query.get("api") || "");
 const $ = (selector) => document.querySelector(selector);
-const state = { sessionId: null, characters: new Map() };
+const NO_SUMMARY = "-1|null|null";
+const state = {
+  sessionId: null, characters: new Map(),
+  memories: new Map(),      // the session's episodes by id, as last listed
+  summaryMark: NO_SUMMARY,  // the summary as last seen (summaryMark), to notice a new one
+  follow: 0,                // bumped to stop waiting for a background summary
+};
 
 // ---- messages -------------------------------------------------------------------------
 
@@ -131,7 +139,12 @@ function finishTurn(item, reply) {
   }
   if ($("#tts-mode").value === "on_click" && reply.content) addSpeakButton(item, reply.content);
   if (reply.greetings?.length > 1) addGreetingSwipes(item, reply);
-  refreshSession();
+  showRecalled(item, reply.memories_recalled);
+  const before = state.summaryMark;
+  refreshSession().then((view) => {
+    // The summary (and the episodes it folds) is saved after the reply, in the background.
+    if (reply.summary_scheduled && view && summaryMark(view) === before) followSummary(before);
+  });
 }
 
 // ---- conversation control (issue 18): regenerate, versions, edit, delete, continue ---------
@@ -239,10 +252,13 @@ function addSpeakButton(item, content) {
   item.append(button);
 }
 
+// Re-reads the session's figures and its memory; the view, or null when it failed.
 async function refreshSession() {
-  if (!state.sessionId) return;
+  const id = state.sessionId;
+  if (!id) return null;
   try {
-    const view = await api.getSession(state.sessionId);
+    const view = await api.getSession(id);
+    if (id !== state.sessionId) return null;
     const t = view.tokens;
     $("#tokens").textContent = `전체 ${t.transcript} · 요약 ${t.summary} · 워터마크 이후 ${t.after_watermark}`
       + ` / 최대 ${t.max_context} (모델 토큰 비율 ${t.ratio.toFixed(2)})`;
@@ -250,9 +266,132 @@ async function refreshSession() {
       ? "없음" : `메시지 ${view.summary_upto + 1}개까지 요약됨`;
     $("#summary").textContent = view.summary || (view.summary_error
       ? `요약 실패: ${view.summary_error}` : "(아직 없음)");
+    state.summaryMark = summaryMark(view);
+    await refreshMemories();
+    return view;
+  } catch (error) {
+    showError(error);
+    return null;
+  }
+}
+
+function summaryMark(view) {
+  return `${view.summary_upto}|${view.summary_at}|${view.summary_error}`;
+}
+
+// Polls (for half a minute at most) until the summary a turn started is saved or fails.
+async function followSummary(before) {
+  const ticket = ++state.follow;
+  for (let tries = 0; tries < 30; tries++) {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    if (ticket !== state.follow) return;
+    const view = await refreshSession();
+    if (!view || summaryMark(view) !== before) return;
+  }
+}
+
+// ---- memory (issue 28): the episodes a summary folded, and what each turn recalled ------
+
+// GET or DELETE under the session's `/memories`, with api.js's envelope and errors.
+async function memories(method, suffix = "") {
+  const url = `${api.base}/api/chat/sessions/${encodeURIComponent(state.sessionId)}/memories${suffix}`;
+  let response;
+  try {
+    response = await fetch(url, { method, credentials: "include" });
+  } catch (cause) {
+    throw new ApiError(0, "network_error", String(cause.message || cause));
+  }
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    throw new ApiError(response.status, body?.error?.code ?? "http_error",
+                       body?.error?.message ?? response.statusText, response.headers.get("Retry-After"));
+  }
+  return body.data;
+}
+
+async function refreshMemories() {
+  const id = state.sessionId;
+  if (!id) return;
+  try {
+    const listing = await memories("GET");
+    if (id === state.sessionId) renderMemories(listing);
   } catch (error) {
     showError(error);
   }
+}
+
+const clock = (seconds) => new Date(seconds * 1000).toLocaleString("ko-KR", {
+  month: "numeric", day: "numeric", hour: "numeric", minute: "2-digit", second: "2-digit" });
+// Transcript indexes from 0, shown as the messages' numbers from 1.
+const span = (episode) => episode.first === episode.last
+  ? `메시지 ${episode.first + 1}` : `메시지 ${episode.first + 1}–${episode.last + 1}`;
+
+function renderMemories({ episodes, recalled }) {
+  state.memories = new Map(episodes.map((episode) => [episode.id, episode]));
+  const last = new Set(recalled);
+  $("#memory-count").textContent = episodes.length
+    ? `${episodes.length}개 · 지난 턴에 떠올린 기억 ${episodes.filter((e) => last.has(e.id)).length}개`
+    : "없음 (요약이 대화를 접으면 생겨요)";
+  $("#memories").replaceChildren(...episodes.map((episode) => memoryItem(episode, last.has(episode.id))));
+  for (const note of document.querySelectorAll(".recalled-note")) fillRecalled(note);
+}
+
+function memoryItem(episode, recalled) {
+  const item = document.createElement("li");
+  item.className = recalled ? "memory recalled" : "memory";
+  item.dataset.id = episode.id;
+  item.dataset.recalled = String(recalled);
+  item.innerHTML = `<div class="meta"><span class="span"></span></div><div class="text"></div>
+                    <div class="meta when"></div>`;
+  item.querySelector(".span").textContent = span(episode);
+  if (recalled) {
+    const mark = document.createElement("span");
+    mark.className = "recalled-mark";
+    mark.textContent = " · ★ 지난 턴에 떠올림";
+    item.querySelector(".meta").append(mark);
+  }
+  item.querySelector(".text").textContent = episode.text;
+  item.querySelector(".when").textContent = episode.last_recalled_at
+    ? `마지막으로 떠올린 때: ${clock(episode.last_recalled_at)}` : "아직 떠올린 적 없음";
+  item.querySelector(".when").title = `만든 때: ${clock(episode.created_at)} · ${episode.tokens} 토큰`
+    + (episode.embedded ? " · 임베딩 있음" : "");
+  item.append(button("잊기", () => forgetMemory(episode.id)));
+  return item;
+}
+
+async function forgetMemory(id) {
+  if (!confirm("이 기억을 잊을까요? 다음 턴부터 떠올리지 않아요.")) return;
+  try {
+    await memories("DELETE", `/${encodeURIComponent(id)}`);
+  } finally {
+    await refreshSession();  // gone, or (404) already gone: the list shows what is kept
+  }
+}
+
+// Under a reply: which episodes its prompt recalled, their texts when opened.
+function showRecalled(item, ids) {
+  item.querySelector(".recalled-note")?.remove();
+  if (!ids?.length) return;
+  const note = document.createElement("details");
+  note.className = "note recalled-note";
+  note.dataset.ids = ids.join(" ");
+  note.innerHTML = "<summary></summary><ol></ol>";
+  note.querySelector("summary").textContent = `★ 기억 ${ids.length}개를 떠올렸어요`;
+  item.querySelector(".audio").after(note);
+  fillRecalled(note);
+}
+
+function fillRecalled(note) {
+  const lines = note.dataset.ids.split(" ").map((id) => {
+    const episode = state.memories.get(id);
+    return episode ? `${span(episode)}: ${episode.text}` : "(목록에 없는 기억: 잊었거나 아직 불러오는 중)";
+  });
+  note.querySelector("ol").replaceChildren(...lines.map((line) => {
+    const entry = document.createElement("li");
+    entry.textContent = line;
+    return entry;
+  }));
+  note.title = lines.join("\n\n");
 }
 
 // ---- characters, errors, wiring ---------------------------------------------------------
@@ -272,10 +411,14 @@ async function loadCharacters(selectId) {
   if (selectId) select.value = selectId;
 }
 
-function newSession(greetingIndex = 0) {
+function clearSession() {
   state.sessionId = null;
+  state.memories = new Map();
+  state.summaryMark = NO_SUMMARY;
+  state.follow++;
   $("#messages").replaceChildren();
-  for (const id of ["#session-id", "#model", "#usage", "#tokens", "#watermark", "#summary"]) {
+  $("#memories").replaceChildren();
+  for (const id of ["#session-id", "#model", "#usage", "#tokens", "#watermark", "#summary", "#memory-count"]) {
     $(id).textContent = "—";
   }
   const id = $("#character").value;
@@ -284,7 +427,36 @@ function newSession(greetingIndex = 0) {
     $("#export-png").href = api.exportUrl(id, "png");
     $("#export-json").href = api.exportUrl(id, "json");
   }
+}
+
+function newSession(greetingIndex = 0) {
+  clearSession();
+  const id = $("#character").value;
   if (state.characters.get(id)?.first_message) runTurn([], { greeting_index: greetingIndex });
+}
+
+// ?session=<id>: the stored conversation, its controls and memory, ready to go on.
+async function openSession(sessionId) {
+  const view = await api.getSession(sessionId);
+  $("#character").value = state.characters.has(view.character_id) ? view.character_id : "";
+  clearSession();
+  state.sessionId = view.session_id;
+  $("#session-id").textContent = view.session_id;
+  for (const message of view.messages) {
+    if (message.role !== "user" && message.role !== "assistant") continue;
+    const item = addMessage(message.role, message.content);
+    item.dataset.messageId = message.id;
+    if (message.role === "assistant") item.dataset.done = "true";
+    if (message.alternatives?.length > 1) {
+      addAlternatives(item, message.alternatives.map((content, index) => (
+        { index, content, selected: index === message.selected })));
+    }
+  }
+  const last = $("#messages").lastElementChild;
+  const reply = last?.classList.contains("assistant") ? last : null;
+  addControls(reply);
+  if (reply) showRecalled(reply, view.memories_recalled);
+  await refreshSession();
 }
 
 async function importCard(event) {
@@ -366,6 +538,8 @@ $("#character").addEventListener("change", () => newSession());
 $("#new-session").addEventListener("click", () => newSession());
 $("#card-file").addEventListener("change", importCard);
 $("#persona-form").addEventListener("submit", savePersona);
-loadCharacters().catch(showError);
+loadCharacters().catch(showError)
+  .then(() => query.get("session") && openSession(query.get("session")))
+  .catch(showError);
 loadPersona().catch(showError);
 document.body.dataset.ready = "true";

@@ -2,12 +2,15 @@
 running as its own process with the real llama.cpp (SmolLM2) and eSpeak NG.
 
 `PLAYGROUND_SCREENSHOT=docs/playground.png` saves the page after a Korean turn there.
+The memory panel's test talks to the scripted upstream (tests/support/fake_llm.py) instead,
+so that a long conversation folds into episodes in seconds and the same ones are recalled.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,9 @@ from starlette.staticfiles import StaticFiles
 
 from local_runner.playground import PAGE_DIR
 from tests.conftest import RUN_ID
+from tests.memory.test_memory_recall import FACT, QUESTION, _filler
 from tests.support.browser import chromium, wait_for
+from tests.support.fake_llm import FakeLLM
 from tests.support.server_process import server_b_process
 from tests.support.upstream_server import closed_port_url, serve, silent_socket
 
@@ -248,3 +253,162 @@ def test_upstream_failures_and_the_cap_are_explained(browser: Any, redis_url: st
                 browser.find_element(By.ID, "new-session").click()
                 refused = _send(browser, "안녕?")["error"] or ""
                 assert "최대 동시 접속자 수(1명)에 도달했습니다" in refused, refused
+
+
+# tests/memory's small context: a few turns fold into a summary, and its turns into episodes.
+MEMORY_ENV = {"MAX_CONTEXT_TOKENS": "1024", "RECENT_TURNS_TO_KEEP": "4", "SUMMARY_RETRY_AFTER_S": "0",
+              "MEMORY_TOKENS": "200", "EMBEDDING_MODEL": "", "EMBEDDING_BASE_URL": "",
+              "EMBEDDING_SERVICE": ""}
+
+
+@pytest.fixture(scope="module")
+def memory_server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with serve(FakeLLM().app()) as upstream:
+        env = _env(redis_url, tmp_path_factory.mktemp("audio"), LLM_BASE_URL=upstream, **MEMORY_ENV)
+        with server_b_process(env) as served:
+            yield served.base_url
+
+
+def _console_errors(browser: Any) -> list[str]:
+    """The console's errors since the last call (reading the log empties it)."""
+    return [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def _panel(browser: Any) -> dict[str, Any]:
+    panel: dict[str, Any] = browser.execute_script("""
+        const items = [...document.querySelectorAll('#memories li')];
+        return {count: document.querySelector('#memory-count').textContent,
+                ids: items.map(li => li.dataset.id),
+                recalled: items.filter(li => li.dataset.recalled === 'true').map(li => li.dataset.id),
+                spans: items.map(li => li.querySelector('.span').textContent),
+                whens: items.map(li => li.querySelector('.when').textContent),
+                texts: items.map(li => li.querySelector('.text').textContent)};""")
+    return panel
+
+
+def _note(browser: Any) -> dict[str, Any] | None:
+    """The recalled-memories note under the last reply, opened."""
+    note: dict[str, Any] | None = browser.execute_script("""
+        const note = [...document.querySelectorAll('.msg.assistant')].pop()?.querySelector('.recalled-note');
+        if (!note) return null;
+        note.open = true;
+        return {ids: note.dataset.ids.split(' '), summary: note.querySelector('summary').textContent,
+                items: [...note.querySelectorAll('li')].map(li => li.textContent)};""")
+    return note
+
+
+def _as_the_page(browser: Any, server: str) -> httpx.Client:
+    """A client that is the same anonymous user as the page: its cookie, once this server has
+    set it (one from an earlier test's server, on the same host, is not valid here)."""
+    browser.execute_async_script("fetch(arguments[0] + '/api/users/me/persona', {credentials: 'include'})"
+                                 ".finally(arguments[1])", server)
+    cookie = browser.get_cookie("rp_anon")
+    assert cookie, "the server set no anonymous cookie"
+    return httpx.Client(base_url=server, cookies={"rp_anon": cookie["value"]}, timeout=30)
+
+
+def _forget_in_page(browser: Any, episode_id: str) -> None:
+    browser.execute_script("window.confirm = () => true; document.querySelector("
+                           "`#memories li[data-id='${arguments[0]}'] button`).click()", episode_id)
+
+
+def _settled(browser: Any, api: httpx.Client, sid: str) -> list[str]:
+    """Waits until the panel lists what the API does, and that has held for a second (a
+    background summary may still be saving episodes); the episode ids."""
+    deadline = time.monotonic() + 60
+    while True:
+        listed = [e["id"] for e in api.get(f"/api/chat/sessions/{sid}/memories").json()["data"]["episodes"]]
+        time.sleep(1)
+        again = [e["id"] for e in api.get(f"/api/chat/sessions/{sid}/memories").json()["data"]["episodes"]]
+        if listed == again == _panel(browser)["ids"]:
+            return again
+        assert time.monotonic() < deadline, (again, _panel(browser))
+
+
+def test_the_memory_panel_shows_recalls_and_forgets_episodes(browser: Any, memory_server: str) -> None:
+    _open(browser, memory_server + "/")
+    _console_errors(browser)  # what earlier tests left in the log
+    sid = f"pg-memory-{RUN_ID}"
+    # The conversation through the API, as the browser's own client (its cookie): the fact
+    # in the second turn, filler until the summary has folded it, then the question.
+    with _as_the_page(browser, memory_server) as api:
+        def turn(text: str) -> dict[str, Any]:
+            response = api.post("/api/chat", json={
+                "session_id": sid, "max_tokens": 64, "tts_enabled": False,
+                "messages": [{"role": "user", "content": text}]})
+            assert response.status_code == 200, response.text
+            return dict(response.json()["data"])
+
+        for text in [_filler(0), FACT, *[_filler(n) for n in range(1, 24)]]:
+            turn(text)
+        deadline = time.monotonic() + 60
+        while (view := api.get(f"/api/chat/sessions/{sid}").json()["data"])["summary_upto"] < 3 \
+                or not view["episodes"]:  # summaries run after the response, in the background
+            assert time.monotonic() < deadline, view
+            time.sleep(0.2)
+        asked = turn(QUESTION)
+        assert asked["memories_recalled"], "the API recalled nothing: no note to show"
+
+        # The page opens the stored conversation: its memory, and the recall of its last turn.
+        _open(browser, f"{memory_server}/?session={sid}")
+        wait_for(browser, f"document.querySelector('#session-id').textContent === {json.dumps(sid)}"
+                          " && document.querySelectorAll('#memories li').length > 0", 30)
+        ids = _settled(browser, api, sid)
+        panel = _panel(browser)
+        assert panel["count"].startswith(f"{len(ids)}개"), panel["count"]
+        assert all(span.startswith("메시지 ") for span in panel["spans"]), panel["spans"]
+        assert any("나비" in text for text in panel["texts"])
+        assert browser.execute_script("return document.querySelectorAll('.msg').length") == 2 * 26
+        opened = _note(browser)
+        assert opened and opened["ids"] == asked["memories_recalled"], opened
+        assert set(panel["recalled"]) == set(asked["memories_recalled"])
+
+        # A streamed turn typed in the page: its note, the panel's markers, the API agree.
+        _set(browser, "tts-mode", "off")
+        reply = _send(browser, QUESTION + " 정말?")
+        assert reply["error"] is None and reply["done"], reply
+        note = wait_for(browser, "(() => { const n = [...document.querySelectorAll('.msg.assistant')]"
+                                 ".pop().querySelector('.recalled-note');"
+                                 " return n && n.dataset.ids; })()", 30)
+        ids = _settled(browser, api, sid)
+        listing = api.get(f"/api/chat/sessions/{sid}/memories").json()["data"]
+        assert note.split(" ") == listing["recalled"], (note, listing["recalled"])
+        streamed = _note(browser)
+        assert streamed is not None
+        assert streamed["summary"] == f"★ 기억 {len(listing['recalled'])}개를 떠올렸어요"
+        assert any("나비" in item for item in streamed["items"]), streamed
+        panel = _panel(browser)
+        assert panel["recalled"] == [i for i in ids if i in listing["recalled"]]
+        for episode_id, when in zip(panel["ids"], panel["whens"], strict=True):
+            if episode_id in listing["recalled"]:
+                assert when.startswith("마지막으로 떠올린 때"), when
+
+        # Forget the episode that holds the fact: gone from the panel and from the API.
+        fact = next(e["id"] for e in listing["episodes"] if "나비" in e["text"])
+        _forget_in_page(browser, fact)
+        wait_for(browser, f"document.querySelectorAll('#memories li').length === {len(ids) - 1}", 30)
+        after = [e["id"] for e in api.get(f"/api/chat/sessions/{sid}/memories").json()["data"]["episodes"]]
+        assert after == [i for i in ids if i != fact] == _panel(browser)["ids"]
+        assert _panel(browser)["count"].startswith(f"{len(ids) - 1}개")
+        assert api.get(f"/api/chat/sessions/{sid}").json()["data"]["episodes"] == len(ids) - 1
+        assert browser.execute_script("return document.querySelector('#error').hidden")
+    assert _console_errors(browser) == []
+
+
+def test_forgetting_a_memory_already_gone_is_explained(browser: Any, memory_server: str) -> None:
+    """Forgotten elsewhere (another tab): the page says so and lists what is kept."""
+    _open(browser, memory_server + "/")
+    _set(browser, "tts-mode", "off")
+    for text in [_filler(0), FACT, *[_filler(n) for n in range(1, 12)]]:
+        assert _send(browser, text)["error"] is None
+    sid = browser.execute_script("return document.querySelector('#session-id').textContent")
+    with _as_the_page(browser, memory_server) as api:
+        ids = _settled(browser, api, sid)
+        assert ids, "the page followed its turns' summaries into the panel"
+        gone = api.delete(f"/api/chat/sessions/{sid}/memories/{ids[0]}")
+        assert gone.status_code == 200, gone.text
+        _forget_in_page(browser, ids[0])
+        message = wait_for(browser, "!document.querySelector('#error').hidden"
+                                    " && document.querySelector('#error').textContent", 30)
+        assert "404" in message and "memory" in message
+        wait_for(browser, f"document.querySelectorAll('#memories li').length === {len(ids) - 1}", 30)
