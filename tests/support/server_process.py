@@ -32,6 +32,29 @@ class ServedApp(NamedTuple):
 
 
 @contextmanager
+def command_process(command: list[str], ready_url: str, *, env: dict[str, str] | None = None,
+                    cwd: Path | None = None, any_status: bool = False,
+                    start_timeout_s: float = START_TIMEOUT_S) -> Iterator[subprocess.Popen[bytes]]:
+    """Runs `command` until the block ends; yields once `ready_url` answers 200 (any status
+    with `any_status`). Its output goes to a file, not a pipe nobody drains, so a chatty
+    child never blocks on it, and the file's tail explains a child that exits early."""
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=output)
+        try:
+            _wait_until_ready(process, ready_url, output, any_status=any_status,
+                              timeout_s=start_timeout_s)
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+@contextmanager
 def uvicorn_process(app: str, env: dict[str, str], *, factory: bool = False,
                     ready_path: str = "/", root: Path = ROOT) -> Iterator[ServedApp]:
     """Serves `app` ("module:attribute") with `env` over this process's environment until
@@ -40,24 +63,13 @@ def uvicorn_process(app: str, env: dict[str, str], *, factory: bool = False,
     port = free_port()
     child_env = {**os.environ, **env,
                  "PYTHONPATH": f"{root}{os.pathsep}{root / 'layers/roleplay/python'}"}
-    # stderr goes to a file, not a pipe nobody drains, so a chatty child never blocks on it
-    with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", app, *(["--factory"] if factory else []),
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-             "--no-proxy-headers"],
-            cwd=root, env=child_env, stdout=subprocess.DEVNULL, stderr=stderr)
-        served = ServedApp(f"http://127.0.0.1:{port}", process.pid)
-        try:
-            _wait_until_ready(process, served.base_url + ready_path, stderr, any_status=ready_path == "/")
-            yield served
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+    base_url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "uvicorn", app, *(["--factory"] if factory else []),
+               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+               "--no-proxy-headers"]
+    with command_process(command, base_url + ready_path, env=child_env, cwd=root,
+                         any_status=ready_path == "/") as process:
+        yield ServedApp(base_url, process.pid)
 
 
 @contextmanager
@@ -70,8 +82,8 @@ def server_b_process(env: dict[str, str], *, root: Path = ROOT) -> Iterator[Serv
 
 
 def _wait_until_ready(process: subprocess.Popen[bytes], url: str, stderr: IO[bytes], *,
-                      any_status: bool) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+                      any_status: bool, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
             stderr.seek(0)
@@ -85,5 +97,5 @@ def _wait_until_ready(process: subprocess.Popen[bytes], url: str, stderr: IO[byt
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not answer in {START_TIMEOUT_S:.0f} s")
+            raise RuntimeError(f"{url} did not answer in {timeout_s:.0f} s")
         time.sleep(0.05)
