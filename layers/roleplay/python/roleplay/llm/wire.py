@@ -5,6 +5,8 @@ limits), one pooled httpx client per event loop with separate connect and read t
 and the translation of every upstream failure into the API's errors: unreachable → 502
 `upstream_unavailable`, too slow → 504, an error answer → 502 carrying the upstream's own
 message, a prompt refused as too long → `ContextOverflow` with what the refusal says.
+Our own connection pool full is a 502 `upstream_unavailable` too, marked (`details.cause`
+`pool_exhausted`) so the upstream's breaker does not count it against the upstream.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import httpx
 from roleplay.core import metrics
 from roleplay.core.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from roleplay.core.http_pool import pooled_http
+from roleplay.ops.failover import POOL_EXHAUSTED
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,12 @@ async def upstream_call(name: str) -> AsyncIterator[None]:
     started = time.perf_counter()
     try:
         yield
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+    except httpx.PoolTimeout:
+        # every pooled connection is busy: our own bound, not the upstream failing, so it
+        # never counts against the upstream's breaker (`ops.failover`)
+        raise UpstreamUnavailable(f"{name}: every connection to it is in use; try again shortly",
+                                  details={"cause": POOL_EXHAUSTED}) from None
+    except (httpx.ConnectError, httpx.ConnectTimeout) as error:
         raise UpstreamUnavailable(f"{name} is unreachable: {error or type(error).__name__}") from None
     except httpx.TimeoutException:
         raise UpstreamTimeout(f"{name} did not answer in time") from None

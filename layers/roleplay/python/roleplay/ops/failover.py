@@ -6,11 +6,22 @@ after a short jitter: on the next base URL when several are configured
 (`LLM_BASE_URLS`, `TTS_BASE_URLS`), else on the same one. Nothing is retried once a
 streamed reply has begun, nor after a timeout (the upstream may have done the work).
 
-Each base URL has a breaker: BREAKER_FAILURES failures in a row (connect errors,
-timeouts, 5xx answers; not answers that are merely unusable) open it for
-BREAKER_COOLOFF_S, during which no request is sent there; then one request may try it
-again. Its state is in Redis so every instance sees it,
-read through a one-second cache so a healthy upstream costs no round trip per call.
+Each base URL has a breaker, about the upstream and not about any one caller. It opens
+for BREAKER_COOLOFF_S after BREAKER_FAILURES failures in a row (no success between):
+- failures that say the server cannot serve anyone (unreachable, a 502 or 503) open it
+  on their own;
+- failures a request can bring on itself (a timeout, as a huge `max_tokens` or a long
+  prompt does, or another 5xx) open it only when the run holds failures of at least
+  BREAKER_MIN_USERS callers (the signed-in user, or the anonymous client, the request's
+  log line names), so one user's slow requests never pause the upstream for everyone;
+- a full connection pool (our own, not the upstream's) and unusable answers never count.
+
+An open breaker closes only when its time is up: a success ends a run of failures but
+never an open state (a reply to a request sent before the breaker opened, while an
+instance's cache still said closed, proves little), compared and set in one script.
+No request is sent to an open upstream; after the cool-off, requests may try it again.
+The state is in Redis so every instance sees it, read through a one-second cache so a
+healthy upstream costs no round trip per call.
 """
 
 from __future__ import annotations
@@ -21,8 +32,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
+from roleplay.core import request_context
 from roleplay.core.errors import ApiError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from roleplay.core.lua_script import LuaScript
 from roleplay.core.redis_client import get_redis
@@ -34,18 +46,47 @@ RETRY_STATUSES = frozenset({502, 503})
 CACHE_S = 1.0
 JITTER_S = (0.05, 0.25)
 
-# KEYS: the breaker hash. ARGV: failures that open it, cool-off s, now. Answers the time it
-# is open until (0 while still closed).
+# KEYS: the breaker hash. ARGV: 1 failures that open it, 2 cool-off s, 3 now, 4 the
+# failure's kind ('down' counts on its own, 'failed' only among enough callers), 5 the
+# caller, 6 callers needed. A failure while open changes nothing. Opening clears the run.
+# Answers the time it is open until (0 while still closed).
 _FAILED = LuaScript("""
+local now = tonumber(ARGV[3])
+local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+if open_until > now then return tostring(open_until) end
 local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+local down = tonumber(redis.call('HGET', KEYS[1], 'down') or '0')
+if ARGV[4] == 'down' then down = redis.call('HINCRBY', KEYS[1], 'down', 1) end
+local callers = tonumber(redis.call('HGET', KEYS[1], 'callers') or '0')
+if redis.call('HSETNX', KEYS[1], 'caller:' .. ARGV[5], '1') == 1 then
+  callers = redis.call('HINCRBY', KEYS[1], 'callers', 1)
+end
+local needed = tonumber(ARGV[1])
 local until_ = 0
-if failures >= tonumber(ARGV[1]) then
-  until_ = tonumber(ARGV[3]) + tonumber(ARGV[2])
-  redis.call('HSET', KEYS[1], 'open_until', tostring(until_), 'failures', 0)
+if down >= needed or (failures >= needed and callers >= tonumber(ARGV[6])) then
+  until_ = now + tonumber(ARGV[2])
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'open_until', tostring(until_))
 end
 redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) * 10))
 return tostring(until_)
 """)
+
+# KEYS: the breaker hash. ARGV: now. A success ends the run of failures, unless the
+# breaker is open: then nothing changes (it closes when its time is up). Answers the time
+# it is open until (0: closed).
+_SUCCEEDED = LuaScript("""
+local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+if open_until > tonumber(ARGV[1]) then return tostring(open_until) end
+redis.call('DEL', KEYS[1])
+return '0'
+""")
+
+UNKNOWN_CALLER = "-"
+"""Calls made outside a request (a background summary, a probe): one caller between them."""
+POOL_EXHAUSTED = "pool_exhausted"
+"""An `UpstreamUnavailable`'s `details["cause"]` when our own connection pool was full."""
+Fault = Literal["down", "failed"]
 
 
 @dataclass(frozen=True)
@@ -75,11 +116,19 @@ async def breaker_state(url: str) -> BreakerState:
     return state
 
 
-async def _failed(url: str) -> None:
+def _caller() -> str:
+    """Who the current call is for: the user the request's log line names (hashed)."""
+    record = request_context.current()
+    user = record.fields.get("user") if record is not None else None
+    return str(user) if user else UNKNOWN_CALLER
+
+
+async def _failed(url: str, fault: Fault) -> None:
     settings = get_settings()
     key = _key(url)
-    until = float(await _FAILED([key], [settings.breaker_failures, settings.breaker_cooloff_s,
-                                        time.time()]))
+    until = float(await _FAILED([key], [
+        settings.breaker_failures, settings.breaker_cooloff_s, time.time(), fault, _caller(),
+        settings.breaker_min_users]))
     cached = _cache.get(key)
     failures = (cached[0].failures if cached else 0) + 1
     _cache[key] = (BreakerState(0 if until else failures, until), time.monotonic() + CACHE_S)
@@ -88,24 +137,42 @@ async def _failed(url: str) -> None:
 async def _succeeded(url: str) -> None:
     key = _key(url)
     cached = _cache.get(key)
+    until = 0.0
     if cached is None or cached[0].failures or cached[0].open_until:
-        await (await get_redis()).delete(key)
-    _cache[key] = (BreakerState(0, 0.0), time.monotonic() + CACHE_S)
+        until = float(await _SUCCEEDED([key], [time.time()]))
+    _cache[key] = (BreakerState(0, until), time.monotonic() + CACHE_S)
 
 
-def _counts_as_failure(error: ApiError) -> bool:
-    if isinstance(error, UpstreamUnavailable | UpstreamTimeout):
-        return True
-    status = (error.details or {}).get("upstream_status") if isinstance(error.details, dict) else None
-    # An answer we cannot use (not JSON, silent audio) is about that request, not the server.
-    return isinstance(error, UpstreamError) and status is not None and int(status) >= 500
+def _status(error: ApiError) -> int | None:
+    details = error.details if isinstance(error.details, dict) else {}
+    status = details.get("upstream_status")
+    return int(status) if status is not None else None
+
+
+def _local(error: ApiError) -> bool:
+    return isinstance(error.details, dict) and error.details.get("cause") == POOL_EXHAUSTED
+
+
+def _fault(error: ApiError) -> Fault | None:
+    """What a failure says about the upstream: `down` (it serves nobody), `failed` (maybe
+    this request's own doing), or nothing (an answer we cannot use is about that request;
+    a full pool is ours)."""
+    if _local(error):
+        return None
+    if isinstance(error, UpstreamUnavailable):
+        return "down"
+    if isinstance(error, UpstreamTimeout):
+        return "failed"
+    status = _status(error)
+    if not isinstance(error, UpstreamError) or status is None or status < 500:
+        return None
+    return "down" if status in RETRY_STATUSES else "failed"
 
 
 def _retryable(error: ApiError) -> bool:
     if isinstance(error, UpstreamUnavailable):
-        return True
-    status = (error.details or {}).get("upstream_status") if isinstance(error.details, dict) else None
-    return isinstance(error, UpstreamError) and status in RETRY_STATUSES
+        return not _local(error)
+    return isinstance(error, UpstreamError) and _status(error) in RETRY_STATUSES
 
 
 async def with_failover(name: str, urls: Sequence[str], call: Callable[[str], Awaitable[T]]) -> T:
@@ -124,8 +191,9 @@ async def with_failover(name: str, urls: Sequence[str], call: Callable[[str], Aw
         try:
             result = await call(url)
         except ApiError as error:
-            if _counts_as_failure(error):
-                await _failed(url)
+            fault = _fault(error)
+            if fault is not None:
+                await _failed(url, fault)
             if not _retryable(error) or attempt == len(attempts) - 1:
                 raise
             await asyncio.sleep(random.uniform(*JITTER_S))
