@@ -5,7 +5,9 @@ The user's message is stored before the upstream is called, so an upstream failu
 loses nothing and a retry completes it. The reply is stored right after the message it
 answers (or in place, for regenerate and continue), or dropped if the session was
 deleted meanwhile. A turn that ends past the threshold schedules a summary off the
-request path (`background_jobs`).
+request path (`background_jobs`). While the upstream is called and while the reply
+streams, the turn's short lease is renewed in the background (`keep_turn`), so a long
+generation keeps its session and a dead process frees it within `TURN_LEASE_S`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from roleplay.core.identity import ANONYMOUS, User
 from roleplay.core.settings import get_settings
 from roleplay.core.token_counter import count_tokens
 from roleplay.llm.client import Completion, CompletionRequest, StreamChunk, Usage, llm_client
+from roleplay.sessions.turn import LeaseKeeper
 from roleplay.speech import tts_service
 from roleplay.speech.text import spoken_text
 from roleplay.speech.voice_catalog import voice_for_character
@@ -56,10 +59,32 @@ def _usage(turn: PreparedTurn, content: str, usage: Usage | None) -> ChatUsage:
     return ChatUsage(prompt_tokens=prompt, completion_tokens=completion, estimated=estimated)
 
 
-async def keep_turn(turn: PreparedTurn) -> bool:
-    """Extends the turn's hold on its session while its reply is still streaming (a long
-    generation outlives `TURN_LEASE_S`); False when the hold is already lost."""
-    return await sessions.renew_turn(turn.claim.lease)
+def keep_turn(turn: PreparedTurn) -> LeaseKeeper:
+    """The turn's hold on its session, renewed in the background while its reply is being
+    generated (a long generation outlives the short `TURN_LEASE_S`)."""
+    return LeaseKeeper(sessions, turn.claim.lease)
+
+
+class HeldStream:
+    """A turn's streamed reply that keeps the turn's lease while it is read: renewed until
+    it is closed, or until nobody has read it for `LLM_READ_TIMEOUT_S` (a consumer gone
+    without closing it). Closing it closes the upstream stream."""
+
+    def __init__(self, chunks: AsyncIterator[StreamChunk], keeper: LeaseKeeper) -> None:
+        self.chunks = chunks
+        self.keeper = keeper
+        keeper.watch_idle(get_settings().llm_read_timeout_s)
+
+    def __aiter__(self) -> HeldStream:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        with self.keeper.reading():
+            return await anext(self.chunks)
+
+    async def aclose(self) -> None:
+        self.keeper.stop()
+        await self.chunks.aclose()  # type: ignore[attr-defined]
 
 
 async def finish_turn(
@@ -147,9 +172,10 @@ async def complete_turn(turn: PreparedTurn) -> tuple[PreparedTurn, Completion]:
     a refusal as too long is planned again and resent once); a failure releases the turn.
     Answers the turn as it was finally planned."""
     try:
-        plan, completion = await send_within_context(
-            turn.plan, turn.model,
-            lambda plan: llm_client().complete(_upstream_request(turn, plan)))
+        async with keep_turn(turn):
+            plan, completion = await send_within_context(
+                turn.plan, turn.model,
+                lambda plan: llm_client().complete(_upstream_request(turn, plan)))
     except BaseException:
         await abandon_turn(turn.claim)
         raise
@@ -161,17 +187,20 @@ async def start_turn_stream(
 ) -> tuple[PreparedTurn, AsyncIterator[StreamChunk], StreamChunk]:
     """`complete_turn` streamed: the upstream is reached and its first chunk read before
     the caller sends a byte, so a refusal is planned again and resent, and any other
-    failure is a plain error (the turn released), not a broken stream."""
+    failure is a plain error (the turn released), not a broken stream. The chunks come
+    as a `HeldStream`, which keeps the turn's lease until the caller closes it."""
     async def start(plan: ContextPlan) -> tuple[AsyncIterator[StreamChunk], StreamChunk]:
         chunks = llm_client().stream(_upstream_request(turn, plan))
         return chunks, await anext(chunks)
 
+    keeper = keep_turn(turn).start()
     try:
         plan, (chunks, first) = await send_within_context(turn.plan, turn.model, start)
     except BaseException:
+        keeper.stop()
         await abandon_turn(turn.claim)
         raise
-    return replace(turn, plan=plan), chunks, first
+    return replace(turn, plan=plan), HeldStream(chunks, keeper), first
 
 
 async def chat_turn(request: ChatRequest, user: User, jobs: JobRunner | None = None, *,

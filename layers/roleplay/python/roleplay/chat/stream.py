@@ -6,7 +6,8 @@ spoken), or `error` if the upstream fails mid-stream or the reply cannot be stor
 (Redis down: `redis_unavailable`). A client that leaves stops the upstream request,
 and what was generated is stored, marked `cut`. A retry of a turn already answered
 streams the stored reply as one `delta` and `done` (with `replayed`). A generation that
-runs longer than `TURN_LEASE_S` keeps its session's lease: it is renewed as chunks come.
+runs longer than `TURN_LEASE_S` keeps its session's lease: the chunks come as a
+`chat.service.HeldStream`, which renews it in the background until the relay closes it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 
 import anyio
@@ -27,7 +27,6 @@ from roleplay.chat.preparation import PreparedTurn, prepare
 from roleplay.chat.service import (
     chat_turn_from_greeting,
     finish_turn,
-    keep_turn,
     reply_for,
     start_turn_stream,
 )
@@ -101,19 +100,12 @@ async def relay(
     closing: StreamChunk | None = None
     finished = False
     pending: asyncio.Future[StreamChunk | None] | None = None
-    renew_every = settings.turn_lease_s / 3
-    renew_at = time.monotonic() + renew_every
     try:
         chunk: StreamChunk | None = first
         while chunk is not None:
             if chunk.done:
                 closing = chunk
                 break
-            if time.monotonic() >= renew_at:
-                renew_at = time.monotonic() + renew_every
-                if not await keep_turn(turn):
-                    logger.info("session %s: the turn's lease was lost mid-stream; its reply "
-                                "will not be stored", turn.session_id)
             if chunk.delta:
                 parts.append(chunk.delta)
                 yield _sse("delta", {"content": chunk.delta})

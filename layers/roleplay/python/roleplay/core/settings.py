@@ -111,8 +111,9 @@ class Settings(BaseSettings):
         default=10, ge=0, le=60, description="How long a turn waits for another turn on its "
         "session to finish before answering 409 turn_in_progress.")
     turn_lease_s: int = Field(
-        default=180, ge=5, description="A turn's hold on its session; it lapses after this if "
-        "its process dies.")
+        default=10, ge=2, description="A turn's hold on its session, renewed every "
+        "third of it while the turn lives (waiting on the upstream or streaming); a turn whose "
+        "process died, or whose lease a Redis restart kept, frees its session within this.")
     turn_retry_window_s: int = Field(
         default=60, ge=0, description="A lone message equal to the last answered one, sent "
         "within this, is a retry of that turn (its stored reply is returned).")

@@ -1,18 +1,28 @@
-"""Beginning a turn under its session's lease: one turn at a time, across instances.
+"""Beginning a turn under its session's lease, and keeping the lease while the turn lives:
+one turn at a time, across instances.
 
 A turn that finds another one in progress on its session waits for it (polling the
 begin script with a short, growing, jittered pause) up to `TURN_WAIT_S`, then answers
 409 `turn_in_progress` with Retry-After. A retry of a turn still in flight waits the
 same way and then finds that turn's stored reply (`Replay`), so it never generates twice,
 even where a re-sent history would otherwise be a swipe.
+
+The lease is short (`TURN_LEASE_S`) and a living turn renews it in the background
+(`LeaseKeeper`, every third of it), so a turn whose process died, or whose lease a
+Redis restart brought back, frees its session within seconds, while a long generation
+keeps it as long as it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
 
 from roleplay.core.errors import Conflict
 from roleplay.core.settings import get_settings
@@ -26,6 +36,8 @@ from roleplay.sessions.store import (
     TurnLimit,
     TurnSetup,
 )
+
+logger = logging.getLogger("roleplay.sessions.turn")
 
 FIRST_PAUSE_S = 0.02
 LONGEST_PAUSE_S = 0.2
@@ -72,3 +84,84 @@ async def begin_turn(
         if isinstance(begun, TurnLimit):
             raise turn_limit_reached(settings.max_turns)
         return begun
+
+
+class LeaseKeeper:
+    """Renews a turn's lease every third of `TURN_LEASE_S` in a background task, from
+    `start` until `stop` (or the `async with` block's end): a turn waiting on the upstream
+    or streaming its reply keeps its session, and one whose process dies lets it go
+    within `TURN_LEASE_S`.
+
+    A renewal that fails (Redis down for a moment) is tried again at the next beat; one
+    that finds the lease gone (the turn ended, the session was deleted, or another turn
+    took it) stops the keeper. With `idle_s`, the keeper also stops once nobody has
+    `touch`ed it for that long, outside `reading()`: a stream nobody reads any more
+    (its consumer gone without closing it) never holds its session for ever."""
+
+    def __init__(self, sessions: SessionStore, lease: Turn) -> None:
+        self.sessions = sessions
+        self.lease = lease
+        self.idle_s: float | None = None
+        self.touched = time.monotonic()
+        self.readers = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> LeaseKeeper:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._keep())
+        return self
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def watch_idle(self, idle_s: float) -> None:
+        """From now on, stop renewing once nobody has touched the keeper for `idle_s`."""
+        self.idle_s = idle_s
+        self.touch()
+
+    def touch(self) -> None:
+        self.touched = time.monotonic()
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """A read of the stream in progress: never idle while it waits (the upstream's own
+        read timeout bounds that wait)."""
+        self.readers += 1
+        try:
+            yield
+        finally:
+            self.readers -= 1
+            self.touch()
+
+    async def __aenter__(self) -> LeaseKeeper:
+        return self.start()
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> None:
+        self.stop()
+
+    def _idle(self) -> bool:
+        return (self.idle_s is not None and self.readers == 0
+                and time.monotonic() - self.touched > self.idle_s)
+
+    async def _keep(self) -> None:
+        session_id = self.lease.session_id
+        every = get_settings().turn_lease_s / 3
+        while True:
+            await asyncio.sleep(every)
+            if self._idle():
+                logger.warning("session %s: its turn's stream was left unread; its lease is "
+                               "let go", session_id)
+                return
+            try:
+                held = await self.sessions.renew_turn(self.lease)
+            except Exception as error:  # Redis away for now: the next beat tries again
+                logger.warning("session %s: could not renew its turn's lease: %s", session_id,
+                               error)
+                continue
+            if not held:
+                logger.info("session %s: the turn's lease is gone (ended, deleted or taken); "
+                            "no more renewals", session_id)
+                return
