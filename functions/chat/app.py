@@ -39,10 +39,11 @@ from roleplay.chat.models import (
     SessionView,
     SlotReleased,
 )
+from roleplay.core.errors import ApiError
 from roleplay.core.identity import User
 from roleplay.core.settings import get_settings
 from roleplay.web.auth import current_user
-from roleplay.web.envelope import ERROR_RESPONSES, Envelope, ok
+from roleplay.web.envelope import ERROR_RESPONSES, Envelope, ErrorEnvelope, ok
 from roleplay.web.function_app import create_function_app
 from roleplay.web.sign_in_guard import SignedInOnly
 
@@ -84,9 +85,30 @@ async def end_session(session_id: SessionIdPath, user: CurrentUser) -> Envelope[
     return ok(await session_service.end_session(session_id, user))
 
 
-@router.post("/api/chat/release")
+class JsonRequired(ApiError):
+    status_code = 415
+    code = "json_required"
+
+
+def not_cross_site(request: Request) -> None:
+    """Release acts on the caller's cookie alone, so a page on another site must not be able
+    to send it: a form or a `no-cors` fetch (no preflight) can carry neither a JSON content
+    type nor an `Authorization` header, and one of the two is required here."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
+        return
+    if request.headers.get("authorization", "").strip():
+        return
+    raise JsonRequired("send Content-Type: application/json (an empty body or {} will do) or "
+                       "an Authorization header: a page on another site can send neither")
+
+
+@router.post("/api/chat/release", dependencies=[Depends(not_cross_site)],
+             responses={415: {"model": ErrorEnvelope}})
 async def release(user: CurrentUser, body: ReleaseRequest | None = None) -> Envelope[SlotReleased]:
-    """Frees the caller's place under the concurrent-user cap now (logout, leaving the chat)."""
+    """Frees the caller's place under the concurrent-user cap now (logout, leaving the chat).
+    A JSON request (`Content-Type: application/json`, the body `{}` or none) or one with an
+    `Authorization` header: anything a cross-site form could send is 415 `json_required`."""
     return ok(await session_service.release_slot(user, body.session_id if body else None))
 
 
@@ -96,6 +118,8 @@ PinIdPath = Annotated[str, Path(max_length=100, description="pin id")]
 EpisodeIdPath = Annotated[str, Path(max_length=40, pattern=r"^e\d+-\d+(\.\d+)?$",
                                     description="episode id, as `GET .../memories` lists it")]
 SESSION = "/api/chat/sessions/{session_id}"
+CursorQuery = Annotated[str | None, Query(
+    description="`next_cursor` of the previous page, as it came; anything else is 400 `bad_cursor`")]
 STREAMED: dict[int | str, dict[str, object]] = {
     200: {"content": {"text/event-stream": {}},
           "description": "the reply, or with `stream: true` Server-Sent Events as on /api/chat"}}
@@ -126,7 +150,7 @@ async def continue_reply(session_id: SessionIdPath, user: CurrentUser, backgroun
 
 
 @router.get(SESSION + "/messages")
-async def list_messages(session_id: SessionIdPath, user: CurrentUser, cursor: str | None = None,
+async def list_messages(session_id: SessionIdPath, user: CurrentUser, cursor: CursorQuery = None,
                         limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Envelope[MessagePage]:
     return ok(await control_service.page(session_id, user, cursor, limit))
 

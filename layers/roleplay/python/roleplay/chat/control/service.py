@@ -8,6 +8,8 @@ so a refusal changes nothing and nothing interleaves with a turn.
 
 from __future__ import annotations
 
+import re
+
 from roleplay.chat.control.alternatives import listing, with_content, with_selected
 from roleplay.chat.control.models import (
     MessageChanged,
@@ -29,6 +31,9 @@ from roleplay.sessions.transcript_edits import Located, TranscriptEdits
 from roleplay.sessions.turn_wait import when_free
 
 MAX_PAGE = 200
+MAX_CURSOR = 2**32 - 1
+"""Past any transcript's end (a Redis list holds fewer): a cursor beyond it was not given here."""
+_CURSOR = re.compile(r"[0-9]{1,10}")
 
 sessions = SessionStore()
 
@@ -54,11 +59,21 @@ def message_view(message: StoredMessage, index: int) -> MessageView:
                        alternatives=listing(message) if message.alternatives else None)
 
 
+def cursor_index(cursor: str | None) -> int:
+    """The index a `next_cursor` names; 400 `bad_cursor` for anything else. ASCII digits
+    only (`str.isdigit` also takes `²`, which `int` refuses) and at most `MAX_CURSOR`: Redis
+    refuses a range bound past 64 bits, and the page then was a 500."""
+    if cursor is None:
+        return 0
+    if not _CURSOR.fullmatch(cursor) or int(cursor) > MAX_CURSOR:
+        raise BadRequest("cursor is not one this endpoint gave (pass next_cursor as it came)",
+                         code="bad_cursor")
+    return int(cursor)
+
+
 async def page(session_id: str, user: User, cursor: str | None, limit: int) -> MessagePage:
+    first = cursor_index(cursor)
     session_id, meta = await own_session(session_id, user)
-    if cursor is not None and not cursor.isdigit():
-        raise BadRequest("cursor is not one this endpoint gave", code="bad_cursor")
-    first = int(cursor or 0)
     limit = max(1, min(limit, MAX_PAGE))
     total = await sessions.length(session_id)
     messages = await sessions.read_range(session_id, first, first + limit - 1)
