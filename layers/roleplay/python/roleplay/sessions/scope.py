@@ -4,6 +4,13 @@ Redis stores a session under a key derived from (owner, session id), so two owne
 who choose the same id never meet, and nobody can take an id before its owner uses
 it. The owner is the signed-in user, or (sign-in off) the anonymous client. Clients
 only ever see and send their own id; the derived key stays on the server side.
+
+A session filed under an address (made by a request without a cookie) is shared by the
+address's cookie-less clients, as they are one user. The first cookie that reaches it
+through its `fallback_owner` (the browser that made it, now holding its cookie) binds
+it: its `owner` becomes that cookie's client, compared and set in one step. From then
+on it is that cookie's alone: the address's cookie-less clients and its other cookies
+no longer find it (404), and none of them can write into it.
 """
 
 from __future__ import annotations
@@ -13,8 +20,24 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from roleplay.core.errors import NotFound
 from roleplay.core.identity import ADDRESS_PREFIX, User
+from roleplay.core.lua_script import LuaScript
+from roleplay.core.redis_keys import redis_keys
 from roleplay.sessions.store import SessionMeta, SessionStore
+
+# KEYS: the session's metadata hash. ARGV: the address's user id, the cookie's user id.
+# The session is the cookie's if it already was, or (binding it) if the address still owns
+# it; answers 1 then, 0 when another cookie bound it first or the session is gone.
+_BIND_SCRIPT = LuaScript("""
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner == ARGV[2] then return 1 end
+if owner == ARGV[1] or (owner == false and redis.call('EXISTS', KEYS[1]) == 1) then
+  redis.call('HSET', KEYS[1], 'owner', ARGV[2])
+  return 1
+end
+return 0
+""")
 
 
 @dataclass(frozen=True)
@@ -66,10 +89,23 @@ async def owned_session_and(
         fallback = ScopedSession(session_id, storage_id(user.fallback_owner, session_id))
         candidates = [fallback, own] if session_id.startswith(ADDRESS_FILED) else [own, fallback]
     meta, values = await store.load_meta_and(candidates[0].key, keys)
-    if meta is not None:
-        return candidates[0], meta, values
-    for candidate in candidates[1:]:
-        meta = await store.load_meta(candidate.key)
-        if meta is not None:
-            return candidate, meta, values
+    for n, candidate in enumerate(candidates):
+        if n:
+            meta = await store.load_meta(candidate.key)
+        if meta is None:
+            continue
+        if candidate is own:
+            _ensure_not_bound_away(user, meta)
+            return own, meta, values
+        assert user.fallback_owner is not None
+        if meta.owner == user.id or await _BIND_SCRIPT(
+                [redis_keys().session(candidate.key)], [user.fallback_owner, user.id]):
+            return candidate, meta.model_copy(update={"owner": user.id}), values
     return own, None, values
+
+
+def _ensure_not_bound_away(user: User, meta: SessionMeta) -> None:
+    """An address's session that a cookie bound is no longer the address's: 404, and not a
+    new session either (its keys are taken; a turn would write into the cookie's)."""
+    if user.id.startswith(ADDRESS_PREFIX) and meta.owner not in (None, user.id):
+        raise NotFound("no such session", code="session_not_found")
