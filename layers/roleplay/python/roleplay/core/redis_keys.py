@@ -37,13 +37,14 @@ Sessions of different users therefore spread over the shards; no tag is shared b
 | `{p}{gpu}:leases:{mode}`         | sorted set | members expire     | requests in flight in that mode     |
 | `{p}{gpu}:switch-lock`           | string     | the switch's bound | who is switching the GPU now        |
 | `{p}anon-cookie-key`             | string     | none               | the anonymous cookie's HMAC key     |
+| `{p}anon-cookies:{A}`            | sorted set | SESSION_TTL_S      | an address's cookies → last seen, ms|
 | `{p}keys-version`                | string     | none               | the key layout migrated to          |
 | `{p}health-probe`                | string     | 10 s               | written by every health check       |
 
-`S` is `{s…}` and `U` is `{u:…}`, braces included. Characters are content, not session
-state, so they never expire. Session keys have their TTL refreshed on every use; a lock
-expires on its own if its holder dies. Keys named before hash tags existed are renamed
-once by `roleplay.core.key_migration`.
+`S` is `{s…}`, `U` is `{u:…}` and `A` the `{u:…}` of an address's user id, braces included.
+Characters are content, not session state, so they never expire. Session keys have their
+TTL refreshed on every use; a lock expires on its own if its holder dies. Keys named
+before hash tags existed are renamed once by `roleplay.core.key_migration`.
 """
 
 from __future__ import annotations
@@ -149,6 +150,11 @@ class RedisKeys:
     @property
     def anon_cookie_key(self) -> str:
         return f"{self.prefix}anon-cookie-key"
+
+    def anon_cookies(self, address_id: str) -> str:
+        """The anonymous cookies an address used lately (`web.anonymous_client`); one key,
+        so its script runs on any cluster; tagged as the address's user keys are."""
+        return f"{self.prefix}anon-cookies:{user_tag(address_id)}"
 
     @property
     def health_probe(self) -> str:

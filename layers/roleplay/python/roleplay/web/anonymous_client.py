@@ -11,7 +11,19 @@ one machine rotates its addresses through.
 So twenty-one curls from one machine are one user, and a client inventing session ids
 still holds one place under the cap. A browser's very first request, before it has
 its cookie, is filed under its address; `User.fallback_owner` lets it keep that
-session and slot once the cookie arrives.
+session and slot once the cookie arrives (and `sessions.scope` then binds the session
+to the cookie, out of reach of the address's other clients).
+
+Cookies cost nothing to mint, so an address could mint one per request and each would be
+a user of its own: a place under the cap and a quota each. So one address may use at
+most `ANON_COOKIES_PER_ADDRESS` cookies per `SESSION_TTL_S` (a sorted set per address,
+cookie → last seen, Redis's clock). A cookie counts when it is first presented from the
+address, not when it is minted (a curl throws its cookie away and must not use up the
+address's room). Past the bound a further cookie is refused, not shared: its request is
+the address's own (its place, quota and sessions, which the address's cookie-less
+clients share by design), and it is tried again on each request until a cookie of the
+address has been idle for the window. Sharing another cookie instead would hand a
+stranger behind the same NAT that person's sessions and persona, for the cookie's year.
 
 The HMAC key is `ANON_COOKIE_SECRET`, else derived from `JWT_SECRET`, else a random
 key made once and kept in Redis so that every instance (and every restart of
@@ -25,6 +37,9 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import time
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,7 +54,35 @@ _STATE_KEY = "anon_cookie"
 _JWT_DERIVATION = b"roleplay anonymous client cookie"
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+if TYPE_CHECKING:
+    from roleplay.core.lua_script import LuaScript
+
 _redis_keys_cache: dict[tuple[str, str], bytes] = {}
+
+# KEYS: the address's cookies (sorted set). ARGV: client id, window ms, bound. Drops cookies
+# idle for the window; a cookie already there, or one more while fewer than the bound are,
+# is (re)stamped with Redis's clock. Answers 1 (the cookie has its place) or 0 (refused).
+# The key lives as long as its newest stamp.
+_PLACE_LUA = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false
+    and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], window)
+return 1
+"""
+PLACE_CACHE_S = 15.0
+"""A process asks Redis about a cookie with a place at most this often (it is restamped
+then), so a browser's requests cost no round trip each; far under the window (60 s or
+more), so a cookie in use never drops out of its address's set."""
+_PLACE_CACHE_MAX = 10_000
+_placed: dict[tuple[str, str], float] = {}
+"""(the address's set, client id) → monotonic time until which the cookie needs no check."""
 
 
 async def cookie_key(settings: Settings) -> bytes:
@@ -119,9 +162,34 @@ def address_user_id(key: bytes, address: str) -> str:
     return f"{ADDRESS_PREFIX}{_mac(key, b'address:', address, 22)}"
 
 
+@lru_cache(maxsize=1)
+def _place_script() -> LuaScript:
+    from roleplay.core.lua_script import LuaScript  # here: a handler's cold start skips redis
+
+    return LuaScript(_PLACE_LUA)
+
+
+async def cookie_has_place(settings: Settings, address_id: str, client_id: str) -> bool:
+    """Whether the cookie `client_id` is one of the `ANON_COOKIES_PER_ADDRESS` its address
+    may use now (taking a place for it if there is room); one round trip, or none while a
+    check of this process is fresh."""
+    name = redis_keys().anon_cookies(address_id)
+    now = time.monotonic()
+    if _placed.get((name, client_id), 0.0) > now:
+        return True
+    placed = bool(await _place_script()(
+        [name], [client_id, settings.session_ttl_s * 1000, settings.anon_cookies_per_address]))
+    if placed:
+        if len(_placed) >= _PLACE_CACHE_MAX:
+            _placed.clear()
+        _placed[(name, client_id)] = now + min(PLACE_CACHE_S, settings.session_ttl_s / 4)
+    return placed
+
+
 async def anonymous_user(request: Request) -> User:
-    """The cookie's client, or the address's; a request without a good cookie gets one
-    (`AnonymousCookie` adds it to the answer)."""
+    """The cookie's client, or the address's: a request without a good cookie gets one
+    (`AnonymousCookie` adds it to the answer), and one whose cookie has no place among its
+    address's is the address's."""
     settings = get_settings()
     key = await cookie_key(settings)
     address_id = address_user_id(key, client_address(request.scope,
@@ -130,6 +198,8 @@ async def anonymous_user(request: Request) -> User:
     client_id = verified_client_id(key, cookie) if cookie else None
     if client_id is None:
         request.state.anon_cookie = signed_cookie(key, secrets.token_urlsafe(16))
+        return User(id=address_id, authenticated=False)
+    if not await cookie_has_place(settings, address_id, client_id):
         return User(id=address_id, authenticated=False)
     return User(id=f"{ANONYMOUS_PREFIX}c:{client_id}", authenticated=False,
                 fallback_owner=address_id)
