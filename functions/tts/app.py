@@ -11,10 +11,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response, Streamin
 from mangum import Mangum
 
 from roleplay.characters.model import ID_PATTERN
-from roleplay.chat import turn_observer
 from roleplay.core.identity import User
 from roleplay.core.settings import get_settings
-from roleplay.ops import quotas
 from roleplay.sessions.concurrent_user_limiter import ConcurrentUserLimiter
 from roleplay.speech import tts_service
 from roleplay.speech.tts_models import AudioPending, TtsRequest, TtsResult
@@ -40,12 +38,11 @@ limiter = ConcurrentUserLimiter()
                                     "chunked, data size 0 in its header)"}},
 )
 async def synthesize(body: TtsRequest, user: CurrentUser) -> Any:
+    """Metered by the service (quotas, the user's places, the seconds made), once."""
     await limiter.ensure_admitted(user)
-    await quotas.check(user, "tts")
-    if body.return_binary and (stream := await tts_service.synthesize_stream(body)) is not None:
+    if body.return_binary and (stream := await tts_service.synthesize_stream(body, user)) is not None:
         return StreamingResponse(stream, media_type="audio/wav", headers={"Cache-Control": "no-store"})
     audio = await tts_service.synthesize(body, user)
-    await turn_observer.spoken(user, audio.duration_s)
     if body.return_binary:
         return Response(audio.audio, media_type=audio.media_type,
                         headers={"X-Audio-Duration": f"{audio.duration_s:.3f}"})

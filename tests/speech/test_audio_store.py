@@ -106,6 +106,14 @@ def test_reserved_id_is_pending_until_filled(store: AudioStore) -> None:
     assert not any(name.endswith(".pending") for name in _stored_names(store))
 
 
+def test_a_reservation_keeps_whose_it_is_until_filled(store: AudioStore) -> None:
+    file_id = run(store.reserve('{"id": "alice"}'))
+    assert run(store.owner(file_id)) == '{"id": "alice"}'
+    run(store.fill(file_id, WAV, "audio/wav"))
+    assert run(store.owner(file_id)) is None
+    assert run(store.owner(run(store.reserve()))) == ""
+
+
 def test_a_discarded_reservation_is_missing(store: AudioStore) -> None:
     file_id = run(store.reserve())
     run(store.discard(file_id))

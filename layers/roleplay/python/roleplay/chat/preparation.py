@@ -2,7 +2,10 @@
 session turns): one sequence, with the store step as the only part that differs.
 
 Every check that can refuse a turn (quota, model, session owner, character, budget,
-message length, the user cap) runs before anything is written. The turn then begins
+message length, the user cap) runs before anything is written. Every turn is one
+request against the user's quotas, whatever its kind (a regenerate or a continue costs
+the upstream what a new message does); a turn that will speak its reply is a speech
+request too, refused once the day's speech is spent. The turn then begins
 under its session's lease through its `TurnStart`: a chat turn appends the user's
 messages (`AppendTurn`: a retry gets the reply already stored, a re-sent history is
 aligned with the stored one); regenerate and continue begin on the stored transcript
@@ -108,8 +111,7 @@ class PreparedTurn:
 
     @property
     def speaks(self) -> bool:
-        """Whether this reply is synthesized now (`on_click` leaves it to the client)."""
-        return self.request.tts_enabled and self.request.tts_mode != "on_click"
+        return speaks(self.request)
 
     @property
     def user_message_id(self) -> str | None:
@@ -149,8 +151,8 @@ class TurnStart(Protocol):
 
     @property
     def appends(self) -> bool:
-        """A new message of the user's: it counts against the quota, may open with a
-        greeting, may summarize on the request path and records the lore it fired."""
+        """A new message of the user's: it may open with a greeting, may summarize on the
+        request path and records the lore it fired."""
         ...
 
     async def begin(self, facts: TurnFacts, request: ChatRequest) -> Started | Replay: ...
@@ -184,6 +186,11 @@ class AppendTurn:
         if isinstance(begun, Replay):
             return await self.swipe.begin(facts, request) if begun.swipe and self.swipe else begun
         return Started(lease=begun, window=begun.window)
+
+
+def speaks(request: ChatRequest) -> bool:
+    """Whether the turn's reply is synthesized now (`on_click` leaves it to the client)."""
+    return request.tts_enabled and request.tts_mode != "on_click"
 
 
 def stored(role: str, content: str, **fields: object) -> StoredMessage:
@@ -220,8 +227,7 @@ async def prepare(request: ChatRequest, user: User, start: TurnStart, *,
     after the persona and never stored in the transcript."""
     settings = get_settings()
     appends = start.appends
-    if appends:
-        await quotas.check(user, "chat")
+    await quotas.check(user, "tts" if speaks(request) else "chat")
     model = await checked_model(request.model)
     new_session = request.session_id is None
     given = request.user_persona

@@ -9,6 +9,11 @@ upstream refuses as too long is planned again and resent once).
 The caller's system messages are told after the persona, never stored (clients
 rebuild them every turn). A plain model name without a session header passes the
 caller's messages to the upstream as they are, still under the user cap.
+
+Quotas hold on every kind of call: a session turn (continue too) is checked by
+`prepare` as `/api/chat`'s is; a pass-through, an impersonation or a quiet prompt is
+one request checked here. Each counts its tokens (the upstream's figures, else local
+estimates) once its reply is whole or cut.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from roleplay.openai_compat.models import (
     CompletionUsage,
 )
 from roleplay.openai_compat.streaming import DONE, ChunkFormat, finish_reason
+from roleplay.ops import quotas
 from roleplay.sessions.concurrent_user_limiter import occupant_id
 from roleplay.sessions.scope import owned_session
 from roleplay.sessions.store import normalized
@@ -203,9 +209,10 @@ async def _session_turn(body: ChatCompletionRequest, user: User, session_id: str
         return CompletionAnswer(session_id, events=_relay(_format(body), first, chunks,
                                                           _TurnEnd(turn, jobs)))
     turn, completion = await chat_service.complete_turn(turn)
-    await chat_service.finish_turn(turn, completion.content, completion.usage, jobs)
-    usage = _TurnEnd(turn, jobs).usage(completion.content, completion.usage)
-    return CompletionAnswer(session_id, _completion(body, completion.content, usage,
+    end = _TurnEnd(turn, jobs)
+    await end.store(completion.content, completion.usage, cut=False)
+    return CompletionAnswer(session_id, _completion(body, completion.content,
+                                                    end.usage(completion.content, completion.usage),
                                                     completion.finish_reason))
 
 
@@ -225,18 +232,20 @@ async def _unstored(body: ChatCompletionRequest, user: User, client: str) -> Com
 async def _pass_through(body: ChatCompletionRequest, user: User, client: str, *,
                         model: str | None = None,
                         messages: list[ChatMessage] | None = None) -> CompletionAnswer:
+    await quotas.check(user, "chat")
     await chat_service.limiter.ensure_admitted(occupant_id(user, f"openai-{body.end_user or client}"))
     if messages is None:
         messages = [ChatMessage(m.plain_role, m.text) for m in body.messages]
     upstream = CompletionRequest(model=model or body.model, messages=messages,
                                  sampling=body.sampling())
-    end = _PassThroughEnd(sum(message_tokens(m.content) for m in messages))
+    end = _PassThroughEnd(user, sum(message_tokens(m.content) for m in messages))
     with _callers_fault():
         if body.stream:
             chunks = llm_client().stream(upstream)
             first = await anext(chunks)
             return CompletionAnswer(None, events=_relay(_format(body), first, chunks, end))
         completion = await llm_client().complete(upstream)
+    await end.store(completion.content, completion.usage, cut=False)
     return CompletionAnswer(None, _completion(body, completion.content,
                                               end.usage(completion.content, completion.usage),
                                               completion.finish_reason))
@@ -259,9 +268,11 @@ def _callers_fault() -> Iterator[None]:
 
 
 class _PassThroughEnd:
-    """Nothing is stored; usage is the upstream's, else local estimates."""
+    """Nothing is stored but the tokens it cost the user; usage is the upstream's, else
+    local estimates."""
 
-    def __init__(self, prompt_estimate: int) -> None:
+    def __init__(self, user: User, prompt_estimate: int) -> None:
+        self.user = user
         self.prompt_estimate = prompt_estimate
 
     def usage(self, content: str, usage: Usage | None) -> CompletionUsage:
@@ -271,11 +282,12 @@ class _PassThroughEnd:
             count_tokens(content) if usage.completion_tokens is None else usage.completion_tokens)
 
     async def store(self, content: str, usage: Usage | None, *, cut: bool) -> None:
-        return None
+        await quotas.add_tokens(self.user, self.usage(content, usage).total_tokens)
 
 
 class _TurnEnd:
-    """The reply goes into the session, as `/api/chat`'s stream stores it."""
+    """The reply goes into the session, as `/api/chat`'s stream stores it, and its tokens
+    count against the user's quota."""
 
     def __init__(self, turn: chat_service.PreparedTurn, jobs: JobRunner | None) -> None:
         self.turn = turn
@@ -288,6 +300,8 @@ class _TurnEnd:
     async def store(self, content: str, usage: Usage | None, *, cut: bool) -> None:
         await chat_service.finish_turn(self.turn, content, usage, None if cut else self.jobs,
                                        cut=cut)
+        if self.turn.user is not None:
+            await quotas.add_tokens(self.turn.user, self.usage(content, usage).total_tokens)
 
 
 async def _single(fmt: ChunkFormat, content: str, usage: CompletionUsage) -> AsyncIterator[str]:

@@ -3,7 +3,9 @@
 `voice` is one of our voice ids, or a character (`<id>` or `character/<id>`) whose
 voice is used. We make WAV, so `wav` (also when `response_format` is omitted) and
 `pcm` (OpenAI's: raw 16-bit little-endian mono at 24 kHz, resampled here) are
-answered; mp3, opus, aac and flac are a 400 rather than mislabelled bytes.
+answered; mp3, opus, aac and flac are a 400 rather than mislabelled bytes. It is
+metered as `/api/tts` is (`speech.allowance`): a speech request against the user's
+quotas, one of their places among the syntheses they run at once, its seconds counted.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from roleplay.openai_compat.chat_completions import CHARACTER_PREFIX
 from roleplay.openai_compat.models import SpeechRequest
 from roleplay.sessions.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
 from roleplay.speech import tts_service
+from roleplay.speech.allowance import metered
 from roleplay.speech.voice_catalog import Voice, voice_by_id, voice_for_character
 
 limiter = ConcurrentUserLimiter()
@@ -62,11 +65,13 @@ def _format_of(request: SpeechRequest) -> str:
 
 
 async def speak(request: SpeechRequest, user: User, client: str) -> SpeechAnswer:
-    """Counted under the user cap as `/api/tts` is."""
+    """Counted under the user cap and metered as `/api/tts` is."""
     wanted = _format_of(request)
     await limiter.ensure_admitted(occupant_id(user, f"openai-speech-{client}"))
     voice = await voice_named(request.voice)
-    audio = await tts_service.say(request.input, voice, speed=request.speed)
+    async with metered(user) as meter:
+        audio = await tts_service.say(request.input, voice, speed=request.speed)
+        meter.add(audio.duration_s)
     if wanted == "wav":
         return SpeechAnswer(audio.audio, "audio/wav", audio.sample_rate)
     return SpeechAnswer(pcm_24k(audio.audio), "audio/pcm", PCM_RATE)

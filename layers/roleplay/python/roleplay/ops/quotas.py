@@ -7,6 +7,12 @@ reply (or audio) exists, and a user who is over is refused from the next request
 Days are UTC days. Over a quota: 429 with Retry-After and the quota named in
 `details`. All three are off by default (0), and then nothing here touches Redis. A
 signed-in admin (`User.is_admin`) is exempt.
+
+Every door that generates or speaks takes its one request here, once: a turn of any
+kind (`/api/chat`, regenerate, continue, `/v1` session turns) in `chat.preparation`,
+as a speech request when it will speak its reply; a `/v1` pass-through, impersonation
+or quiet prompt in `openai_compat.chat_completions`; `/api/tts` and `/v1/audio/speech`
+in `speech.allowance`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Both stores keep one contract (tests/speech/test_audio_store.py runs it on each). A file id can
 be reserved before its audio exists, so a "delayed" TTS answer can hand out the URL at
-once and the audio endpoint can say 202 until `fill` lands. Ids are server-made
+once and the audio endpoint can say 202 until `fill` lands; the reservation keeps whose
+speech it is (`owner`), for the job that fills it. Ids are server-made
 (uuid hex) and checked against one pattern, so no `../` ever reaches a path or key.
 Audio lives `AUDIO_TTL_S`; older files are treated as gone and deleted when met.
 
@@ -76,7 +77,13 @@ class AudioStore(Protocol):
 
     async def url(self, file_id: str) -> str: ...
 
-    async def reserve(self) -> str: ...
+    async def reserve(self, owner: str = "") -> str:
+        """A new file id whose audio is still to come; `owner`: whose it is, for `owner()`."""
+        ...
+
+    async def owner(self, file_id: str) -> str | None:
+        """What `reserve` was told of a reservation still unfilled; None once it is gone."""
+        ...
 
     async def fill(self, file_id: str, data: bytes, media_type: str) -> StoredAudio: ...
 
@@ -145,11 +152,21 @@ class LocalAudioStore:
     async def url(self, file_id: str) -> str:
         return LOCAL_URL_PREFIX + checked_file_id(file_id)
 
-    async def reserve(self) -> str:
+    async def reserve(self, owner: str = "") -> str:
         file_id = new_file_id()
-        await asyncio.to_thread(self._write, self.directory / f"{file_id}.pending", b"")
+        await asyncio.to_thread(self._write, self.directory / f"{file_id}.pending", owner.encode())
         await self._maybe_sweep()
         return file_id
+
+    async def owner(self, file_id: str) -> str | None:
+        checked_file_id(file_id)
+        return await asyncio.to_thread(self._pending_owner, file_id)
+
+    def _pending_owner(self, file_id: str) -> str | None:
+        try:
+            return (self.directory / f"{file_id}.pending").read_text()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
 
     async def fill(self, file_id: str, data: bytes, media_type: str) -> StoredAudio:
         checked_file_id(file_id)
@@ -347,10 +364,22 @@ class S3AudioStore:
             self._s3().generate_presigned_url, "get_object",
             Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires)
 
-    async def reserve(self) -> str:
+    async def reserve(self, owner: str = "") -> str:
         file_id = new_file_id()
-        await self._call("put_object", Bucket=self.bucket, Key=self._key(file_id) + ".pending", Body=b"")
+        await self._call("put_object", Bucket=self.bucket, Key=self._key(file_id) + ".pending",
+                         Body=owner.encode())
         return file_id
+
+    async def owner(self, file_id: str) -> str | None:
+        response = await self._call("get_object", Bucket=self.bucket, Key=self._key(file_id) + ".pending")
+        if response is None:
+            return None
+        body = response["Body"]
+        try:
+            data: bytes = await asyncio.to_thread(body.read)
+        finally:
+            body.close()
+        return data.decode(errors="replace")
 
     async def fill(self, file_id: str, data: bytes, media_type: str) -> StoredAudio:
         key = self._key(file_id)

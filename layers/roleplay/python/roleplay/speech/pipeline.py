@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from roleplay.core.errors import ApiError
+from roleplay.core.identity import User
 from roleplay.speech.text import SentenceSplitter
 from roleplay.speech.tts_service import speak, speak_live
 from roleplay.speech.voice_catalog import Voice
@@ -50,9 +51,13 @@ class SpokenSentence:
 
 
 class SpeechPipeline:
-    def __init__(self, voice: Voice, *, streaming_mode: int = 0, strip_directions: bool = True) -> None:
+    def __init__(self, voice: Voice, *, streaming_mode: int = 0, strip_directions: bool = True,
+                 speaker: User | None = None) -> None:
+        """`speaker`: whose speech it is; each sentence holds one of their places while it
+        is spoken (`TTS_MAX_CONCURRENT_PER_USER`)."""
         self.voice = voice
         self.streaming_mode = streaming_mode
+        self.speaker = speaker
         self._splitter = SentenceSplitter(strip_directions=strip_directions,
                                           first_piece_at_word=streaming_mode > 0)
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
@@ -109,7 +114,8 @@ class SpeechPipeline:
                 await self._speak_live(index, sentence)
             else:
                 try:
-                    result = await speak(sentence, self.voice, streaming_mode=self.streaming_mode)
+                    result = await speak(sentence, self.voice, streaming_mode=self.streaming_mode,
+                                         speaker=self.speaker)
                     spoken = SpokenSentence(index, sentence, result.audio_url, result.duration)
                 except ApiError as error:
                     spoken = SpokenSentence(index, sentence, error_code=error.error_code,
@@ -123,7 +129,8 @@ class SpeechPipeline:
         announced = False
         try:
             async with contextlib.aclosing(speak_live(sentence, self.voice,
-                                                      streaming_mode=self.streaming_mode)) as steps:
+                                                      streaming_mode=self.streaming_mode,
+                                                      speaker=self.speaker)) as steps:
                 async for step in steps:
                     if step.result is None:
                         self._put(SpokenSentence(index, sentence, step.audio_url,

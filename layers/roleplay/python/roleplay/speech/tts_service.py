@@ -8,11 +8,15 @@ With `streaming_mode` 1-3, an engine that streams (GPT-SoVITS) and a store that 
 grow a file (the local one), speech is live (`speak_live`): its URL serves a WAV that
 grows as chunks arrive, from the first chunk on, and the whole file lands once the
 synthesis is done. Otherwise speech is stored once it is complete, as in mode 0.
+
+Each synthesis made for a user holds one of their places (`allowance`): `/api/tts` is
+metered here whole (quota, place, seconds); chat speech names its `speaker`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
@@ -23,6 +27,8 @@ from roleplay.core.errors import ApiError, NotFound, UpstreamError
 from roleplay.core.identity import User
 from roleplay.core.job_models import SpeechJob
 from roleplay.core.settings import get_settings
+from roleplay.ops import quotas
+from roleplay.speech.allowance import Meter, metered, place_of
 from roleplay.speech.audio import (
     WAV_MEDIA_TYPE,
     PcmChunk,
@@ -36,7 +42,6 @@ from roleplay.speech.audio import (
 )
 from roleplay.speech.audio_store import GrowingAudioStore, get_audio_store
 from roleplay.speech.engine import speech_engine
-from roleplay.speech.slots import speech_slot
 from roleplay.speech.text import SentenceSplitter
 from roleplay.speech.tts_models import TtsRequest, TtsResult
 from roleplay.speech.voice_catalog import Voice, voice_by_id
@@ -45,39 +50,55 @@ AUDIO_PATH = "/api/audio/{file_id}"
 
 
 async def synthesize(request: TtsRequest, user: User) -> SynthesizedAudio:
-    """`POST /api/tts`: one request, one synthesis, within `TTS_MAX_CHARS`, holding one of
-    the user's places (`speech_slots`); text with nothing to say is refused first."""
+    """`POST /api/tts`: one request, one synthesis, within `TTS_MAX_CHARS`, metered as the
+    user's (`allowance`: quotas, one of their places, the seconds counted); text with
+    nothing to say is refused first."""
     voice = voice_by_id(request.voice_id)
     checked_text(request.text)
-    async with speech_slot(user.id):
-        return await speech_engine().synthesize(request.text, voice, speed=request.speed,
-                                                language=request.language,
-                                                streaming_mode=request.streaming_mode)
+    async with metered(user) as meter:
+        audio = await speech_engine().synthesize(request.text, voice, speed=request.speed,
+                                                 language=request.language,
+                                                 streaming_mode=request.streaming_mode)
+        meter.add(audio.duration_s)
+    return audio
 
 
-async def synthesize_stream(request: TtsRequest) -> AsyncIterator[bytes] | None:
+async def synthesize_stream(request: TtsRequest, user: User) -> AsyncIterator[bytes] | None:
     """`POST /api/tts` with `return_binary` in streaming mode 1-3: the WAV as the engine makes
-    it (a header whose data size is 0, then PCM, as api_v2 streams it). The first chunk is
-    awaited here, so failed or silent speech is a 502 before anything is sent; a failure
-    after that cuts the response, as api_v2 does. None: the engine does not stream."""
+    it (a header whose data size is 0, then PCM, as api_v2 streams it), metered as
+    `synthesize` is until the stream ends. The first chunk is awaited here, so failed or
+    silent speech is a 502 before anything is sent; a failure after that cuts the
+    response, as api_v2 does. None: the engine does not stream."""
     engine = speech_engine()
     if not (request.streaming_mode and isinstance(engine, StreamingSpeechEngine)):
         return None
-    chunks = engine.stream_pcm(request.text, voice_by_id(request.voice_id), speed=request.speed,
+    voice = voice_by_id(request.voice_id)
+    checked_text(request.text)
+    held = contextlib.AsyncExitStack()
+    meter = await held.enter_async_context(metered(user))
+    chunks = engine.stream_pcm(request.text, voice, speed=request.speed,
                                language=request.language, streaming_mode=request.streaming_mode)
     try:
         first = await anext(chunks)
     except BaseException:
         await chunks.aclose()
+        await held.aclose()
         raise
-    return _streamed_wav(first, chunks)
+    return _streamed_wav(first, chunks, meter, held)
 
 
-async def _streamed_wav(first: PcmChunk, chunks: AsyncGenerator[PcmChunk, None]) -> AsyncIterator[bytes]:
-    async with contextlib.aclosing(chunks):
+async def _streamed_wav(first: PcmChunk, chunks: AsyncGenerator[PcmChunk, None], meter: Meter,
+                        held: contextlib.AsyncExitStack) -> AsyncIterator[bytes]:
+    async with held, contextlib.aclosing(chunks):
+        meter.add(_seconds(first))
         yield streaming_wav_header(first.format) + first.pcm
         async for chunk in chunks:
+            meter.add(_seconds(chunk))
             yield chunk.pcm
+
+
+def _seconds(chunk: PcmChunk) -> float:
+    return len(chunk.pcm) / (chunk.format.sample_rate * chunk.format.block_align)
 
 
 async def store(audio: SynthesizedAudio, voice: Voice) -> TtsResult:
@@ -120,9 +141,12 @@ async def say(text: str, voice: Voice, *, speed: float = 1.0, language: str | No
 
 
 async def speak(text: str, voice: Voice, *, speed: float = 1.0, language: str | None = None,
-                streaming_mode: int = 0) -> TtsResult:
-    """`say`, stored: what chat hands its client as `audio_url`."""
-    audio = await say(text, voice, speed=speed, language=language, streaming_mode=streaming_mode)
+                streaming_mode: int = 0, speaker: User | None = None) -> TtsResult:
+    """`say`, stored: what chat hands its client as `audio_url`. `speaker`: whose speech
+    it is; it holds one of their places while it is made."""
+    async with place_of(speaker):
+        audio = await say(text, voice, speed=speed, language=language,
+                          streaming_mode=streaming_mode)
     return await store(audio, voice)
 
 
@@ -136,7 +160,8 @@ class LiveSpeech:
 
 
 async def speak_live(text: str, voice: Voice, *, speed: float = 1.0, language: str | None = None,
-                     streaming_mode: int = 0, file_id: str | None = None) -> AsyncGenerator[LiveSpeech, None]:
+                     streaming_mode: int = 0, file_id: str | None = None,
+                     speaker: User | None = None) -> AsyncGenerator[LiveSpeech, None]:
     """`speak`, heard while it is made: a step once the first chunk is in the growing file,
     then one when the whole file is stored. Where nothing can stream (mode 0, eSpeak, S3)
     there is only the second step. Failed speech is discarded, and its URL answers 404."""
@@ -145,10 +170,10 @@ async def speak_live(text: str, voice: Voice, *, speed: float = 1.0, language: s
             and isinstance(audio_store, GrowingAudioStore)):
         if file_id is None:
             result = await speak(text, voice, speed=speed, language=language,
-                                 streaming_mode=streaming_mode)
+                                 streaming_mode=streaming_mode, speaker=speaker)
         else:
             result = await _fill(file_id, text, voice, speed=speed, language=language,
-                                 streaming_mode=streaming_mode)
+                                 streaming_mode=streaming_mode, speaker=speaker)
         yield LiveSpeech(result.file_id, result.audio_url, result)
         return
     file_id = file_id or await audio_store.reserve()
@@ -156,22 +181,23 @@ async def speak_live(text: str, voice: Voice, *, speed: float = 1.0, language: s
     fmt: PcmFormat | None = None
     pcm = bytearray()
     try:
-        for piece in pieces_of(text, get_settings().tts_max_chars):
-            async with contextlib.aclosing(engine.stream_pcm(
-                    piece, voice, speed=speed, language=language,
-                    streaming_mode=streaming_mode)) as chunks:
-                async for chunk in chunks:
-                    if fmt is None:
-                        fmt = chunk.format
-                        await audio_store.grow(file_id, streaming_wav_header(fmt))
+        async with place_of(speaker):
+            for piece in pieces_of(text, get_settings().tts_max_chars):
+                async with contextlib.aclosing(engine.stream_pcm(
+                        piece, voice, speed=speed, language=language,
+                        streaming_mode=streaming_mode)) as chunks:
+                    async for chunk in chunks:
+                        if fmt is None:
+                            fmt = chunk.format
+                            await audio_store.grow(file_id, streaming_wav_header(fmt))
+                            await audio_store.append(file_id, chunk.pcm)
+                            pcm += chunk.pcm
+                            yield LiveSpeech(file_id, url)
+                            continue
+                        if chunk.format != fmt:
+                            raise UpstreamError("the speech engine's pieces differ in format")
                         await audio_store.append(file_id, chunk.pcm)
                         pcm += chunk.pcm
-                        yield LiveSpeech(file_id, url)
-                        continue
-                    if chunk.format != fmt:
-                        raise UpstreamError("the speech engine's pieces differ in format")
-                    await audio_store.append(file_id, chunk.pcm)
-                    pcm += chunk.pcm
         if fmt is None:
             raise UpstreamError("there was nothing to speak")
         audio = pcm_wav(bytes(pcm), fmt)
@@ -185,31 +211,52 @@ async def speak_live(text: str, voice: Voice, *, speed: float = 1.0, language: s
         media_type=audio.media_type, voice_id=voice.id))
 
 
-async def reserve() -> tuple[str, str]:
-    """A file id and its URL, before the audio exists: the URL answers 202 until it does."""
-    file_id = await get_audio_store().reserve()
+async def reserve(speaker: User | None = None) -> tuple[str, str]:
+    """A file id and its URL, before the audio exists: the URL answers 202 until it
+    does. `speaker` is kept with the reservation: the job that speaks it (`speak_into`)
+    holds one of their places and counts its seconds against their quota."""
+    owner = json.dumps({"id": speaker.id, "admin": speaker.is_admin}) if speaker else ""
+    file_id = await get_audio_store().reserve(owner)
     return file_id, AUDIO_PATH.format(file_id=file_id)
 
 
+def _speaker_of(owner: str | None) -> User | None:
+    try:
+        fields = json.loads(owner) if owner else None
+    except ValueError:
+        return None
+    if not (isinstance(fields, dict) and isinstance(fields.get("id"), str)):
+        return None
+    return User(id=fields["id"], authenticated=False, is_admin=fields.get("admin") is True)
+
+
 async def speak_into(job: SpeechJob) -> Literal["ready", "failed"]:
-    """Fills a reserved file; on failure the reservation goes, so its URL answers 404."""
+    """Fills a reserved file for whom it was reserved; on failure the reservation goes, so
+    its URL answers 404."""
+    speaker = _speaker_of(await get_audio_store().owner(job.file_id))
+    seconds = 0.0
     try:
         async with contextlib.aclosing(speak_live(
                 job.text, voice_by_id(job.voice_id), speed=job.speed, language=job.language,
-                streaming_mode=job.streaming_mode, file_id=job.file_id)) as steps:
-            async for _ in steps:
-                pass
+                streaming_mode=job.streaming_mode, file_id=job.file_id,
+                speaker=speaker)) as steps:
+            async for step in steps:
+                seconds = step.result.duration if step.result else seconds
     except ApiError:
         return "failed"
+    if speaker is not None:
+        await quotas.add_speech(speaker, seconds)
     return "ready"
 
 
 async def _fill(file_id: str, text: str, voice: Voice, *, speed: float, language: str | None,
-                streaming_mode: int) -> TtsResult:
+                streaming_mode: int, speaker: User | None) -> TtsResult:
     """`speak` into a reserved file; on failure the reservation goes."""
     audio_store = get_audio_store()
     try:
-        audio = await say(text, voice, speed=speed, language=language, streaming_mode=streaming_mode)
+        async with place_of(speaker):
+            audio = await say(text, voice, speed=speed, language=language,
+                              streaming_mode=streaming_mode)
         stored = await audio_store.fill(file_id, audio.audio, audio.media_type)
     except ApiError:
         await audio_store.discard(file_id)
