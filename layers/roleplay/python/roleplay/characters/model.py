@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo
 
 from roleplay.characters.lorebook.model import CharacterBook
 from roleplay.core.token_counter import count_tokens
@@ -31,8 +31,16 @@ long cards fit, and one field cannot fill a large context on its own. The prompt
 budget (`context_too_small`) still applies to the whole persona."""
 
 
+STORED: dict[str, Any] = {"stored": True}
+"""The validation context of a character read back from its store: its texts' tokens
+were counted when it was written, and a read (every turn, every list page) does not pay
+for counting them again."""
+
+
 def _within(max_tokens: int) -> AfterValidator:
-    def check(value: str) -> str:
+    def check(value: str, info: ValidationInfo) -> str:
+        if info.context and info.context.get("stored"):
+            return value
         if value and count_tokens(value) > max_tokens:
             raise ValueError(f"longer than {max_tokens} tokens")
         return value

@@ -18,6 +18,7 @@ Sessions of different users therefore spread over the shards; no tag is shared b
 | `{p}characters`                  | sorted set | none               | `{created_ms}:{id}`, for paging     |
 | `{p}character:{id}:image`        | string     | none               | the PNG an imported card came in    |
 | `{p}user:{U}:persona`            | string     | none               | the user's persona, JSON            |
+| `{p}user:{U}:characters`         | hash       | none               | character id → its stored bytes     |
 | `{p}quota:{U}:rpm:{minute}`      | string     | 61 s               | the user's requests this minute     |
 | `{p}quota:{U}:tokens:{day}`      | string     | 2 days             | the user's tokens that day          |
 | `{p}quota:{U}:tts:{day}`         | string     | 2 days             | the user's seconds of speech        |
@@ -86,6 +87,10 @@ class RedisKeys:
 
     def user_persona(self, user_id: str) -> str:
         return f"{self.prefix}user:{user_tag(user_id)}:persona"
+
+    def user_characters(self, user_id: str) -> str:
+        """The characters a user stored and their bytes, for the per-user bounds."""
+        return f"{self.prefix}user:{user_tag(user_id)}:characters"
 
     def quotas(self, user_id: str, minute: int, day: int) -> tuple[str, str, str]:
         """The user's request count this minute, tokens and seconds of speech that day."""

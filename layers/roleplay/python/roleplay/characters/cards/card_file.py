@@ -14,8 +14,9 @@ from typing import Any
 
 from roleplay.characters.cards import card_json, charx, png
 from roleplay.characters.cards.errors import UnsupportedCardMedia, card_too_large, invalid_card
+from roleplay.characters.cards.multipart import form_file
 from roleplay.characters.model import CharacterCreate
-from roleplay.core.errors import BadRequest
+from roleplay.core.settings import get_settings
 
 PNG_TYPES = {"image/png", "image/apng"}
 ZIP_TYPES = {"application/zip", "application/x-zip-compressed", "application/charx",
@@ -32,29 +33,16 @@ class CardFile:
 
 
 def uploaded_file(body: bytes, content_type: str | None) -> tuple[bytes, str]:
-    """The file of a request: the body itself, or a multipart body's field `file`."""
+    """The file of a request: the body itself, or a multipart body's field `file` (read
+    within `MULTIPART_MAX_PARTS`, see `cards.multipart`)."""
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media != "multipart/form-data":
         return body, media
-    from email.parser import BytesParser  # only multipart uploads pay for importing these
-    from email.policy import HTTP
-
-    header = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
-    message = BytesParser(policy=HTTP).parsebytes(header + body)
-    if not message.is_multipart():
-        raise BadRequest("the multipart body has no parts (is its boundary right?)",
-                         code="invalid_multipart")
-    for part in message.iter_parts():
-        if part.get_param("name", header="content-disposition") == "file":
-            payload = part.get_payload(decode=True)
-            if not isinstance(payload, bytes):
-                break
-            return payload, part.get_content_type().lower()
-    raise BadRequest("the multipart body has no field named file", code="missing_file")
+    return form_file(body, content_type or "", "file", get_settings().multipart_max_parts)
 
 
-def _json_document(data: bytes) -> Any:
-    return card_json.load_json(data.removeprefix(b"\xef\xbb\xbf"))
+def _json_document(data: bytes, max_depth: int, what: str = "card") -> Any:
+    return card_json.load_json(data.removeprefix(b"\xef\xbb\xbf"), max_depth, what)
 
 
 def _format(data: bytes, media: str) -> str:
@@ -76,17 +64,19 @@ def _format(data: bytes, media: str) -> str:
     return found
 
 
-def _base64_json(text: str) -> Any:
+def _base64_json(text: str, max_depth: int) -> Any:
     compact = "".join(text.split())
     try:
         decoded = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise invalid_card("the PNG's card chunk is not valid base64",
                            code="invalid_base64") from None
-    return card_json.load_json(decoded)
+    return card_json.load_json(decoded, max_depth)
 
 
-def read_card(body: bytes, content_type: str | None, limit: int) -> CardFile:
+def read_card(body: bytes, content_type: str | None, limit: int, max_depth: int) -> CardFile:
+    """The card in an upload, or a 4xx naming what is wrong with it. CPU-bound (an 8 MB
+    card is parsed, walked and validated): callers run it in a worker thread (`card_work`)."""
     if len(body) > limit:
         raise card_too_large(limit)
     data, media = uploaded_file(body, content_type)
@@ -94,17 +84,18 @@ def read_card(body: bytes, content_type: str | None, limit: int) -> CardFile:
         raise invalid_card("the card file is empty", code="empty_card")
     kind = _format(data, media)
     if kind == "png":
-        document = _base64_json(png.card_text(data))
+        document = _base64_json(png.card_text(data), max_depth)
         return CardFile(card_json.character_fields(card_json.card_data(document)), image=data)
     raw = charx.card_json(data, limit) if kind == "charx" else data
-    return CardFile(card_json.character_fields(card_json.card_data(_json_document(raw))))
+    return CardFile(card_json.character_fields(card_json.card_data(_json_document(raw, max_depth))))
 
 
-def read_lorebook(body: bytes, content_type: str | None, limit: int) -> Any:
-    """A standalone lorebook file (`lorebook_v3` JSON), as its parsed document."""
+def read_lorebook(body: bytes, content_type: str | None, limit: int, max_depth: int) -> Any:
+    """A standalone lorebook file (`lorebook_v3` JSON), as its parsed document; CPU-bound
+    as `read_card` is."""
     if len(body) > limit:
         raise card_too_large(limit, "lorebook file")
     data, media = uploaded_file(body, content_type)
     if media not in JSON_TYPES | SNIFFED_TYPES:
         raise UnsupportedCardMedia(f"cannot import a lorebook from {media!r}: send application/json")
-    return card_json.lorebook(_json_document(data))
+    return card_json.lorebook(_json_document(data, max_depth, "lorebook"))

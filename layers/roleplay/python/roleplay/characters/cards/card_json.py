@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from roleplay.characters.cards.errors import invalid_card
 from roleplay.characters.lorebook.model import CharacterBook
 from roleplay.characters.model import ID_PATTERN, Character, CharacterCreate, Scenario
+from roleplay.characters.storable import check_tree
 
 EXTENSION_KEY = "serverb"
 """Our namespace in a card's `extensions`, as the V2 spec asks of every tool."""
@@ -27,12 +28,18 @@ M = TypeVar("M", bound=BaseModel)
 V1_FIELDS = ("name", "description", "personality", "scenario", "first_mes", "mes_example")
 
 
-def load_json(raw: bytes | str) -> Any:
+def load_json(raw: bytes | str, max_depth: int, what: str = "card") -> Any:
+    """The parsed document, once it is one a stored character can hold (`storable`)."""
     try:
-        return json.loads(raw)
+        document = json.loads(raw)
+    except RecursionError:
+        raise invalid_card(f"the {what} nests deeper than CARD_MAX_DEPTH={max_depth} objects "
+                           "and lists", code="card_too_deep") from None
     except (UnicodeDecodeError, ValueError) as error:
-        raise invalid_card(f"the card is not valid UTF-8 JSON: {error}",
+        raise invalid_card(f"the {what} is not valid UTF-8 JSON: {error}",
                            code="invalid_card_json") from None
+    check_tree(document, max_depth=max_depth, what=what)
+    return document
 
 
 def card_data(card: Any) -> dict[str, Any]:

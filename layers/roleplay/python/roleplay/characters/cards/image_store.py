@@ -12,6 +12,15 @@ from roleplay.core.redis_client import get_redis
 from roleplay.core.redis_keys import redis_keys
 
 
+def image_bytes(image: bytes) -> int:
+    """What `image` takes stored (base64)."""
+    return 4 * ((len(image) + 2) // 3)
+
+
+async def stored_image_bytes(character_id: str) -> int:
+    return int(await (await get_redis()).strlen(redis_keys().character_image(character_id)))
+
+
 async def save_image(character_id: str, image: bytes) -> None:
     await (await get_redis()).set(redis_keys().character_image(character_id),
                                   base64.b64encode(image).decode("ascii"))

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from roleplay.characters import service as character_service
+from roleplay.characters.card_work import off_loop
 from roleplay.characters.cards import card_json, png
 from roleplay.characters.cards.card_file import read_card, read_lorebook
-from roleplay.characters.cards.image_store import load_image, save_image
+from roleplay.characters.cards.image_store import load_image
 from roleplay.characters.model import Character, CharacterUpdate
-from roleplay.characters.store import get_character_store
 from roleplay.core.identity import User
 from roleplay.core.settings import get_settings
 
@@ -28,15 +28,22 @@ class ExportedCard:
     filename: str
 
 
-async def import_card(body: bytes, content_type: str | None, user: User) -> Character:
-    """Stores the card's character; nothing is stored unless the whole file reads."""
-    card = read_card(body, content_type, get_settings().card_max_bytes)
-    character = Character.new(card.fields, owner=user.id)
+def _card_character(body: bytes, content_type: str | None, owner: str) -> tuple[Character,
+                                                                                bytes | None]:
+    settings = get_settings()
+    card = read_card(body, content_type, settings.card_max_bytes, settings.card_max_depth)
+    character = Character.new(card.fields, owner=owner)
     if card.image is not None:
         character = character.model_copy(update={"has_image": True})
-        await save_image(character.id, card.image)
-    await get_character_store().create(character)
-    return character
+    return character, card.image
+
+
+async def import_card(body: bytes, content_type: str | None, user: User) -> Character:
+    """Stores the card's character; nothing is stored unless the whole file reads. The
+    file is read in a worker thread (`card_work`): it may be 8 MB of work."""
+    character, image = await off_loop(_card_character, body, content_type,
+                                      character_service.owner_for(user))
+    return await character_service.store_new(character, user, image)
 
 
 def _filename(character: Character, extension: str) -> str:
@@ -64,6 +71,8 @@ async def export_card(character_id: str, export_format: ExportFormat) -> Exporte
 async def attach_lorebook(character_id: str, body: bytes, content_type: str | None,
                           user: User) -> Character:
     """Makes a `lorebook_v3` file the character's `character_book` (replacing any)."""
-    book = read_lorebook(body, content_type, get_settings().card_max_bytes)
+    settings = get_settings()
+    book = await off_loop(read_lorebook, body, content_type, settings.card_max_bytes,
+                          settings.card_max_depth)
     return await character_service.update_character(
         character_id, CharacterUpdate(character_book=book), user)
