@@ -6,7 +6,7 @@ Besides HTTP events it takes the speech jobs that chat hands off in `delayed` TT
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from mangum import Mangum
 
@@ -26,6 +26,7 @@ get_settings()
 router = APIRouter(tags=["tts"], responses=ERROR_RESPONSES)
 CurrentUser = Annotated[User, Depends(current_user)]
 FileIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="audio file id")]
+LinkPart = Annotated[str | None, Query(description="part of the signed URL Server B handed out")]
 limiter = ConcurrentUserLimiter()
 
 
@@ -57,8 +58,10 @@ async def synthesize(body: TtsRequest, user: CurrentUser) -> Any:
                202: {"model": Envelope[AudioPending], "description": "not spoken yet"},
                307: {"description": "the audio is in S3: follow the presigned URL"}},
 )
-async def audio(file_id: FileIdPath) -> Response:
-    found = await tts_service.audio_file(file_id)
+async def audio(file_id: FileIdPath, expires: LinkPart = None, sig: LinkPart = None) -> Response:
+    """Only through the signed URL that made the audio's `audio_url`: the signature is the
+    key, so a browser's `<audio src>` plays it with no header, and nobody else's does."""
+    found = await tts_service.audio_file(file_id, expires=expires, sig=sig)
     if found.status == "pending":
         return JSONResponse(ok(AudioPending(file_id=file_id)).model_dump(), status_code=202,
                             headers={"Retry-After": "1"})

@@ -25,7 +25,7 @@ Step = dict[str, Any]
 # Runs in the bare interpreter. argv: function folder, layer folders (JSON), steps (JSON),
 # the folder holding lambda_events.py (put on the path only after the app is imported).
 _PROBE = r"""
-import base64, collections, json, os, sys
+import base64, collections, json, os, sys, urllib.parse
 function_dir, events_dir = sys.argv[1], sys.argv[4]
 layers, steps = json.loads(sys.argv[2]), json.loads(sys.argv[3])
 sys.path[:0] = [function_dir, *layers]
@@ -44,9 +44,10 @@ for step in steps:
         answers.append({"outcome": app.handler(step["event"], None)})
         continue
     path = step["path"].format_map(collections.defaultdict(lambda: "missing", ids))
+    path, _, query = path.partition("?")
     event = http_api_event(step["method"], path, body=step.get("body"),
-                           query=step.get("query"), headers=step.get("headers"),
-                           route_key=step.get("route_key"))
+                           query=step.get("query") or dict(urllib.parse.parse_qsl(query)) or None,
+                           headers=step.get("headers"), route_key=step.get("route_key"))
     result = app.handler(event, LAMBDA_CONTEXT)
     headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
     raw = result.get("body") or ""
@@ -54,7 +55,8 @@ for step in steps:
         body = json.loads(raw)
         data = body.get("data") if isinstance(body, dict) else None
         if isinstance(data, dict):
-            ids.update({k: data[k] for k in ("id", "file_id", "session_id") if isinstance(data.get(k), str)})
+            ids.update({k: data[k] for k in ("id", "file_id", "session_id", "audio_url")
+                        if isinstance(data.get(k), str)})
     else:
         size = len(base64.b64decode(raw)) if result.get("isBase64Encoded") else len(raw.encode())
         body = {"bytes": size}
@@ -150,11 +152,12 @@ def test_tts_speaks_with_espeak_from_the_build(sam_build: Path, lambda_env: dict
                                                events_dir: Path) -> None:
     steps: list[Step] = [
         {"method": "POST", "path": "/api/tts", "body": {"text": "안녕하세요. 반갑습니다."}},
+        {"method": "GET", "path": "{audio_url}", "route_key": "GET /api/audio/{file_id}"},
         {"method": "GET", "path": "/api/audio/{file_id}", "route_key": "GET /api/audio/{file_id}"},
         {"method": "POST", "path": "/api/tts", "body": {"text": " "}},
     ]
     result = invoke_built(sam_build, "tts", steps, lambda_env, events_dir)
-    assert _statuses(result) == [200, 200, 400], result
+    assert _statuses(result) == [200, 200, 404, 400], result  # the bare id is no link
     assert result["answers"][0]["body"]["data"]["duration"] > 0.3
     audio = result["answers"][1]
     assert audio["content_type"] == "audio/wav" and audio["body"]["bytes"] > 10_000

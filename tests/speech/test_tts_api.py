@@ -10,6 +10,7 @@ import io
 import json
 import time
 import wave
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -253,6 +254,6 @@ def test_the_deployed_stack_hands_delayed_speech_to_the_tts_function(
         _lambda_client.cache_clear()
     assert client.get(reply["audio_url"]).status_code == 202, "nothing spoke in-process"
     job = json.loads(payloads[0])
-    assert job["kind"] == "speech" and reply["audio_url"].endswith(job["file_id"])
+    assert job["kind"] == "speech" and urlparse(reply["audio_url"]).path.endswith(job["file_id"])
     assert handler(job, None) == {"kind": "speech", "outcome": "ready"}
     assert client.get(reply["audio_url"]).status_code == 200

@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol, runtime_chec
 
 from roleplay.core.errors import BadRequest, ServiceUnavailable
 from roleplay.core.settings import get_settings
+from roleplay.speech.audio_links import signed_url
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 FILE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-LOCAL_URL_PREFIX = "/api/audio/"
 MAX_PENDING_S = 600  # a reservation nobody fills stops answering "pending" after this
 MAX_PRESIGN_S = 7 * 24 * 3600  # SigV4's limit
 SWEEP_EVERY_S = 300.0
@@ -129,8 +129,9 @@ def checked_media_type(media_type: str) -> str:
 class LocalAudioStore:
     """Files in `AUDIO_DIR`: `{id}.{ext}` when ready, `{id}.pending` while reserved.
 
-    The local runner serves them at `/api/audio/{id}`. Expired files go when met and in a
-    sweep that runs at most every few minutes, on writes.
+    The local runner serves them at `/api/audio/{id}`, through signed URLs
+    (`audio_links`). Expired files go when met and in a sweep that runs at most every
+    few minutes, on writes.
     """
 
     redirects = False
@@ -150,7 +151,7 @@ class LocalAudioStore:
         return await asyncio.to_thread(self._read, file_id)
 
     async def url(self, file_id: str) -> str:
-        return LOCAL_URL_PREFIX + checked_file_id(file_id)
+        return await signed_url(checked_file_id(file_id))
 
     async def reserve(self, owner: str = "") -> str:
         file_id = new_file_id()

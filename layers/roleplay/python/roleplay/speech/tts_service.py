@@ -9,8 +9,10 @@ grow a file (the local one), speech is live (`speak_live`): its URL serves a WAV
 grows as chunks arrive, from the first chunk on, and the whole file lands once the
 synthesis is done. Otherwise speech is stored once it is complete, as in mode 0.
 
-Each synthesis made for a user holds one of their places (`allowance`): `/api/tts` is
-metered here whole (quota, place, seconds); chat speech names its `speaker`.
+Every audio URL handed out is signed (`audio_links`, or S3's presigned URLs), and
+`audio_file` serves nothing to a request without a good signature. Each synthesis made
+for a user holds one of their places (`allowance`): `/api/tts` is metered here whole
+(quota, place, seconds); chat speech names its `speaker`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from roleplay.core.identity import User
 from roleplay.core.job_models import SpeechJob
 from roleplay.core.settings import get_settings
 from roleplay.ops import quotas
+from roleplay.speech import audio_links
 from roleplay.speech.allowance import Meter, metered, place_of
 from roleplay.speech.audio import (
     WAV_MEDIA_TYPE,
@@ -46,7 +49,8 @@ from roleplay.speech.text import SentenceSplitter
 from roleplay.speech.tts_models import TtsRequest, TtsResult
 from roleplay.speech.voice_catalog import Voice, voice_by_id
 
-AUDIO_PATH = "/api/audio/{file_id}"
+NO_AUDIO = "no such audio, or it (or its link) has expired"
+"""One answer for missing audio and for a link that does not open it: neither tells which."""
 
 
 async def synthesize(request: TtsRequest, user: User) -> SynthesizedAudio:
@@ -177,7 +181,7 @@ async def speak_live(text: str, voice: Voice, *, speed: float = 1.0, language: s
         yield LiveSpeech(result.file_id, result.audio_url, result)
         return
     file_id = file_id or await audio_store.reserve()
-    url = AUDIO_PATH.format(file_id=file_id)
+    url = await audio_links.signed_url(file_id)
     fmt: PcmFormat | None = None
     pcm = bytearray()
     try:
@@ -212,12 +216,12 @@ async def speak_live(text: str, voice: Voice, *, speed: float = 1.0, language: s
 
 
 async def reserve(speaker: User | None = None) -> tuple[str, str]:
-    """A file id and its URL, before the audio exists: the URL answers 202 until it
+    """A file id and its signed URL, before the audio exists: the URL answers 202 until it
     does. `speaker` is kept with the reservation: the job that speaks it (`speak_into`)
     holds one of their places and counts its seconds against their quota."""
     owner = json.dumps({"id": speaker.id, "admin": speaker.is_admin}) if speaker else ""
     file_id = await get_audio_store().reserve(owner)
-    return file_id, AUDIO_PATH.format(file_id=file_id)
+    return file_id, await audio_links.signed_url(file_id)
 
 
 def _speaker_of(owner: str | None) -> User | None:
@@ -275,9 +279,12 @@ class AudioFile:
     """A growing WAV (data size 0 in its header), byte by byte as it is spoken."""
 
 
-async def audio_file(file_id: str) -> AudioFile:
-    """Stored audio: its bytes (local), where to fetch it (S3), the bytes of a file still
-    being spoken, or that it is coming."""
+async def audio_file(file_id: str, *, expires: str | None, sig: str | None) -> AudioFile:
+    """Stored audio through a link this server signed (`audio_links`): its bytes (local),
+    where to fetch it (S3), the bytes of a file still being spoken, or that it is coming.
+    Without a good signature it is 404, as if there were no such audio."""
+    if not await audio_links.verified(file_id, expires, sig):
+        raise NotFound(NO_AUDIO, code="audio_not_found")
     audio_store = get_audio_store()
     status = await audio_store.status(file_id)
     if status == "growing" and isinstance(audio_store, GrowingAudioStore):
@@ -293,4 +300,4 @@ async def audio_file(file_id: str) -> AudioFile:
         found = await audio_store.get(file_id)
         if found is not None:
             return AudioFile("ready", data=found[0], media_type=found[1])
-    raise NotFound("no such audio, or it has expired", code="audio_not_found")
+    raise NotFound(NO_AUDIO, code="audio_not_found")
