@@ -1,10 +1,12 @@
 """A turn's `model` must be one the upstream serves: against the real llama.cpp server, a
 vLLM-shaped and an Ollama-shaped list (tests/llm/test_models.py's documented answers), and
-an upstream that is down. Refused names leave nothing in Redis or in process caches."""
+an upstream that is down (only configured names then). Refused names leave nothing in Redis
+or in process caches."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import pytest
@@ -13,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from roleplay.chat import token_ratio
+from roleplay.core.errors import ServiceUnavailable
 from roleplay.core.redis_keys import redis_keys
 from roleplay.llm import served_models
 from tests.llm.test_models import OLLAMA_TAGS
@@ -45,6 +48,7 @@ def test_an_unknown_model_is_400_and_stores_nothing(real_llm, client: TestClient
     and a permanent token-ratio field. Here its own /v1/models decides, before any write."""
     alias = real_llm.model_alias  # type: ignore[attr-defined]
     client.get("/api/chat/sessions/none")  # first contact: the anonymous cookie's key exists
+    client.get("/api/chat/sessions/none")  # the cookie back: its address's cookie set exists
     before = _keys(sync_redis)
     for n in range(50):
         refused = client.post("/api/chat", json=_turn(f"invented-{n}", session_id=f"s-{n}"))
@@ -85,6 +89,7 @@ def test_many_invented_names_grow_nothing_and_fetch_the_list_rarely(
     with serve(app) as url:
         settings_env(LLM_BASE_URL=url)
         assert client.post("/api/chat", json=_turn("gemma-3-4b-it")).status_code == 200
+        client.get("/api/chat/sessions/none")  # the cookie back: its address's cookie set exists
         fields = sync_redis.hlen(redis_keys().token_ratios)
         before = _keys(sync_redis)
         answers = [client.post("/api/chat", json=_turn(f"m-{n}")).status_code for n in range(300)]
@@ -132,12 +137,16 @@ def test_ollama_names_and_their_latest_tag(settings_env: Callable[..., None],
     assert calls == ["tags"]
 
 
-def test_an_upstream_that_cannot_list_is_no_reason_for_a_400(
+def test_an_upstream_that_cannot_list_takes_only_configured_names(
         settings_env: Callable[..., None], client: TestClient, sync_redis: redis.Redis) -> None:
+    """Not a 400 (the name may well be served) but a 503 until the list can be read; the
+    default model goes on to meet the upstream's own 502."""
     settings_env(LLM_BASE_URL=closed_port_url())
     answer = client.post("/api/chat", json=_turn("some-model"))
-    assert answer.status_code == 502 and answer.json()["error"]["code"] == "upstream_unavailable"
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "model_list_unavailable"
     assert "some-model" not in sync_redis.hgetall(redis_keys().token_ratios)
+    default = client.post("/api/chat", json=_turn("gemma-3-27b-it"))
+    assert default.status_code == 502 and default.json()["error"]["code"] == "upstream_unavailable"
 
 
 def test_a_model_the_upstream_adds_is_found_within_seconds(
@@ -163,4 +172,9 @@ def test_a_hanging_upstream_is_not_waited_on_for_the_list(
     monkeypatch.setattr(served_models, "CHECK_TIMEOUT_S", 0.2)
     with silent_socket() as url:
         settings_env(LLM_BASE_URL=url, LLM_READ_TIMEOUT_S="30")
-        assert asyncio.run(served_models.checked_model("any-name")) == "any-name"
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable) as refused:
+            asyncio.run(served_models.checked_model("any-name"))
+        assert time.monotonic() - started < 2
+        assert refused.value.error_code == "model_list_unavailable"
+        assert asyncio.run(served_models.checked_model("gemma-3-27b-it")) == "gemma-3-27b-it"

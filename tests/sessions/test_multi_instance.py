@@ -24,12 +24,16 @@ from tests.support.sse import sse_events
 
 
 def _instances(env: dict[str, str]) -> Iterator[tuple[httpx.Client, httpx.Client]]:
-    """Two runners started side by side (halving the wait), each behind its own client."""
+    """Two runners started side by side (halving the wait), each behind its own client; the
+    two clients are one browser (anonymous: one cookie, taken on the first before the test)."""
     with ExitStack() as stack, ThreadPoolExecutor(2) as pool:
         starting = [pool.submit(stack.enter_context, server_b_process(env)) for _ in range(2)]
         first, second = (future.result() for future in starting)
-        yield (stack.enter_context(httpx.Client(base_url=first.base_url, timeout=10)),
-               stack.enter_context(httpx.Client(base_url=second.base_url, timeout=10)))
+        clients = [stack.enter_context(httpx.Client(base_url=server.base_url, timeout=10))
+                   for server in (first, second)]
+        clients[0].get("/api/chat/sessions/first-contact")
+        clients[1].cookies = clients[0].cookies
+        yield clients[0], clients[1]
 
 
 @pytest.fixture

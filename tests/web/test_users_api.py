@@ -70,7 +70,7 @@ def test_the_release_endpoint_frees_a_place(fake_upstream, settings_env,
     settings_env(MAX_CONCURRENT_USERS="1")
     first, second = browsers(), browsers()
     assert _chat(first, "s-one").status_code == 200
-    released = first.post("/api/chat/release")
+    released = first.post("/api/chat/release", json={})
     assert released.json() == {"success": True, "data": {"released": True}}
     assert _chat(second, "s-two").status_code == 200
     assert second.post("/api/chat/release", json={"session_id": "s-two"}).json()["data"] == {
