@@ -281,15 +281,16 @@ class Settings(BaseSettings):
         "(a reverse proxy in front of the runner); unset: the peer address is the client.")
     allowed_models: str = Field(
         default="", description="Comma-separated model names accepted besides those the LLM "
-        "upstream lists and DEFAULT_MODEL / SUMMARY_MODEL.")
+        "upstream lists and DEFAULT_MODEL / SUMMARY_MODEL, also while its list cannot be read.")
     tts_max_concurrent_per_user: int = Field(
         default=2, ge=1, description="Speech syntheses one user may run at once, across instances.")
     tts_busy_wait_s: float = Field(
         default=2.0, ge=0, le=60, description="How long a call past that bound waits for a "
         "free place before it is 429 `tts_busy`.")
     anon_cookies_per_address: int = Field(
-        default=4, ge=1, description="Anonymous cookies one address may be given per "
-        "SESSION_TTL_S; past it, a new client from that address shares the newest one.")
+        default=4, ge=1, description="Anonymous cookies one address may use per SESSION_TTL_S; "
+        "past it, a new cookie from that address is refused: its requests count as the "
+        "address itself (its place, quota and sessions).")
     audio_link_ttl_s: int = Field(
         default=3600, ge=60, description="How long a signed audio URL (local audio store) "
         "stays valid.")
