@@ -61,7 +61,7 @@ from roleplay.sessions.store import (
     new_message_id,
     now,
 )
-from roleplay.sessions.turn import begin_turn
+from roleplay.sessions.turn import LeaseKeeper, begin_turn
 
 sessions = SessionStore()
 limiter = ConcurrentUserLimiter()
@@ -285,10 +285,11 @@ async def prepare(request: ChatRequest, user: User, start: TurnStart, *,
         if opening and started.window.length:
             raise BadRequest("messages is empty: this session has already begun",
                              code="empty_conversation")
-        window, plan, ratio, failed_at, recalled = await _fitted(
-            started.window, scoped, meta, model=model, ratio=ratio, setup=setup, greeting=greeting,
-            lore_book=character.character_book if character else None, request=request,
-            extra_system=extra_system, summarizes=appends)
+        async with LeaseKeeper(sessions, started.lease):  # the prompt may wait on the upstream
+            window, plan, ratio, failed_at, recalled = await _fitted(
+                started.window, scoped, meta, model=model, ratio=ratio, setup=setup,
+                greeting=greeting, lore_book=character.character_book if character else None,
+                request=request, extra_system=extra_system, summarizes=appends)
     except BaseException:
         await abandon_turn(claim)
         raise

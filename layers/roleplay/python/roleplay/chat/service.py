@@ -136,11 +136,11 @@ async def speak_reply(turn: PreparedTurn, content: str, jobs: JobRunner | None) 
     mode = turn.request.tts_streaming_mode
     try:
         if turn.request.tts_mode == "delayed" and jobs is not None:
-            file_id, url = await tts_service.reserve()
+            file_id, url = await tts_service.reserve(turn.user)
             await jobs.submit(SpeechJob(file_id=file_id, text=text, voice_id=voice.id,
                                         streaming_mode=mode))
             return Speech(audio_url=url)
-        spoken = await tts_service.speak(text, voice, streaming_mode=mode)
+        spoken = await tts_service.speak(text, voice, streaming_mode=mode, speaker=turn.user)
     except ApiError as error:
         await turn_observer.spoken(turn.user or ANONYMOUS, None, failed=True)
         return Speech(error=TtsError(code=error.error_code, message=error.message))

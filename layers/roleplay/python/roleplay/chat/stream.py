@@ -35,6 +35,7 @@ from roleplay.core.errors import ApiError
 from roleplay.core.identity import ANONYMOUS, User
 from roleplay.core.settings import get_settings
 from roleplay.llm.client import StreamChunk
+from roleplay.ops import quotas
 from roleplay.speech.pipeline import SpeechPipeline, SpokenSentence
 from roleplay.speech.voice_catalog import voice_for_character
 from roleplay.web.function_app import redis_outage
@@ -67,10 +68,15 @@ def _is_redis_error(error: BaseException) -> bool:
 
 
 async def _store_cut(turn: PreparedTurn, content: str) -> None:
-    """Stores what was generated before the stream broke; a store that fails is logged."""
+    """Stores what was generated before the stream broke, and counts its tokens against the
+    user's quota (a client that leaves just before the end still spent them); a store that
+    fails is logged."""
     with anyio.CancelScope(shield=True):
         try:
             await finish_turn(turn, content, None, None, cut=True)
+            usage = reply_for(turn, content, None, None).usage
+            await quotas.add_tokens(turn.user or ANONYMOUS,
+                                    (usage.prompt_tokens or 0) + (usage.completion_tokens or 0))
         except Exception as error:  # the stream is ending: report, never raise
             logger.warning("could not store the cut reply of session %s: %s", turn.session_id, error)
 
@@ -94,7 +100,7 @@ async def relay(
     settings = get_settings()
     speech = (SpeechPipeline(voice_for_character(turn.voice_id),
                              streaming_mode=turn.request.tts_streaming_mode,
-                             strip_directions=settings.tts_strip_directions)
+                             strip_directions=settings.tts_strip_directions, speaker=turn.user)
               if turn.speaks else None)
     parts: list[str] = []
     closing: StreamChunk | None = None

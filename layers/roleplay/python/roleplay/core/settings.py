@@ -194,7 +194,8 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(
         default=None, description="Bearer token for GET /metrics; needed when sign-in is on.")
     user_rpm: int = Field(
-        default=0, ge=0, description="Chat turns and TTS calls per user per minute; 0 = off.")
+        default=0, ge=0, description="Requests that generate or speak (turns of every kind, "
+        "/v1 completions, speech) per user per minute; 0 = off.")
     user_tokens_per_day: int = Field(
         default=0, ge=0, description="Prompt + completion tokens per user per UTC day; 0 = off.")
     user_tts_seconds_per_day: float = Field(

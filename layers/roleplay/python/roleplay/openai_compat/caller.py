@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from roleplay.core import request_context
 from roleplay.core.errors import Unauthorized
 from roleplay.core.identity import User
 from roleplay.core.settings import get_settings
@@ -25,7 +26,14 @@ def _bearer(request: Request) -> str | None:
 
 
 async def openai_caller(request: Request) -> User:
-    """FastAPI dependency for the `/v1` routes."""
+    """FastAPI dependency for the `/v1` routes; the caller is noted on the request's log
+    line, which is also who the upstream's breaker counts a failure against."""
+    user = await _caller(request)
+    request_context.note(user=request_context.hashed(user.id))
+    return user
+
+
+async def _caller(request: Request) -> User:
     settings = get_settings()
     keys_on = api_keys_enabled(settings)
     token = _bearer(request)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from roleplay.chat import turn_observer
 from roleplay.chat.background_jobs import JobRunner
 from roleplay.chat.control.models import GenerateRequest
 from roleplay.chat.control.replace_turn import Action, ReplaceTurn, edits
@@ -41,6 +42,7 @@ async def generate(action: Action, session_id: str, body: GenerateRequest, user:
         stored = await edits.locate(turn.session_id, turn.reply_id)
         if stored is not None:
             reply = reply.model_copy(update={"content": stored.message.content})
+    await turn_observer.turn_answered(turn.request, reply, user)
     return reply
 
 
