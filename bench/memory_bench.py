@@ -28,9 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import bm25s  # type: ignore[import-untyped]
+import bm25s
 import numpy as np
-import Stemmer  # type: ignore[import-not-found]
+import Stemmer
 from rank_bm25 import BM25Okapi  # type: ignore[import-untyped]
 
 from bench.harness import save
