@@ -29,7 +29,7 @@ from tests.support.fake_llm import FakeLLM
 from tests.support.gpt_sovits_server import FakeGptSovits
 from tests.support.sign_in import bearer
 
-ALICE = bearer("alice")
+ALICE = bearer("alice", exp=int(time.time()) + 86400)  # module-wide: outlives a long run
 HI = [{"role": "user", "content": "Hi"}]
 SPEECH = {"model": "tts-1", "input": "Hello there, how are you today?", "voice": "default"}
 SOVITS_VOICES: dict[str, object] = {"voices": [

@@ -20,7 +20,9 @@ from tests.support.lambda_events import http_api_event, invoke_raw
 from tests.support.sign_in import bearer
 from tests.support.sse import sse_events
 
-ALICE, BOB = bearer("alice"), bearer("bob")
+# module-wide tokens: they must outlive a long test run (a minted one lasts ten minutes)
+ALICE = bearer("alice", exp=int(time.time()) + 86400)
+BOB = bearer("bob", exp=int(time.time()) + 86400)
 
 
 def _bare(url: str) -> str:
