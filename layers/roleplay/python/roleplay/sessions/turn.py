@@ -105,16 +105,31 @@ class LeaseKeeper:
         self.touched = time.monotonic()
         self.readers = 0
         self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> LeaseKeeper:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._keep())
+        """The first renewal is a timer, and only a turn still alive when it fires gets a
+        task: most turns end sooner, and a timer costs a fraction of a task."""
+        if self._task is None and self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._every(), self._begin_renewing, loop)
         return self
 
     def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._task is not None:
             self._task.cancel()
             self._task = None
+
+    @staticmethod
+    def _every() -> float:
+        return get_settings().turn_lease_s / 3
+
+    def _begin_renewing(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        self._task = loop.create_task(self._keep())
 
     def watch_idle(self, idle_s: float) -> None:
         """From now on, stop renewing once nobody has touched the keeper for `idle_s`."""
@@ -147,10 +162,14 @@ class LeaseKeeper:
                 and time.monotonic() - self.touched > self.idle_s)
 
     async def _keep(self) -> None:
+        """Renews now (the first beat is due), then every third of the lease."""
         session_id = self.lease.session_id
-        every = get_settings().turn_lease_s / 3
+        every = self._every()
+        first = True
         while True:
-            await asyncio.sleep(every)
+            if not first:
+                await asyncio.sleep(every)
+            first = False
             if self._idle():
                 logger.warning("session %s: its turn's stream was left unread; its lease is "
                                "let go", session_id)
