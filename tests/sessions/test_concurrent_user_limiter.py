@@ -101,8 +101,8 @@ def test_retry_after_is_when_the_oldest_entry_expires(sync_redis: redis.Redis) -
     assert not refused.admitted
     assert refused.retry_after_s == 3  # rounded up, never 0
 
-    sync_redis.zadd(key, {"old": server_ms(sync_redis) - 60_000 + 50})  # expires in 50 ms
-    assert admit_all(limiter, ["third"])[0].retry_after_s == 1  # at least 1
+    sync_redis.zadd(key, {"old": server_ms(sync_redis) - 60_000 + 500})  # 0.5 s (50 ms lapsed when loaded)
+    assert admit_all(limiter, ["third"])[0].retry_after_s == 1  # rounded up, never 0
 
 
 def test_refused_is_503_with_retry_after_in_the_envelope(settings_env: Callable[..., None]) -> None:
