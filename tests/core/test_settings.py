@@ -7,7 +7,7 @@ def test_defaults_follow_the_design_document(settings_env) -> None:
     settings = get_settings()
     assert settings.llm_service == "vllm"
     assert settings.max_concurrent_users == 20
-    assert settings.session_ttl_s == 3600
+    assert settings.active_ttl_s == 3600
     assert settings.max_context_tokens == 4096
     assert settings.recent_turns_to_keep == 18
     assert settings.summary_threshold == 0.8

@@ -139,7 +139,7 @@ def test_the_episodes_expire_with_their_session(settings_env: Callable[..., None
 
     asyncio.run(run())
     ttl = sync_redis.ttl(redis_keys().session_episodes("es-ttl"))  # type: ignore[attr-defined]
-    assert 0 < ttl <= get_settings().session_ttl_s
+    assert 0 < ttl <= get_settings().conversation_ttl_s
 
 
 def test_deleting_the_session_deletes_its_episodes(settings_env: Callable[..., None],

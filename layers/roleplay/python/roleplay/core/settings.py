@@ -12,7 +12,7 @@ import re
 from functools import cached_property, lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -69,7 +69,11 @@ class Settings(BaseSettings):
     voices_file: str | None = None
 
     max_concurrent_users: int = Field(default=20, ge=1)
-    session_ttl_s: int = Field(default=3600, ge=60)
+    active_ttl_s: int = Field(
+        default=3600, ge=60, validation_alias=AliasChoices("ACTIVE_TTL_S", "SESSION_TTL_S"),
+        description="A user holds a place under MAX_CONCURRENT_USERS until this passes without a "
+        "request from them (SESSION_TTL_S, its old name, is still read). Conversations are kept "
+        "by CONVERSATION_RETENTION_DAYS, not by this.")
     max_context_tokens: int = Field(default=4096, ge=256)
     recent_turns_to_keep: int = Field(default=18, ge=2)
     summary_threshold: float = Field(default=0.8, gt=0, le=1)
@@ -105,6 +109,34 @@ class Settings(BaseSettings):
         default=2.0, gt=0, le=60, description="A turn waits this long for its message's "
         "embedding, then ranks lexically.")
     # --- end of the memory settings ---
+
+    # --- conversations that last: retention, hot and cold, the user's list (issue 31) ---
+    conversation_retention_days: int = Field(
+        default=90, ge=0, le=36_500, description="A conversation is kept this long after its "
+        "last turn, hot or cold; 0 keeps it until deleted.")
+    session_hot_ttl_s: int = Field(
+        default=86400, ge=60, description="A conversation idle this long leaves Redis for the "
+        "cold store (CONVERSATION_BUCKET, else files under DATA_DIR) and comes back on its next use.")
+    conversation_bucket: str | None = Field(
+        default=None, description="S3 bucket for cold conversations. Unset: files under "
+        "DATA_DIR/conversations.")
+    data_dir: str = Field(
+        default="data", min_length=1, description="Local state: cold conversations live in "
+        "DATA_DIR/conversations when CONVERSATION_BUCKET is unset.")
+    archive_every_s: float = Field(
+        default=300.0, gt=0, description="How often the local runner moves idle conversations "
+        "out of Redis (deployed, a schedule invokes the summarizer function).")
+    max_conversations: int = Field(
+        default=1000, ge=1, le=100_000, description="Conversations one user may keep; a new one "
+        "past this is 409 too_many_conversations.")
+
+    @property
+    def conversation_ttl_s(self) -> int:
+        """How long a conversation's keys live after their last use: the retention, or (0)
+        a century, which is until deleted."""
+        days = self.conversation_retention_days or 36_500
+        return days * 86_400
+    # --- end of the conversation settings ---
 
     # --- one turn at a time per session, and retries (sessions, issue 13) ---
     turn_wait_s: float = Field(
@@ -344,7 +376,8 @@ class Settings(BaseSettings):
                      "audio_bucket", "summary_model", "summarizer_function", "speech_function",
                      "jwt_audience", "jwt_issuer", "jwt_secret_arn", "tts_service", "api_keys_file",
                      "api_keys_arn", "llm_base_urls", "tts_base_urls", "metrics_token", "gpu_modes",
-                     "embedding_model", "embedding_base_url", "embedding_service", mode="before")
+                     "embedding_model", "embedding_base_url", "embedding_service", "conversation_bucket",
+                     mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """`NAME=` (as templates and .env files write an unset value) means unset."""

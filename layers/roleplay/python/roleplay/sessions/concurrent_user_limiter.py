@@ -2,7 +2,7 @@
 
 The GPU serves a fixed number of users well; past that, everyone gets slow. So each
 request first claims a slot for its user in one sorted set (user id → last seen, ms),
-and a user is active until SESSION_TTL_S passes without a request from them.
+and a user is active until ACTIVE_TTL_S passes without a request from them.
 
 Admission is one Lua script, so checking the count and taking a slot cannot be split
 by another request, however many Lambda instances or runner workers race: there is no
@@ -107,7 +107,7 @@ def occupant_id(user: User, session_id: str | None = None) -> str:
 
 
 class ConcurrentUserLimiter:
-    """Cap and TTL default to MAX_CONCURRENT_USERS and SESSION_TTL_S, read per call;
+    """Cap and TTL default to MAX_CONCURRENT_USERS and ACTIVE_TTL_S, read per call;
     passing them (tests: a TTL under a minute) overrides the settings."""
 
     def __init__(self, max_users: int | None = None, ttl_s: float | None = None) -> None:
@@ -124,7 +124,7 @@ class ConcurrentUserLimiter:
 
     @property
     def ttl_ms(self) -> int:
-        ttl_s = self._ttl_s if self._ttl_s is not None else get_settings().session_ttl_s
+        ttl_s = self._ttl_s if self._ttl_s is not None else get_settings().active_ttl_s
         return max(1, round(ttl_s * 1000))
 
     async def admit(self, user: str | User) -> Admission:

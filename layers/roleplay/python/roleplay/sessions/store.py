@@ -658,7 +658,7 @@ class SessionStore:
                 item["i"] = client_id
             incoming.append(item)
         answer = await _BEGIN_SCRIPT(self.keys(session_id), [
-            settings.session_ttl_s, now(), WINDOW_CAP, token, settings.turn_lease_s * 1000,
+            settings.conversation_ttl_s, now(), WINDOW_CAP, token, settings.turn_lease_s * 1000,
             settings.max_turns, settings.turn_retry_window_s, idempotency_key or "",
             json.dumps(incoming, ensure_ascii=False),
             ("" if setup_changed else "=") + setup.encoded(),
@@ -688,7 +688,7 @@ class SessionStore:
         `recalled`: the episodes the turn's prompt brought back, noted in the same step."""
         keys = self.keys(turn.session_id)
         length = await _REPLY_SCRIPT([keys[0], keys[1], keys[3], keys[4], keys[5]], [
-            turn.token, str(turn.window.epoch), turn.window.length, get_settings().session_ttl_s,
+            turn.token, str(turn.window.epoch), turn.window.length, get_settings().conversation_ttl_s,
             message.id, message.model_dump_json(exclude_defaults=True),
             json.dumps(list(recalled)), now()])
         return int(length)

@@ -179,7 +179,7 @@ class TranscriptEdits:
         answer = await _REPLACE_SCRIPT(self._keys(session_id), [
             token, "" if epoch is None else str(epoch), index, old_raw or "",
             message.model_dump_json(exclude_defaults=True), message.id,
-            get_settings().session_ttl_s, "" if recalled is None else json.dumps(list(recalled)),
+            get_settings().conversation_ttl_s, "" if recalled is None else json.dumps(list(recalled)),
             now()])
         if isinstance(answer, list):
             return Busy(max(0, int(answer[1])))

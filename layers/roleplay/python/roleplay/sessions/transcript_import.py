@@ -61,7 +61,7 @@ async def import_transcript(session_id: str, messages: Sequence[StoredMessage], 
     storage id); one round trip. False: a session is already stored there, left as it was."""
     user_turns = sum(1 for message in messages if message.role == "user")
     args: list[object] = [
-        get_settings().session_ttl_s, now(), secrets.randbelow(2**40) * 1000, setup.encoded(),
+        get_settings().conversation_ttl_s, now(), secrets.randbelow(2**40) * 1000, setup.encoded(),
         user_turns, CHUNK]
     for message in messages:
         args += [message.id, message.model_dump_json(exclude_defaults=True)]

@@ -16,7 +16,7 @@ to the cookie, out of reach of the address's other clients).
 
 Cookies cost nothing to mint, so an address could mint one per request and each would be
 a user of its own: a place under the cap and a quota each. So one address may use at
-most `ANON_COOKIES_PER_ADDRESS` cookies per `SESSION_TTL_S` (a sorted set per address,
+most `ANON_COOKIES_PER_ADDRESS` cookies per `ACTIVE_TTL_S` (a sorted set per address,
 cookie → last seen, Redis's clock). A cookie counts when it is first presented from the
 address, not when it is minted (a curl throws its cookie away and must not use up the
 address's room). Past the bound a further cookie is refused, not shared: its request is
@@ -178,11 +178,11 @@ async def cookie_has_place(settings: Settings, address_id: str, client_id: str) 
     if _placed.get((name, client_id), 0.0) > now:
         return True
     placed = bool(await _place_script()(
-        [name], [client_id, settings.session_ttl_s * 1000, settings.anon_cookies_per_address]))
+        [name], [client_id, settings.active_ttl_s * 1000, settings.anon_cookies_per_address]))
     if placed:
         if len(_placed) >= _PLACE_CACHE_MAX:
             _placed.clear()
-        _placed[(name, client_id)] = now + min(PLACE_CACHE_S, settings.session_ttl_s / 4)
+        _placed[(name, client_id)] = now + min(PLACE_CACHE_S, settings.active_ttl_s / 4)
     return placed
 
 

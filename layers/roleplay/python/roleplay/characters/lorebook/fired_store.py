@@ -27,7 +27,7 @@ async def save_fired(session_id: str, selection: LoreSelection) -> None:
     key = redis_keys().session_lorebook(session_id)
     redis = await get_redis()
     await redis.set(key, json.dumps(fired_view(selection), ensure_ascii=False),
-                    ex=get_settings().session_ttl_s)
+                    ex=get_settings().conversation_ttl_s)
 
 
 async def load_fired(session_id: str) -> dict[str, Any] | None:
