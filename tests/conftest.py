@@ -80,17 +80,20 @@ def key_prefix() -> str:
 def settings_env(
     monkeypatch: pytest.MonkeyPatch, redis_url: str, key_prefix: str, tmp_path: Path
 ) -> Iterator[Callable[..., None]]:
-    """Points settings at the test Redis and a test audio folder; call it with NAME=value
-    to set more."""
+    """Points settings at the test Redis and test audio and data folders; call it with
+    NAME=value to set more."""
     for name in ("LLM_BASE_URL", "TTS_BASE_URL", "TTS_SERVICE", "CHARACTERS_TABLE", "VOICES_FILE",
                  "MODEL_METADATA", "LLM_SERVICE", "DEFAULT_MODEL", "MAX_TURNS", "AUDIO_BUCKET",
                  "SUMMARIZER_FUNCTION", "SPEECH_FUNCTION", "JWT_SECRET", "JWT_SECRET_ARN",
                  "LLM_CONTEXT_LENGTH", "MEMORY_TOKENS", "MAX_EPISODES", "EPISODE_MESSAGES",
-                 "EMBEDDING_MODEL", "EMBEDDING_BASE_URL", "EMBEDDING_SERVICE", "EMBEDDING_TIMEOUT_S"):
+                 "EMBEDDING_MODEL", "EMBEDDING_BASE_URL", "EMBEDDING_SERVICE", "EMBEDDING_TIMEOUT_S",
+                 "CONVERSATION_BUCKET", "CONVERSATION_RETENTION_DAYS", "SESSION_HOT_TTL_S",
+                 "ACTIVE_TTL_S", "SESSION_TTL_S", "MAX_CONVERSATIONS", "ARCHIVE_EVERY_S"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("REDIS_KEY_PREFIX", key_prefix)
     monkeypatch.setenv("AUDIO_DIR", str(tmp_path / "audio"))
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
 
     def set_env(**values: str) -> None:
         for name, value in values.items():

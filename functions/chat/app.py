@@ -11,7 +11,12 @@ from fastapi.responses import Response, StreamingResponse
 from mangum import Mangum
 
 from roleplay.characters.model import ID_PATTERN
-from roleplay.chat import memory_service, session_service, sillytavern_chat
+from roleplay.chat import (
+    conversation_list_service,
+    memory_service,
+    session_service,
+    sillytavern_chat,
+)
 from roleplay.chat import service as chat_service
 from roleplay.chat import stream as chat_stream
 from roleplay.chat.background_jobs import job_runner
@@ -32,6 +37,9 @@ from roleplay.chat.control.models import (
 from roleplay.chat.models import (
     ChatReply,
     ChatRequest,
+    ConversationPage,
+    ConversationPatch,
+    ConversationRenamed,
     MemoriesView,
     MemoryForgotten,
     ReleaseRequest,
@@ -120,6 +128,28 @@ EpisodeIdPath = Annotated[str, Path(max_length=40, pattern=r"^e\d+-\d+(\.\d+)?$"
 SESSION = "/api/chat/sessions/{session_id}"
 CursorQuery = Annotated[str | None, Query(
     description="`next_cursor` of the previous page, as it came; anything else is 400 `bad_cursor`")]
+
+
+# --- the user's conversations (issue 31): roleplay.chat.conversation_list_service --------
+@router.get("/api/chat/sessions")
+async def list_sessions(
+    user: CurrentUser, cursor: CursorQuery = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    character_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+) -> Envelope[ConversationPage]:
+    """The caller's conversations, newest first, hot (in Redis) and cold (moved out, still
+    listed); `?character_id=` keeps one character's."""
+    return ok(await conversation_list_service.list_conversations(
+        user, limit=limit, cursor=cursor, character_id=character_id))
+
+
+@router.patch(SESSION)
+async def rename_session(session_id: SessionIdPath, body: ConversationPatch,
+                         user: CurrentUser) -> Envelope[ConversationRenamed]:
+    """Sets the title the list shows."""
+    return ok(await conversation_list_service.rename(session_id, body.title, user))
+
+
 STREAMED: dict[int | str, dict[str, object]] = {
     200: {"content": {"text/event-stream": {}},
           "description": "the reply, or with `stream: true` Server-Sent Events as on /api/chat"}}

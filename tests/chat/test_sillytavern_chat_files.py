@@ -426,6 +426,9 @@ def test_an_imported_session_goes_on_with_the_next_turn(
     assert "카페는 십 분 뒤에 문을 닫는다." in prompt and "(hidden with /hide)" not in prompt
     assert len(_messages(client, sid)) == 7
     assert client.get(f"{S}/{sid}").json()["data"]["user_turns"] == 3
+    listed = client.get(S).json()["data"]["items"]
+    assert [(i["session_id"], i["character_id"], i["message_count"]) for i in listed] == [
+        (sid, character_id, 7)], "an imported conversation is in its user's list"
 
 
 def test_twenty_thousand_messages_import_and_export(

@@ -197,6 +197,34 @@ class MemoryForgotten(BaseModel):
     forgotten: bool
 
 
+class ConversationItem(BaseModel):
+    session_id: str
+    character_id: str | None = None
+    title: str = Field(description="Set by PATCH, else drawn from the first user message.")
+    preview: str | None = Field(default=None, description="The start of the last message.")
+    message_count: int
+    created_at: float | None = None
+    updated_at: float = Field(description="The last turn, epoch seconds.")
+    state: Literal["hot", "cold"] = Field(
+        description="hot: in Redis; cold: moved to the cold store, brought back on its next use.")
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationItem]
+    next_cursor: str | None = None
+
+
+class ConversationPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class ConversationRenamed(BaseModel):
+    session_id: str
+    title: str
+
+
 class SessionEnded(BaseModel):
     session_id: str
     ended: bool

@@ -47,6 +47,7 @@ from roleplay.llm.client import CompletionRequest
 from roleplay.llm.served_models import checked_model
 from roleplay.memory.recall import Recall, recall
 from roleplay.ops import quotas
+from roleplay.sessions import conversation_index
 from roleplay.sessions.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
 from roleplay.sessions.scope import ScopedSession, owned_session_and
 from roleplay.sessions.store import (
@@ -108,6 +109,7 @@ class PreparedTurn:
     alternatives: list[ReplyAlternative] | None = None
     recalled: list[str] = field(default_factory=list)
     """The episodes memory brought back into the prompt (`memory.recall`)."""
+    character_id: str | None = None
 
     @property
     def speaks(self) -> bool:
@@ -236,6 +238,8 @@ async def prepare(request: ChatRequest, user: User, start: TurnStart, *,
     if meta is None and not appends:
         raise NotFound("no such session", code="session_not_found")
     ensure_session_owner(meta, user)
+    if meta is None:  # a new conversation: the user's list stays bounded
+        await conversation_index.ensure_room(user.id)
     character_id = request.character_id or (meta.character_id if meta else None)
     character = await character_service.get_character(character_id) if character_id else None
     persona = request.persona or (meta.persona if meta else None)
@@ -297,7 +301,8 @@ async def prepare(request: ChatRequest, user: User, start: TurnStart, *,
                         request=request, window=window, plan=plan, ratio=ratio, claim=claim,
                         summary_failed_at=failed_at, greeting=greeting,
                         voice_id=character.voice_id if character else None, user=user,
-                        greetings=greetings, store=started.store, recalled=recalled)
+                        greetings=greetings, store=started.store, recalled=recalled,
+                        character_id=character_id)
     if started.reply_id:
         turn.reply_id = started.reply_id
     return turn

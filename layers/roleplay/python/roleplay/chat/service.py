@@ -38,6 +38,7 @@ from roleplay.core.identity import ANONYMOUS, User
 from roleplay.core.settings import get_settings
 from roleplay.core.token_counter import count_tokens
 from roleplay.llm.client import Completion, CompletionRequest, StreamChunk, Usage, llm_client
+from roleplay.sessions import conversation_index
 from roleplay.sessions.turn import LeaseKeeper
 from roleplay.speech import tts_service
 from roleplay.speech.text import spoken_text
@@ -99,10 +100,11 @@ async def finish_turn(
     reply = stored("assistant", content, id=turn.reply_id, cut=cut,
                     greeting=not turn.request.messages)
     upstream_prompt = usage.prompt_tokens if usage is not None else None
-    length, _ = await asyncio.gather(  # two keys, two round trips, one wait
+    length, _, _ = await asyncio.gather(  # three slots, three round trips, one wait
         turn.store(turn, reply) if turn.store
         else sessions.append_reply(turn.claim.lease, reply, turn.recalled),
-        observe_prompt_tokens(turn.model, turn.plan.local_tokens, upstream_prompt))
+        observe_prompt_tokens(turn.model, turn.plan.local_tokens, upstream_prompt),
+        _listed(turn, reply.at))
     turn.reply_stored = length > 0
     if jobs is None or not length:
         return False
@@ -118,6 +120,17 @@ async def finish_turn(
     if due:
         await jobs.submit(SummaryJob(session_id=turn.session_id))
     return due
+
+
+async def _listed(turn: PreparedTurn, at: float) -> None:
+    """The conversation goes to the top of its user's list, and its idle clock restarts."""
+    if turn.user is None:
+        return
+    window = turn.window  # titled by the conversation's first user message, when the turn read it
+    first = next((m.content for m in window.messages if m.role == "user"), None) \
+        if window.first_index == 0 else None
+    await conversation_index.touch(turn.user.id, turn.client_session_id, turn.session_id, at=at,
+                                   character_id=turn.character_id, first_user_message=first)
 
 
 @dataclass(frozen=True)

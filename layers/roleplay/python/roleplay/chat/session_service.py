@@ -1,4 +1,5 @@
-"""What the session endpoints do: show a conversation, end it, free a user's place."""
+"""What the session endpoints do: show a conversation, delete it (from Redis, the cold
+store and the user's list), free a user's place."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from roleplay.core.errors import NotFound
 from roleplay.core.identity import User
 from roleplay.core.settings import get_settings
 from roleplay.llm.upstream_limits import context_budget
+from roleplay.sessions import conversation_archive
 from roleplay.sessions.concurrent_user_limiter import ConcurrentUserLimiter
 from roleplay.sessions.scope import owned_session
 from roleplay.sessions.store import SessionMeta, SessionStore
@@ -58,6 +60,7 @@ async def session_view(session_id: str, user: User) -> SessionView:
 async def end_session(session_id: str, user: User) -> SessionEnded:
     key, _ = await own_session(session_id, user)
     ended = await sessions.delete(key)
+    await conversation_archive.forget(user.id, session_id, key)
     await limiter.release(user)
     return SessionEnded(session_id=session_id, ended=ended)
 

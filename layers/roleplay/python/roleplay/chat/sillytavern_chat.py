@@ -61,6 +61,7 @@ from roleplay.core.errors import ApiError, BadRequest, Conflict, PayloadTooLarge
 from roleplay.core.identity import User
 from roleplay.core.settings import Settings, get_settings
 from roleplay.core.token_counter import message_tokens
+from roleplay.sessions import conversation_index
 from roleplay.sessions.scope import owned_session
 from roleplay.sessions.store import Role, SessionStore, StoredMessage, TurnSetup, new_message_id, now
 from roleplay.sessions.transcript_import import import_transcript
@@ -413,11 +414,15 @@ async def import_chat(body: bytes, content_type: str | None, character_id: str,
     if settings.max_turns and user_turns > settings.max_turns:
         raise _refused(f"the chat has {user_turns} user messages; a session here holds at most "
                        f"{settings.max_turns} (MAX_TURNS)", "too_many_turns")
+    await conversation_index.ensure_room(user.id)
     scoped, _ = await owned_session(user, None, sessions)
     setup = TurnSetup(owner=user.id, character_id=character.id, persona=None, scenario=None)
     if not await import_transcript(scoped.key, chat.messages, setup=setup, store=sessions):
         raise Conflict("a session with the new id already exists; import again",
                        code="session_exists")
+    first_user = next((m.content for m in chat.messages if m.role == "user"), None)
+    await conversation_index.touch(user.id, scoped.session_id, scoped.key, at=now(),
+                                   character_id=character.id, first_user_message=first_user)
     return ImportedChat(session_id=scoped.session_id, character_id=character.id,
                         message_count=len(chat.messages), user_turns=user_turns,
                         skipped_system_messages=chat.skipped_system)

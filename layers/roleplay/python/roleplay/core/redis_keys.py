@@ -19,16 +19,22 @@ Sessions of different users therefore spread over the shards; no tag is shared b
 | `{p}character:{id}:image`        | string     | none               | the PNG an imported card came in    |
 | `{p}user:{U}:persona`            | string     | none               | the user's persona, JSON            |
 | `{p}user:{U}:characters`         | hash       | none               | character id → its stored bytes     |
+| `{p}user:{U}:conversations`      | sorted set | none (swept)       | the user's session ids → updated, ms|
+| `{p}user:{U}:conversation-cards` | hash       | none (swept)       | session id → its list card, JSON    |
 | `{p}quota:{U}:rpm:{minute}`      | string     | 61 s               | the user's requests this minute     |
 | `{p}quota:{U}:tokens:{day}`      | string     | 2 days             | the user's tokens that day          |
 | `{p}quota:{U}:tts:{day}`         | string     | 2 days             | the user's seconds of speech        |
 | `{p}tts-busy:{U}`                | sorted set | TTS_READ_TIMEOUT_S | a user's syntheses running now      |
-| `{p}session:{S}`                 | hash       | SESSION_TTL_S      | metadata, summary and its watermark |
-| `{p}session:{S}:messages`        | list       | SESSION_TTL_S      | the full transcript, JSON each      |
-| `{p}session:{S}:lorebook`        | string     | SESSION_TTL_S      | entries fired on the last turn      |
+| `{p}session:{S}`                 | hash       | retention          | metadata, summary and its watermark |
+| `{p}session:{S}:messages`        | list       | retention          | the full transcript, JSON each      |
+| `{p}session:{S}:lorebook`        | string     | retention          | entries fired on the last turn      |
+| `{p}session:{S}:episodes`        | hash       | retention          | memory: episodes, vectors, recalls  |
+| `{p}session:{S}:cold`            | string     | retention          | moved to the cold store: its digest |
 | `{p}session:{S}:summary-lock`    | string     | SUMMARY_LOCK_TTL_S | who is summarizing the session now  |
 | `{p}session:{S}:turn`            | string     | TURN_LEASE_S       | the turn in progress (its token)    |
-| `{p}session:{S}:ids`             | hash       | SESSION_TTL_S      | message id → index in the transcript|
+| `{p}session:{S}:ids`             | hash       | retention          | message id → index in the transcript|
+| `{p}conversations:hot`           | sorted set | none (swept)       | conversations in Redis → last use   |
+| `{p}conversations:cold`          | sorted set | none (swept)       | conversations moved out → last use  |
 | `{p}token-ratios`                | hash       | none               | model → upstream/local token ratio  |
 | `{p}active-users`                | sorted set | members expire     | user id → last seen (ms), the cap   |
 | `{p}breaker:{url hash}`          | hash       | 10 × open time     | an upstream's shared circuit breaker|
@@ -38,14 +44,16 @@ Sessions of different users therefore spread over the shards; no tag is shared b
 | `{p}{gpu}:leases:{mode}`         | sorted set | members expire     | requests in flight in that mode     |
 | `{p}{gpu}:switch-lock`           | string     | the switch's bound | who is switching the GPU now        |
 | `{p}anon-cookie-key`             | string     | none               | the anonymous cookie's HMAC key     |
-| `{p}anon-cookies:{A}`            | sorted set | SESSION_TTL_S      | an address's cookies → last seen, ms|
+| `{p}anon-cookies:{A}`            | sorted set | ACTIVE_TTL_S       | an address's cookies → last seen, ms|
 | `{p}keys-version`                | string     | none               | the key layout migrated to          |
 | `{p}health-probe`                | string     | 10 s               | written by every health check       |
 
 `S` is `{s…}`, `U` is `{u:…}` and `A` the `{u:…}` of an address's user id, braces included.
-Characters are content, not session state, so they never expire. Session keys have their
-TTL refreshed on every use; a lock expires on its own if its holder dies. Keys named
-before hash tags existed are renamed once by `roleplay.core.key_migration`.
+Characters are content, not session state, so they never expire. Session keys live
+`CONVERSATION_RETENTION_DAYS` ("retention"), refreshed on every use, unless the archive
+(`sessions.conversation_archive`) moves them to the cold store first; a lock expires on
+its own if its holder dies. Keys named before hash tags existed are renamed once by
+`roleplay.core.key_migration`.
 """
 
 from __future__ import annotations
@@ -118,9 +126,27 @@ class RedisKeys:
     def session_ids(self, session_id: str) -> str:
         return f"{self.session(session_id)}:ids"
 
+    def session_cold(self, session_id: str) -> str:
+        """Left where a conversation was when it moved to the cold store: its copy's digest."""
+        return f"{self.session(session_id)}:cold"
+
     def session_episodes(self, session_id: str) -> str:
         """The session's memory (`sessions.episode_store`): in its slot, with its TTL."""
         return f"{self.session(session_id)}:episodes"
+
+    def user_conversations(self, user_id: str) -> str:
+        return f"{self.prefix}user:{user_tag(user_id)}:conversations"
+
+    def user_conversation_cards(self, user_id: str) -> str:
+        return f"{self.prefix}user:{user_tag(user_id)}:conversation-cards"
+
+    @property
+    def hot_conversations(self) -> str:
+        return f"{self.prefix}conversations:hot"
+
+    @property
+    def cold_conversations(self) -> str:
+        return f"{self.prefix}conversations:cold"
 
     @property
     def token_ratios(self) -> str:

@@ -24,6 +24,7 @@ from roleplay.core.errors import NotFound
 from roleplay.core.identity import ADDRESS_PREFIX, User
 from roleplay.core.lua_script import LuaScript
 from roleplay.core.redis_keys import redis_keys
+from roleplay.sessions.conversation_archive import bring_back
 from roleplay.sessions.store import SessionMeta, SessionStore
 
 # KEYS: the session's metadata hash. ARGV: the address's user id, the cookie's user id.
@@ -68,8 +69,9 @@ async def owned_session(user: User, session_id: str | None,
                         store: SessionStore) -> tuple[ScopedSession, SessionMeta | None]:
     """`user`'s session `session_id` (a new id when None) and its metadata (None: not yet
     stored). The metadata read is the one a turn makes anyway, so scoping costs no round
-    trip. An anonymous browser's session begun before it held its cookie is filed under its
-    address (`fallback_owner`): that is read too, first for ids the server made there."""
+    trip; a conversation in the cold store is brought back first. An anonymous browser's
+    session begun before it held its cookie is filed under its address (`fallback_owner`):
+    that is read too, first for ids the server made there."""
     scoped, meta, _ = await owned_session_and(user, session_id, store, ())
     return scoped, meta
 
@@ -91,6 +93,8 @@ async def owned_session_and(
     meta, values = await store.load_meta_and(candidates[0].key, keys)
     for n, candidate in enumerate(candidates):
         if n:
+            meta = await store.load_meta(candidate.key)
+        if meta is None and await store.is_cold(candidate.key) and await bring_back(candidate.key):
             meta = await store.load_meta(candidate.key)
         if meta is None:
             continue

@@ -132,18 +132,20 @@ local function rewind(keep)
 end
 """
 
-# KEYS: messages list, meta hash, summary lock, turn lease, id hash.
+# KEYS: messages list, meta hash, summary lock, turn lease, id hash, episodes, cold marker.
 # ARGV: 1 ttl s, 2 now s, 3 window cap, 4 lease token, 5 lease ms, 6 max turns (0: none),
 # 7 retry window s, 8 idempotency key ('' none), 9 incoming JSON [{r role, c normalized
 # content, i client id?, m new id}], 10 setup JSON (a leading '=': unchanged, written only
 # if the session is new or was deleted meanwhile), 11 epoch for a new
 # session, 12 swipes ('0' never, '1' a re-sent history of two or more messages, '2' any
 # re-sent history), 13... each incoming message as it would be stored.
-# Answers {'busy', lease ms left} | {'turn_limit', user turns} | {'retry', user message,
-# reply} | {'swipe', user message, reply} | {'begin', stored kept, appended, <window>}.
+# Answers {'busy', lease ms left} | {'cold'} (the conversation is in the cold store: bring it
+# back, then begin) | {'turn_limit', user turns} | {'retry', user message, reply} |
+# {'swipe', user message, reply} | {'begin', stored kept, appended, <window>}.
 _BEGIN_SCRIPT = LuaScript(_WINDOW + _DROP_EPISODES + _REWIND + """
 local lease = redis.call('GET', KEYS[4])
 if lease and lease ~= ARGV[4] then return {'busy', redis.call('PTTL', KEYS[4])} end
+if redis.call('EXISTS', KEYS[7]) == 1 and redis.call('EXISTS', KEYS[2]) == 0 then return {'cold'} end
 local incoming = cjson.decode(ARGV[9])
 local n = #incoming
 local length = redis.call('LLEN', KEYS[1])
@@ -565,6 +567,12 @@ class TurnLimit:
     user_turns: int
 
 
+@dataclass(frozen=True)
+class Cold:
+    """The conversation was moved to the cold store (`conversation_archive`): it comes
+    back before the turn begins."""
+
+
 def now() -> float:
     return round(time.time(), 3)
 
@@ -616,10 +624,15 @@ class SessionStore:
         keys = redis_keys()
         return [keys.session_messages(session_id), keys.session(session_id),
                 keys.summary_lock(session_id), keys.turn_lease(session_id),
-                keys.session_ids(session_id), keys.session_episodes(session_id)]
+                keys.session_ids(session_id), keys.session_episodes(session_id),
+                keys.session_cold(session_id)]
 
     async def load_meta(self, session_id: str) -> SessionMeta | None:
         return _meta(session_id, await (await get_redis()).hgetall(redis_keys().session(session_id)))
+
+    async def is_cold(self, session_id: str) -> bool:
+        """Whether the conversation waits in the cold store (asked only of one not in Redis)."""
+        return bool(await (await get_redis()).exists(redis_keys().session_cold(session_id)))
 
     async def read_values(self, keys: Sequence[str]) -> list[str | None]:
         """The string values at `keys` (none: no round trip)."""
@@ -643,7 +656,7 @@ class SessionStore:
         self, session_id: str, messages: list[StoredMessage], *, token: str,
         client_ids: list[str | None], setup: TurnSetup, setup_changed: bool,
         idempotency_key: str | None, swipes: Swipes = "never",
-    ) -> Turn | Replay | Busy | TurnLimit:
+    ) -> Turn | Replay | Busy | TurnLimit | Cold:
         """One attempt to begin a turn (see the module's docstring); one round trip.
 
         `messages` are the request's messages as they would be stored (each with a new
@@ -667,6 +680,8 @@ class SessionStore:
         kind = answer[0]
         if kind == "busy":
             return Busy(max(0, int(answer[1])))
+        if kind == "cold":
+            return Cold()
         if kind == "turn_limit":
             return TurnLimit(int(answer[1]))
         if kind in ("retry", "swipe"):
@@ -747,8 +762,9 @@ class SessionStore:
         await _RECORD_FAILURE_SCRIPT([redis_keys().session(session_id)], [error[:500], now()])
 
     async def delete(self, session_id: str) -> bool:
-        """Removes the session with its lease (a reply still being generated is dropped)
-        and the lore its last turn fired: all in the session's slot, so one DEL."""
+        """Removes the session with its lease (a reply still being generated is dropped),
+        the lore its last turn fired and its cold marker: all in the session's slot, so one
+        DEL. Its cold copy and list entry are the archive's (`conversation_archive.forget`)."""
         removed = await (await get_redis()).delete(
             *self.keys(session_id), redis_keys().session_lorebook(session_id))
         return bool(removed)

@@ -26,8 +26,10 @@ from types import TracebackType
 
 from roleplay.core.errors import Conflict
 from roleplay.core.settings import get_settings
+from roleplay.sessions.conversation_archive import bring_back
 from roleplay.sessions.store import (
     Busy,
+    Cold,
     Replay,
     SessionStore,
     StoredMessage,
@@ -83,6 +85,9 @@ async def begin_turn(
             continue
         if isinstance(begun, TurnLimit):
             raise turn_limit_reached(settings.max_turns)
+        if isinstance(begun, Cold):  # moved out since the turn read its metadata
+            await bring_back(session_id)
+            continue
         return begun
 
 
