@@ -68,6 +68,16 @@ export function apiClient(base = "") {
     listCharacters: () => data("GET", "/api/characters?limit=100"),
     createCharacter: (fields) => data("POST", "/api/characters", fields),
     getSession: (id) => data("GET", `/api/chat/sessions/${encodeURIComponent(id)}`),
+    // The caller's conversations (issue 31), newest first: {items, next_cursor}; pass the
+    // last page's `next_cursor` as `cursor` for the next one.
+    listSessions: ({ limit = 20, cursor = null, characterId = null } = {}) => {
+      const params = new URLSearchParams({ limit: String(limit) });
+      if (cursor) params.set("cursor", cursor);
+      if (characterId) params.set("character_id", characterId);
+      return data("GET", `/api/chat/sessions?${params}`);
+    },
+    renameSession: (sid, title) => data("PATCH", session(sid), { title }),
+    deleteSession: (sid) => data("DELETE", session(sid)),
     speak: (text, voiceId) => data("POST", "/api/tts", { text, voice_id: voiceId || "default" }),
     // A Character Card (PNG, JSON or CHARX) as the multipart field `file`.
     importCard: (file) => {

@@ -1,6 +1,6 @@
 // The playground: one character, one conversation, streamed text and spoken sentences.
 // Open it with ?api=http://host:port to call a Server B on another origin (CORS), and with
-// ?session=<id> to go on with a stored conversation of yours.
+// ?session=<id> to go on with a stored conversation of yours (or pick it in the list).
 import { ApiError, apiClient, describeError } from "./api.js";
 
 const query = new URLSearchParams(location.search);
@@ -123,6 +123,8 @@ async function streamInto(item, events, { replace, userItem = null }) {
 }
 
 function finishTurn(item, reply) {
+  // Another conversation was opened (or a new one started) while this reply streamed.
+  if (!item.isConnected) return;
   item.dataset.done = "true";
   if (reply.message_id) item.dataset.messageId = reply.message_id;
   addControls(item);
@@ -140,6 +142,7 @@ function finishTurn(item, reply) {
   if ($("#tts-mode").value === "on_click" && reply.content) addSpeakButton(item, reply.content);
   if (reply.greetings?.length > 1) addGreetingSwipes(item, reply);
   showRecalled(item, reply.memories_recalled);
+  refreshConversations();
   const before = state.summaryMark;
   refreshSession().then((view) => {
     // The summary (and the episodes it folds) is saved after the reply, in the background.
@@ -209,6 +212,7 @@ async function editMessage(item) {
   text.textContent = changed.message.content;
   addNote(item, "(수정됨)");
   refreshSession();
+  refreshConversations();
 }
 
 async function deleteMessage(item) {
@@ -216,6 +220,7 @@ async function deleteMessage(item) {
   await api.deleteMessage(state.sessionId, item.dataset.messageId);
   item.remove();
   refreshSession();
+  refreshConversations();
 }
 
 // A card's alternate greetings, offered as swipes: each one starts the conversation anew.
@@ -394,6 +399,124 @@ function fillRecalled(note) {
   note.title = lines.join("\n\n");
 }
 
+// ---- the user's conversations (issue 31): listed newest first, opened, renamed, deleted ---
+
+const PAGE_SIZE = 20;
+const MAX_PAGE = 100;
+const listing = {
+  cursor: null,  // the listed pages' next_cursor: null when the last one is shown
+  ticket: 0,     // bumped by each listing call, so that only the latest one is shown
+};
+
+// Lists the conversations anew (as many as are shown, a page at least), or with `more`
+// adds the next page. When that fails the panel says so; chatting goes on regardless.
+async function refreshConversations({ more = false } = {}) {
+  const ticket = ++listing.ticket;
+  const list = $("#conversation-list");
+  const shown = list.children.length;
+  const moreButton = $("#conversations-more");
+  moreButton.disabled = true;
+  try {
+    const page = await api.listSessions(more
+      ? { limit: PAGE_SIZE, cursor: listing.cursor }
+      : { limit: Math.min(MAX_PAGE, Math.max(PAGE_SIZE, shown)) });
+    if (ticket !== listing.ticket) return;
+    if (more) {
+      const listed = new Set([...list.children].map((item) => item.dataset.id));
+      list.append(...page.items.filter((c) => !listed.has(c.session_id)).map(conversationItem));
+    } else {
+      list.replaceChildren(...page.items.map(conversationItem));
+    }
+    listing.cursor = page.next_cursor;
+    $("#conversations-error").hidden = true;
+    $("#conversations-empty").hidden = list.children.length > 0;
+  } catch (error) {
+    if (ticket !== listing.ticket) return;
+    const line = $("#conversations-error");
+    line.textContent = `대화 목록을 불러오지 못했어요. ${describeError(error)}`;
+    line.hidden = false;
+  } finally {
+    if (ticket === listing.ticket) {
+      moreButton.hidden = !listing.cursor;
+      moreButton.disabled = false;
+    }
+  }
+}
+
+const relative = new Intl.RelativeTimeFormat("ko", { numeric: "auto" });
+
+// "방금", "5분 전", "어제", ... for the last week; a date before that.
+function ago(seconds) {
+  const passed = Date.now() / 1000 - seconds;
+  if (passed < 60) return "방금";
+  if (passed < 3600) return relative.format(-Math.floor(passed / 60), "minute");
+  if (passed < 86400) return relative.format(-Math.floor(passed / 3600), "hour");
+  if (passed < 7 * 86400) return relative.format(-Math.floor(passed / 86400), "day");
+  return new Date(seconds * 1000).toLocaleDateString("ko-KR");
+}
+
+function conversationItem(conversation) {
+  const item = document.createElement("li");
+  item.className = "conversation";
+  item.dataset.id = conversation.session_id;
+  item.dataset.state = conversation.state;
+  item.dataset.title = conversation.title;
+  if (conversation.session_id === state.sessionId) {
+    item.classList.add("current");
+    item.setAttribute("aria-current", "true");
+  }
+  item.innerHTML = `<button type="button" class="open"><span class="title-row"><span class="title"></span></span>
+                    <span class="preview"></span><span class="meta"></span></button>
+                    <div class="actions"></div>`;
+  item.querySelector(".title").textContent = conversation.title || "(제목 없음)";
+  if (conversation.state === "cold") {
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.textContent = "보관됨";
+    badge.title = "cold: 오래 쉬어서 Redis 밖에 보관한 대화예요. 열면 다시 불러와요.";
+    item.querySelector(".title-row").append(badge);
+  }
+  item.querySelector(".preview").textContent = conversation.preview || "";
+  const character = state.characters.get(conversation.character_id)?.name;
+  item.querySelector(".meta").textContent = [character, `메시지 ${conversation.message_count}개`,
+                                             ago(conversation.updated_at)].filter(Boolean).join(" · ");
+  item.querySelector(".open").title = `마지막 대화: ${clock(conversation.updated_at)}`
+    + (conversation.created_at ? ` · 시작: ${clock(conversation.created_at)}` : "");
+  item.querySelector(".open").addEventListener("click", () => openConversation(conversation.session_id));
+  item.querySelector(".actions").append(button("이름 바꾸기", () => renameConversation(item)),
+                                        button("삭제", () => deleteConversation(item)));
+  return item;
+}
+
+// As ?session=<id> does: its messages in the chat view, ready to go on. A cold one comes
+// back to Redis as it is read, so the list is read again after it.
+async function openConversation(sessionId) {
+  $("#error").hidden = true;
+  try {
+    await openSession(sessionId);
+  } catch (error) {
+    showError(error);
+  }
+  refreshConversations();
+}
+
+async function renameConversation(item) {
+  const title = prompt("대화 이름 바꾸기", item.dataset.title);
+  if (title === null || !title.trim()) return;
+  const renamed = await api.renameSession(item.dataset.id, title.trim());
+  item.dataset.title = renamed.title;
+  item.querySelector(".title").textContent = renamed.title;
+}
+
+async function deleteConversation(item) {
+  const name = item.dataset.title || "제목 없는";
+  if (!confirm(`"${name}" 대화를 지울까요? 메시지와 기억이 모두 지워지고 되돌릴 수 없어요.`)) return;
+  await api.deleteSession(item.dataset.id);
+  item.remove();
+  if (item.dataset.id === state.sessionId) clearSession();
+  refreshConversations();
+}
+
 // ---- characters, errors, wiring ---------------------------------------------------------
 
 function characterName() {
@@ -431,6 +554,7 @@ function clearSession() {
 
 function newSession(greetingIndex = 0) {
   clearSession();
+  refreshConversations();
   const id = $("#character").value;
   if (state.characters.get(id)?.first_message) runTurn([], { greeting_index: greetingIndex });
 }
@@ -538,8 +662,11 @@ $("#character").addEventListener("change", () => newSession());
 $("#new-session").addEventListener("click", () => newSession());
 $("#card-file").addEventListener("change", importCard);
 $("#persona-form").addEventListener("submit", savePersona);
+$("#conversations-more").addEventListener("click", () => refreshConversations({ more: true }));
+// The list names each conversation's character, so it waits for the characters.
 loadCharacters().catch(showError)
   .then(() => query.get("session") && openSession(query.get("session")))
-  .catch(showError);
+  .catch(showError)
+  .finally(() => refreshConversations());
 loadPersona().catch(showError);
 document.body.dataset.ready = "true";
