@@ -179,7 +179,7 @@ async def archive(entry: str) -> tuple[Outcome, str | None]:
         marker = await (await get_redis()).get(keys[6])
         return "cold", json.loads(marker).get("cold_entry") if marker else None
     if answer[0] != "ok":
-        return answer[0], None  # type: ignore[return-value]
+        return answer[0], None
     state = str(answer[1])
     parsed = json.loads(state)
     owner = _meta(parsed).get("owner", "")
