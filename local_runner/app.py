@@ -3,7 +3,8 @@
 Each request goes to the app its Lambda runs (`functions/<name>/app.py`'s `app`, the object
 Mangum wraps, with its middleware and error handlers): local_runner.function_router picks it
 by the function's routes. The runner's own app answers the rest: the playground at `/`,
-`GET /metrics`, and `/docs` with one `/openapi.json` of every function's operations.
+`GET /metrics`, and `/docs` with one `/openapi.json` of every function's operations; its
+lifespan moves idle conversations to the cold store (local_runner.archive_sweeps).
 tests/deploy/test_routes.py checks the functions' routes against template.yaml, and
 tests/deploy/test_runner_mounts_functions.py that the runner adds nothing to them.
 """
@@ -56,6 +57,7 @@ def _add_combined_openapi(runner: FastAPI, functions: Iterable[FastAPI]) -> None
 
 
 def build_app() -> FunctionRouter:
+    from local_runner.archive_sweeps import archive_sweeps
     from local_runner.metrics_route import router as metrics_router
 
     functions = function_apps()
@@ -63,6 +65,7 @@ def build_app() -> FunctionRouter:
         "Server B",
         [metrics_router],
         description="Character role-play chat backend: every function handler in one app.",
+        lifespan=archive_sweeps,
     )
     add_playground(runner)
     _add_combined_openapi(runner, functions.values())

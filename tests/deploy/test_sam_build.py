@@ -89,7 +89,8 @@ def invoke_built(build: Path, function: str, steps: list[Step], env: dict[str, s
 def lambda_env(redis_url: str, key_prefix: str, tmp_path: Path) -> dict[str, str]:
     """A Lambda-like environment: nothing of the test process's, only the function's settings."""
     return {"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": key_prefix, "PATH": "/usr/bin:/bin",
-            "AUDIO_DIR": str(tmp_path / "audio"), "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+            "AUDIO_DIR": str(tmp_path / "audio"), "DATA_DIR": str(tmp_path / "data"),
+            "HOME": str(tmp_path), "LANG": "C.UTF-8"}
 
 
 @pytest.fixture(scope="session")
@@ -188,9 +189,13 @@ def test_health_models_voices_and_summarizer_from_the_build(
 
     summarizer = invoke_built(
         sam_build, "summarizer",
-        [{"event": {"kind": "summary", "session_id": "nobody"}}, {"event": {"kind": "other"}}],
+        [{"event": {"kind": "summary", "session_id": "nobody"}}, {"event": {"kind": "other"}},
+         {"event": {"kind": "archive"}}],
         lambda_env, events_dir)
-    assert [a["outcome"]["outcome"] for a in summarizer["answers"]] == ["gone", "invalid_event"]
+    summary, other, archive = (a["outcome"] for a in summarizer["answers"])
+    assert [summary["outcome"], other["outcome"]] == ["gone", "invalid_event"]
+    assert archive["kind"] == "archive"
+    assert {"archived", "expired", "skipped", "failed"} <= set(archive), archive
     for result in (health, models, voices, summarizer):
         assert result["without_bytecode"] == []
 

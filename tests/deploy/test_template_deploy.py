@@ -4,11 +4,13 @@ the cache's engine a parameter and the functions told the cache is a cluster."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from infra.sam_build import ROOT, SPEAKING_FUNCTIONS
 from roleplay.core.settings import Settings
+from roleplay.sessions.cold_store import S3ColdStore
 from tests.support.sam_template import load_template
 
 MAKEFILE_BUILD = {"BuildMethod": "makefile", "ContextPath": "infra/sam"}
@@ -105,3 +107,65 @@ def test_cache_engine_is_a_parameter_and_every_function_knows_the_cache_is_a_clu
                   if {"REDIS_URL", "REDIS_CLUSTER"} & set(
                       r["Properties"].get("Environment", {}).get("Variables", {}))}
     assert not overridden, overridden
+
+
+# --- conversations that last: the cold store and its schedule (issue 31) ---------------
+
+SESSION_FUNCTIONS = {"ChatFunction", "ChatStreamFunction", "OpenAIFunction", "SummarizerFunction"}
+"""The functions that read or write conversations (the summarizer archives them)."""
+
+
+def test_the_conversation_bucket_is_private_encrypted_and_outlives_the_stack() -> None:
+    bucket = load_template()["Resources"]["ConversationBucket"]
+    assert bucket["Type"] == "AWS::S3::Bucket"
+    assert bucket["DeletionPolicy"] == bucket["UpdateReplacePolicy"] == "Retain"
+    props = bucket["Properties"]
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [
+        {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True}
+
+
+def test_cold_conversations_expire_after_the_retention_and_never_when_it_is_zero() -> None:
+    template = load_template()
+    retention = template["Parameters"]["ConversationRetentionDays"]
+    assert retention["Type"] == "Number" and retention["Default"] == 90
+    assert retention["MinValue"] == 0 and retention["MaxValue"] == 36_500
+    assert Settings.model_fields["conversation_retention_days"].default == retention["Default"]
+    assert template["Conditions"]["ConversationsExpire"] == [["ConversationRetentionDays", "0"]]
+    lifecycle = template["Resources"]["ConversationBucket"]["Properties"]["LifecycleConfiguration"]
+    condition, rules, otherwise = lifecycle
+    assert condition == "ConversationsExpire" and otherwise == "AWS::NoValue"
+    assert rules == {"Rules": [{"Id": "ExpireColdConversations", "Status": "Enabled",
+                                "Prefix": "conversations/",
+                                "ExpirationInDays": "ConversationRetentionDays"}]}
+    assert S3ColdStore.prefix == "conversations/"
+
+
+def test_every_function_that_keeps_conversations_reaches_the_bucket_and_knows_the_clocks() -> None:
+    template = load_template()
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["CONVERSATION_BUCKET"] == "ConversationBucket"
+    assert env["CONVERSATION_RETENTION_DAYS"] == "ConversationRetentionDays"
+    assert env["SESSION_HOT_TTL_S"] == "SessionHotTtlSeconds"
+    # The parameter keeps its name (deploys pass it); the variable is the cap's clock.
+    assert env["ACTIVE_TTL_S"] == "SessionTtlSeconds" and "SESSION_TTL_S" not in env
+    for name in ("CONVERSATION_BUCKET", "CONVERSATION_RETENTION_DAYS", "SESSION_HOT_TTL_S",
+                 "ACTIVE_TTL_S"):
+        assert name.lower() in Settings.model_fields, name
+    hot = template["Parameters"]["SessionHotTtlSeconds"]
+    assert hot["Default"] == Settings.model_fields["session_hot_ttl_s"].default
+    crud = {"S3CrudPolicy": {"BucketName": "ConversationBucket"}}
+    granted = {name for name, r in _resources("Function").items()
+               if crud in r["Properties"].get("Policies", [])}
+    assert granted == SESSION_FUNCTIONS
+
+
+def test_the_summarizer_archives_idle_conversations_every_15_minutes() -> None:
+    events = _resources("Function")["SummarizerFunction"]["Properties"]["Events"]
+    schedules = [e["Properties"] for e in events.values() if e["Type"] == "Schedule"]
+    assert len(schedules) == 1
+    assert schedules[0]["Schedule"] == "rate(15 minutes)"
+    assert json.loads(schedules[0]["Input"]) == {"kind": "archive"}
+    assert not [e for e in events.values() if e["Type"] == "HttpApi"], "never an HTTP endpoint"
