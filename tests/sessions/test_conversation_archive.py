@@ -332,3 +332,35 @@ def test_a_turn_that_finds_its_conversation_moved_out_under_it_brings_it_back_fi
     raw, begun = asyncio.run(begin())
     assert isinstance(raw, Cold)
     assert begun.window.length == 3, "the two stored messages came back, then the new one"  # type: ignore[attr-defined]
+
+
+def test_a_conversation_held_by_a_turn_stays_and_does_not_block_the_others(
+        llm: FakeLLM, browser: TestClient, sync_redis: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(conversation_archive, "SWEEP_BATCH", 1)
+    for sid in ("held", "free-1", "free-2"):
+        _turn(browser, sid, "안녕")
+    held = session_key(browser, "held")
+    sync_redis.set(redis_keys().turn_lease(held), "a turn in progress", px=60_000)
+    counts = _sweep()
+    assert (counts["archived"], counts["skipped"]) == (2, 1)
+    assert _hot_keys(sync_redis, held) == 3
+    assert [i["state"] for i in browser.get("/api/chat/sessions").json()["data"]["items"]] == [
+        "cold", "cold", "hot"]
+
+
+def test_a_conversation_that_expired_in_redis_leaves_the_indexes_and_its_old_copy(
+        llm: FakeLLM, browser: TestClient, sync_redis: redis.Redis) -> None:
+    """Brought back once (its copy stays in the cold store), then left until Redis expired
+    its keys at the retention: the sweep forgets it everywhere."""
+    _turn(browser, "lapsed", "안녕")
+    key = session_key(browser, "lapsed")
+    _sweep()
+    assert browser.get("/api/chat/sessions/lapsed").status_code == 200
+    assert asyncio.run(cold_store().get(key)) is not None
+    keys = redis_keys()
+    sync_redis.delete(keys.session(key), keys.session_messages(key), keys.session_ids(key))
+    assert _sweep()["expired"] == 1
+    assert asyncio.run(cold_store().get(key)) is None
+    assert sync_redis.zcard(keys.hot_conversations) == 0
+    assert browser.get("/api/chat/sessions").json()["data"]["items"] == []

@@ -44,6 +44,8 @@ logger = logging.getLogger("roleplay.sessions.conversation_archive")
 
 COPY_VERSION = 1
 SWEEP_BATCH = 200
+SWEEP_PAGES = 5
+"""One sweep moves at most SWEEP_PAGES × SWEEP_BATCH conversations; the schedule does the rest."""
 
 Outcome = Literal["archived", "busy", "cold", "gone", "changed"]
 
@@ -238,39 +240,54 @@ async def forget(user_id: str, session_id: str, storage_id: str) -> None:
     await conversation_index.forget(user_id, session_id, storage_id)
 
 
+async def _sweep_one(entry: str, score: float, counts: Counter[str]) -> bool:
+    """Moves one idle conversation out; answers whether it left the hot index."""
+    keys = redis_keys()
+    try:
+        outcome, cold_entry = await archive(entry)
+    except Exception:
+        logger.exception("moving %s to the cold store failed; it stays in Redis", entry)
+        counts["failed"] += 1
+        return False
+    if outcome in ("archived", "cold"):
+        counts["archived" if outcome == "archived" else "skipped"] += 1
+        moved = await conversation_index.remove_if_unchanged(keys.hot_conversations, entry, score)
+        if moved and cold_entry:
+            await (await get_redis()).zadd(keys.cold_conversations, {cold_entry: int(score)})
+        return moved
+    if outcome == "gone":  # expired in Redis, or deleted: the lists drop it when met
+        counts["expired"] += 1
+        gone = await conversation_index.remove_if_unchanged(keys.hot_conversations, entry, score)
+        if gone:  # and a copy a restore left behind goes too
+            await cold_store().delete(conversation_index.parse_member(entry)[0])
+        return gone
+    counts["skipped"] += 1
+    return False
+
+
 async def sweep_idle(now: float | None = None) -> dict[str, int]:
     """Moves the conversations idle longer than `SESSION_HOT_TTL_S` to the cold store and
     forgets those past `CONVERSATION_RETENTION_DAYS`; answers counts by outcome
-    (`archived`, `expired`, `skipped`, `failed`). At most `SWEEP_BATCH` of each per call."""
+    (`archived`, `expired`, `skipped`, `failed`). Conversations that stay (held by a turn,
+    changed, failed) never block the ones behind them."""
     settings = get_settings()
     now = time.time() if now is None else now
     keys = redis_keys()
     redis = await get_redis()
     counts: Counter[str] = Counter(archived=0, expired=0, skipped=0, failed=0)
-    idle: list[tuple[str, float]] = await redis.zrangebyscore(  # type: ignore[assignment]
-        keys.hot_conversations, "-inf", int((now - settings.session_hot_ttl_s) * 1000),
-        start=0, num=SWEEP_BATCH, withscores=True)
-    for entry, score in idle:
-        try:
-            outcome, cold_entry = await archive(entry)
-        except Exception:
-            logger.exception("moving %s to the cold store failed; it stays in Redis", entry)
-            counts["failed"] += 1
-            continue
-        if outcome in ("archived", "cold"):
-            moved = await conversation_index.remove_if_unchanged(keys.hot_conversations, entry, score)
-            if moved and cold_entry:
-                await redis.zadd(keys.cold_conversations, {cold_entry: int(score)})
-            counts["archived" if outcome == "archived" else "skipped"] += 1
-        elif outcome == "gone":  # expired in Redis, or deleted: the lists drop it when met
-            await conversation_index.remove_if_unchanged(keys.hot_conversations, entry, score)
-            counts["expired"] += 1
-        else:
-            counts["skipped"] += 1
+    cutoff = int((now - settings.session_hot_ttl_s) * 1000)
+    stayed = 0  # entries left in the index (busy, changed, failed): the next page starts past them
+    for _ in range(SWEEP_PAGES):
+        idle: list[tuple[str, float]] = await redis.zrangebyscore(  # type: ignore[assignment]
+            keys.hot_conversations, "-inf", cutoff, start=stayed, num=SWEEP_BATCH, withscores=True)
+        for entry, score in idle:
+            stayed += not await _sweep_one(entry, score, counts)
+        if len(idle) < SWEEP_BATCH:
+            break
     if settings.conversation_retention_days:
-        cutoff = now - settings.conversation_retention_days * 86_400
+        oldest_kept = int((now - settings.conversation_retention_days * 86_400) * 1000)
         expired: list[str] = await redis.zrangebyscore(  # type: ignore[assignment]
-            keys.cold_conversations, "-inf", int(cutoff * 1000), start=0, num=SWEEP_BATCH)
+            keys.cold_conversations, "-inf", oldest_kept, start=0, num=SWEEP_BATCH * SWEEP_PAGES)
         for entry in expired:
             storage_id, session_id, user_id = conversation_index.parse_member(entry)
             try:
