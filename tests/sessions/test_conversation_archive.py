@@ -364,3 +364,13 @@ def test_a_conversation_that_expired_in_redis_leaves_the_indexes_and_its_old_cop
     assert asyncio.run(cold_store().get(key)) is None
     assert sync_redis.zcard(keys.hot_conversations) == 0
     assert browser.get("/api/chat/sessions").json()["data"]["items"] == []
+
+
+def test_a_sweep_stops_taking_conversations_when_its_time_is_up(
+        llm: FakeLLM, browser: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    for sid in ("t-1", "t-2"):
+        _turn(browser, sid, "안녕")
+    monkeypatch.setattr(conversation_archive, "SWEEP_BUDGET_S", 0.0)
+    assert _sweep()["archived"] == 0, "the next sweep does it"
+    monkeypatch.undo()
+    assert _sweep()["archived"] == 2

@@ -42,10 +42,13 @@ from roleplay.sessions.cold_store import cold_store
 
 logger = logging.getLogger("roleplay.sessions.conversation_archive")
 
-COPY_VERSION = 1
+COPY_VERSION = 2
 SWEEP_BATCH = 200
 SWEEP_PAGES = 5
-"""One sweep moves at most SWEEP_PAGES × SWEEP_BATCH conversations; the schedule does the rest."""
+SWEEP_BUDGET_S = 120.0
+"""One sweep moves at most SWEEP_PAGES × SWEEP_BATCH conversations, and stops taking new
+ones after SWEEP_BUDGET_S (deployed, a move is an S3 PUT and GET: a few tenths of a
+second; the function's timeout is 300 s); the next sweep does the rest."""
 
 Outcome = Literal["archived", "busy", "cold", "gone", "changed"]
 
@@ -145,11 +148,21 @@ def _keys(storage_id: str) -> list[str]:
             keys.session_cold(storage_id), keys.session_lorebook(storage_id)]
 
 
-def _pack(storage_id: str, entry: str, state: str) -> bytes:
-    """The cold copy: a versioned envelope around the dump, gzipped."""
-    envelope = {"v": COPY_VERSION, "id": storage_id, "entry": entry, "archived_at": time.time(),
-                "state": json.loads(state)}
-    return gzip.compress(json.dumps(envelope, ensure_ascii=False).encode(), compresslevel=6)
+def pack(storage_id: str, entry: str, state: str) -> bytes:
+    """The cold copy, gzipped: a one-line JSON header (version, ids, when), then the dump's
+    text as the dump script wrote it, so bringing it back never parses it in Python."""
+    header = json.dumps({"v": COPY_VERSION, "id": storage_id, "entry": entry,
+                         "archived_at": time.time()})
+    return gzip.compress(f"{header}\n{state}".encode(), compresslevel=6)
+
+
+def unpack(copy: bytes) -> tuple[dict[str, Any], str]:
+    """The header and the dump's text of a cold copy (ValueError or OSError: damaged)."""
+    header, _, state = gzip.decompress(copy).decode().partition("\n")
+    meta: dict[str, Any] = json.loads(header)
+    if meta.get("v") != COPY_VERSION or not state.startswith("{"):
+        raise ValueError("not a cold copy of this version")
+    return meta, state
 
 
 def _meta(state: dict[str, Any]) -> dict[str, str]:
@@ -186,7 +199,7 @@ async def archive(entry: str) -> tuple[Outcome, str | None]:
     parsed = json.loads(state)
     owner = _meta(parsed).get("owner", "")
     cold_entry = conversation_index.cold_member(storage_id, session_id, owner)
-    copy = _pack(storage_id, entry, state)
+    copy = pack(storage_id, entry, state)
     store = cold_store()
     await store.put(storage_id, copy)
     if await store.get(storage_id) != copy:
@@ -215,8 +228,7 @@ async def bring_back(storage_id: str) -> bool:
             raise ConversationUnreadable("its copy is missing")
         if hashlib.sha256(copy).hexdigest() != expected["sha256"]:
             raise ConversationUnreadable("its copy does not match the one stored")
-        envelope = json.loads(gzip.decompress(copy))
-        state = json.dumps(envelope["state"], ensure_ascii=False)
+        _, state = unpack(copy)
     except (ValueError, KeyError, TypeError, OSError, EOFError) as error:
         logger.warning("cold copy of %s unreadable: %r", storage_id, error)
         raise ConversationUnreadable("its copy is damaged") from None
@@ -276,13 +288,16 @@ async def sweep_idle(now: float | None = None) -> dict[str, int]:
     redis = await get_redis()
     counts: Counter[str] = Counter(archived=0, expired=0, skipped=0, failed=0)
     cutoff = int((now - settings.session_hot_ttl_s) * 1000)
+    stop_at = time.monotonic() + SWEEP_BUDGET_S
     stayed = 0  # entries left in the index (busy, changed, failed): the next page starts past them
     for _ in range(SWEEP_PAGES):
         idle: list[tuple[str, float]] = await redis.zrangebyscore(  # type: ignore[assignment]
             keys.hot_conversations, "-inf", cutoff, start=stayed, num=SWEEP_BATCH, withscores=True)
         for entry, score in idle:
+            if time.monotonic() > stop_at:
+                break
             stayed += not await _sweep_one(entry, score, counts)
-        if len(idle) < SWEEP_BATCH:
+        if len(idle) < SWEEP_BATCH or time.monotonic() > stop_at:
             break
     if settings.conversation_retention_days:
         oldest_kept = int((now - settings.conversation_retention_days * 86_400) * 1000)
