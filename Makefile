@@ -13,6 +13,9 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 PYTHON312 ?= $(shell sh infra/find-python3.12)
 SAM_VENV  := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed-stamp
+# LiteLLM's proxy, the other side of `make bench BENCH=peers` (bench/peers_bench.py).
+LITELLM_VENV  := .venv-litellm
+LITELLM_STAMP := $(LITELLM_VENV)/.installed-stamp
 
 .PHONY: install run test chromium lint bench clean sam-install sam-build mutate
 
@@ -34,6 +37,14 @@ $(SAM_STAMP): infra/sam/requirements.txt
 	touch $(SAM_STAMP)
 
 sam-install: $(SAM_STAMP)
+
+# LiteLLM's proxy pins what the project's venv cannot share (fastapi, pydantic, openai, ...),
+# so the peer benchmark runs it from a venv of its own, as the SAM CLI has.
+$(LITELLM_STAMP): infra/litellm/requirements.txt
+	test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LITELLM_VENV)/bin/python -m pip install --quiet -r infra/litellm/requirements.txt
+	touch $(LITELLM_STAMP)
 
 # What `sam deploy` uploads, in .aws-sam/build (infra/sam/Makefile builds each artifact);
 # --cached rebuilds only what changed.
@@ -60,6 +71,8 @@ chromium:
 
 bench: install sam-install
 	$(BIN)/python -m bench $(BENCH)
+# All of them (no BENCH) or BENCH naming peers: LiteLLM's proxy too.
+bench: $(if $(strip $(BENCH)),$(if $(filter peers,$(BENCH)),$(LITELLM_STAMP)),$(LITELLM_STAMP))
 
 # Mutation testing ([tool.mutmut] in pyproject.toml; not part of `make test` or CI; hours on
 # two cores, resumable: a second run retests only what changed). mutmut names modules after
