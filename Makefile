@@ -99,4 +99,4 @@ lint: install
 	$(BIN)/cfn-lint template.yaml
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(LITELLM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
