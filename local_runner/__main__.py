@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_on_signal)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # httpx logs every upstream call at INFO; the access log already says what a request did
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     host = os.environ.get("HOST", "127.0.0.1")
     port_text = os.environ.get("PORT", "8000")
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
