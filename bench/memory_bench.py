@@ -447,7 +447,7 @@ def lexical_rank(client: Any, auth: dict[str, str], session: str, question: str,
     episodes = [e for e in listed if e["last"] <= horizon]
     key = key_of(fact, lang)
     holding = [i for i, e in enumerate(episodes) if key.search(e["text"])]
-    order = LexicalRanker([terms(e["text"]) for e in episodes]).order(question, range(len(episodes)))
+    order = LexicalRanker([terms(e["text"]) for e in episodes]).order(question, len(episodes))
     ranks = [order.index(i) + 1 if i in order else None for i in holding]
     first = min((r for r in ranks if r is not None), default=None)
     above = order[:first - 1] if first else order[:3]
@@ -725,7 +725,7 @@ async def _rebuild_timings(sessions: dict[str, str], query: str, repeat: int) ->
             read_cpu.append(time.thread_time() - cpu)
             read_wall.append(time.perf_counter() - wall)
             cpu = time.thread_time()
-            LexicalRanker([s.episode.terms for s in episodes]).order(query, range(len(episodes)))
+            LexicalRanker([s.episode.terms for s in episodes]).order(query, len(episodes))
             index_cpu.append(time.thread_time() - cpu)
             cpu = time.thread_time()
             if any(s.vector for s in episodes):

@@ -94,3 +94,16 @@ def test_episodes_missed_while_the_server_was_down_are_embedded_by_a_later_job(
     episodes = _memories(client, "me-backfill")["episodes"]
     assert all(e["embedded"] for e in episodes)
     assert any(FACT[:10] in e["text"] for e in episodes)
+
+
+def test_with_a_vector_for_every_folded_episode_no_lexical_index_is_built(
+        embedding_memory: FakeLLM, client: TestClient) -> None:
+    """Meaning alone ranks them, so the process's copy never pays for a BM25 index."""
+    from roleplay.memory import recall as memory_recall
+
+    _conversation(client, "me-vectors-only")
+    memory_recall.forget_cached()
+    reply = _turn(client, "me-vectors-only", PET_QUESTION)
+    assert reply["memories_recalled"] and "나비" in _system(embedding_memory)
+    copies = list(memory_recall._memories.values())
+    assert copies and all(copy._lexical is None for copy in copies)

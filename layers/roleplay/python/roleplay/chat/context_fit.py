@@ -33,6 +33,7 @@ from roleplay.llm.client import ContextOverflow
 from roleplay.llm.dialect import upstream_dialect
 from roleplay.llm.prompt_counter import upstream_prompt_tokens
 from roleplay.llm.upstream_limits import context_budget, forget, remember
+from roleplay.memory.block import MemoryBlock
 from roleplay.sessions.store import Window
 
 logger = logging.getLogger("roleplay.chat.context_fit")
@@ -94,8 +95,8 @@ async def _settle(plan: ContextPlan, context: ContextManager, model: str, settin
         window = inputs.window
         summary = inputs.summary
         if summarize is not None:
-            system = context.system_prompt(inputs.persona, summary, inputs.language, inputs.memory)
-            if context.summary_due_now(window, system, inputs.max_tokens, ratio):
+            system_local = context.system_tokens(inputs.persona, summary, inputs.language, inputs.memory)
+            if context.summary_due_now(window, system_local, inputs.max_tokens, ratio):
                 summarized = await summarize()
                 if summarized is not None:
                     window, summary = summarized, summarized.summary
@@ -108,7 +109,7 @@ async def _settle(plan: ContextPlan, context: ContextManager, model: str, settin
 
 async def fit_context(
     window: Window, *, model: str, persona: str, max_tokens: int, character_name: str | None,
-    language: PersonaLanguage, summarize: Summarize | None, memory: str | None = None,
+    language: PersonaLanguage, summarize: Summarize | None, memory: MemoryBlock | None = None,
 ) -> tuple[Window, ContextPlan, float]:
     """The turn's window (after any summary made on the request path), its plan, and the
     learned ratio it started from. `memory`: the recalled episodes' block, after the summary."""
@@ -117,8 +118,8 @@ async def fit_context(
     ratio = await token_ratio(model)
     context = ContextManager(settings, budget.planning)
     for _ in range(REQUEST_PATH_SUMMARIES):
-        system = context.system_prompt(persona, window.summary, language, memory)
-        if summarize is None or not context.summary_due_now(window, system, max_tokens, ratio):
+        system_local = context.system_tokens(persona, window.summary, language, memory)
+        if summarize is None or not context.summary_due_now(window, system_local, max_tokens, ratio):
             break
         summarized = await summarize()
         if summarized is None:

@@ -3,8 +3,8 @@
 The budget for history is `MAX_CONTEXT_TOKENS` minus the reply's `max_tokens` minus
 the system prompt (persona, then the rolling summary, then the episodes recalled from
 memory, which never take more than a quarter of what the persona leaves). Everything here works on
-token counts stored with each message, corrected by the model's learned ratio, so
-planning a turn costs the same at turn 10 and at turn 1,000.
+token counts stored with each message and each recalled episode, corrected by the model's
+learned ratio, so planning a turn costs the same at turn 10 and at turn 1,000.
 
 Past `SUMMARY_THRESHOLD` of the budget a summary is scheduled off the request path.
 Only when the next prompt would not fit at all does the request path summarize, and
@@ -24,6 +24,7 @@ from roleplay.core.errors import BadRequest
 from roleplay.core.settings import Settings
 from roleplay.core.token_counter import message_tokens
 from roleplay.llm.client import ChatMessage
+from roleplay.memory.block import MemoryBlock
 from roleplay.sessions.store import StoredMessage, Window
 
 MIN_HISTORY_BUDGET = 64
@@ -46,7 +47,7 @@ class PlanInputs:
     ratio: float
     character_name: str | None
     language: PersonaLanguage
-    memory: str | None = None
+    memory: MemoryBlock | None = None
 
 
 @dataclass(frozen=True)
@@ -71,14 +72,22 @@ class ContextManager:
         """The prompt and reply's room: `MAX_CONTEXT_TOKENS`, or less if the upstream has less."""
 
     def system_prompt(self, persona: str, summary: str | None, language: PersonaLanguage,
-                      memory: str | None = None) -> str:
+                      memory: MemoryBlock | None = None) -> str:
         """The persona, the summary, then the recalled episodes (`memory.recall`'s block)."""
         parts = [persona]
         if summary:
             parts.append(summary_block(summary, language))
         if memory:
-            parts.append(memory)
+            parts.append(memory.text)
         return "\n\n".join(parts)
+
+    def system_tokens(self, persona: str, summary: str | None, language: PersonaLanguage,
+                      memory: MemoryBlock | None = None) -> int:
+        """The system prompt's local tokens: the persona and summary counted (the same text
+        turn after turn, which the counter memoises), the memory block's as it carries them
+        (new text most turns: encoding it would cost more than recalling it)."""
+        return (message_tokens(self.system_prompt(persona, summary, language))
+                + (memory.tokens if memory else 0))
 
     def memory_budget(self, system_local: int, max_tokens: int, ratio: float) -> int:
         """Local tokens the recalled episodes may take: `MEMORY_TOKENS`, and never more than
@@ -109,10 +118,10 @@ class ContextManager:
     def window_tokens(self, messages: Sequence[StoredMessage]) -> int:
         return sum(stored_tokens(m) for m in messages)
 
-    def summary_due_now(self, window: Window, system: str, max_tokens: int, ratio: float) -> bool:
+    def summary_due_now(self, window: Window, system_local: int, max_tokens: int, ratio: float) -> bool:
         """The next prompt would not fit at all, and a summary could make room: the one
-        case the request path summarizes itself."""
-        budget = self.history_budget(message_tokens(system), max_tokens, ratio)
+        case the request path summarizes itself. `system_local`: `system_tokens`."""
+        budget = self.history_budget(system_local, max_tokens, ratio)
         fits = window.unread == 0 and corrected(self.window_tokens(window.messages), ratio) <= budget
         return not fits and self.summarizable_upto(window.length) > window.watermark
 
@@ -126,10 +135,10 @@ class ContextManager:
         ratio: float,
         character_name: str | None,
         language: PersonaLanguage,
-        memory: str | None = None,
+        memory: MemoryBlock | None = None,
     ) -> ContextPlan:
         system = self.system_prompt(persona, summary, language, memory)
-        system_local = message_tokens(system)
+        system_local = self.system_tokens(persona, summary, language, memory)
         budget = self.history_budget(system_local, max_tokens, ratio)
         kept = list(window.messages)
         costs = [stored_tokens(m) for m in kept]

@@ -8,13 +8,18 @@ episodes the summary has folded are candidates (the window's messages are in the
 already). With an embedding model configured the message is embedded (the one call on
 the request path, bounded by `EMBEDDING_TIMEOUT_S`), and the lexical ranker takes over
 for episodes without a vector or when the embedding fails; memory never fails a turn.
+
+A steady turn's recall does not grow with the session's episodes: the candidates are found
+by bisection, the rankers sort in numpy, the budget's walk stops once it is full, and the
+block's tokens are the episodes' stored counts (`memory.block`), never encoded again.
 """
 
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from roleplay.characters.persona import PersonaLanguage, memory_block
@@ -23,6 +28,7 @@ from roleplay.core.redis_client import get_redis
 from roleplay.core.settings import get_settings
 from roleplay.core.token_counter import message_tokens
 from roleplay.llm.embeddings import EmbeddingUnavailable, embed, embeddings_configured
+from roleplay.memory.block import MemoryBlock, block_of
 from roleplay.memory.rankers import LexicalRanker, SemanticRanker
 from roleplay.sessions.episode_store import EpisodeStore, StoredEpisode
 from roleplay.sessions.store import Window
@@ -38,22 +44,38 @@ SEPARATOR_TOKENS = 2
 
 @dataclass(frozen=True)
 class Recall:
-    block: str
-    """The memory block, as it follows the summary in the system prompt."""
+    block: MemoryBlock
+    """The memory block, as it follows the summary in the system prompt, with its tokens."""
     ids: list[str]
-    tokens: int
     ranked_by: str
     """`lexical` or `embedding`."""
 
 
 @dataclass
 class _SessionMemory:
-    """A process's ranked copy of one session's episodes, good for one memory revision."""
+    """A process's ranked copy of one session's episodes, good for one memory revision.
+
+    The episodes are ordered by their last message, so those a summary has folded are the
+    first `within(horizon)`; their prompt costs are kept beside them for the budget."""
 
     rev: int
     episodes: list[StoredEpisode]
+    lasts: list[int]
+    costs: list[int]
+    smallest: int
+    """The cheapest episode's cost: once less room than this is left, none fits."""
     _lexical: LexicalRanker | None = field(default=None, repr=False)
     _semantic: SemanticRanker | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, rev: int, stored: Sequence[StoredEpisode]) -> _SessionMemory:
+        episodes = sorted(stored, key=lambda s: s.episode.last)
+        costs = [s.episode.tokens + SEPARATOR_TOKENS for s in episodes]
+        return cls(rev, episodes, [s.episode.last for s in episodes], costs, min(costs, default=0))
+
+    def within(self, horizon: int) -> int:
+        """How many episodes end at or before `horizon`."""
+        return bisect_right(self.lasts, horizon)
 
     @property
     def lexical(self) -> LexicalRanker:
@@ -84,7 +106,7 @@ async def _memory_of(session_id: str, rev: int) -> _SessionMemory:
     if memory is not None and memory.rev == rev:
         _memories.move_to_end(key)
         return memory
-    memory = _SessionMemory(rev, await _store.read_all(session_id))
+    memory = _SessionMemory.of(rev, await _store.read_all(session_id))
     _memories[key] = memory
     _memories.move_to_end(key)
     held = sum(len(m.episodes) for m in _memories.values())
@@ -100,32 +122,38 @@ def _query(window: Window) -> str | None:
     return None
 
 
-def _within(order: Sequence[int], episodes: Sequence[StoredEpisode], budget: int) -> list[int]:
-    """Taken in rank order while they fit; one too big is passed over, not a stop."""
+def _within(order: Iterable[int], costs: Sequence[int], budget: int, smallest: int) -> list[int]:
+    """Taken in rank order while they fit; one too big is passed over, not a stop, and the
+    walk ends as soon as not even the smallest episode would fit."""
     taken: list[int] = []
-    used = 0
+    room = budget
     for i in order:
-        cost = episodes[i].episode.tokens + SEPARATOR_TOKENS
-        if used + cost <= budget:
+        if room < smallest:
+            break
+        if costs[i] <= room:
             taken.append(i)
-            used += cost
+            room -= costs[i]
     return taken
 
 
-async def _ranked(memory: _SessionMemory, query: str, candidates: list[int]) -> tuple[list[int], str]:
+async def _ranked(memory: _SessionMemory, query: str, within: int) -> tuple[list[int], str]:
+    """By embedding when the session has vectors and the message gets one; the lexical order
+    (made only then) fills in the candidates without a vector, and takes over when embedding
+    fails."""
     settings = get_settings()
-    lexical = memory.lexical.order(query, candidates)
     if not embeddings_configured(settings) or not memory.semantic.covers:
-        return lexical, "lexical"
+        return memory.lexical.order(query, within), "lexical"
     try:
         vector = (await embed([query], kind="query", timeout_s=settings.embedding_timeout_s))[0]
     except EmbeddingUnavailable as error:
         metrics.inc("memory_embedding_failures_total")
         logger.warning("ranking memory lexically: %s", error)
-        return lexical, "lexical"
-    semantic = memory.semantic.order(vector, candidates)
+        return memory.lexical.order(query, within), "lexical"
+    semantic = memory.semantic.order(vector, within)
+    if memory.semantic.covers_first(within):
+        return semantic, "embedding"
     covered = memory.semantic.covers
-    return semantic + [i for i in lexical if i not in covered], "embedding"
+    return semantic + [i for i in memory.lexical.order(query, within) if i not in covered], "embedding"
 
 
 async def recall(session_id: str, window: Window, *, budget_tokens: int,
@@ -137,16 +165,14 @@ async def recall(session_id: str, window: Window, *, budget_tokens: int,
     if query is None:
         return None
     memory = await _memory_of(session_id, window.memory_rev)
-    horizon = min(window.watermark, window.first_index - 1)
-    candidates = [i for i, s in enumerate(memory.episodes) if s.episode.last <= horizon]
-    if not candidates:
+    within = memory.within(min(window.watermark, window.first_index - 1))
+    if not within:
         return None
     label = message_tokens(memory_block([], language))
-    order, ranked_by = await _ranked(memory, query, candidates)
-    chosen = sorted(_within(order, memory.episodes, budget_tokens - label))
+    order, ranked_by = await _ranked(memory, query, within)
+    chosen = sorted(_within(order, memory.costs, budget_tokens - label, memory.smallest))
     if not chosen:
         return None
     metrics.inc("memory_recalls_total", ranked_by=ranked_by)
-    block = memory_block([memory.episodes[i].episode.text for i in chosen], language)
-    return Recall(block=block, ids=[memory.episodes[i].episode.id for i in chosen],
-                  tokens=message_tokens(block), ranked_by=ranked_by)
+    episodes = [memory.episodes[i].episode for i in chosen]
+    return Recall(block=block_of(episodes, language), ids=[e.id for e in episodes], ranked_by=ranked_by)
