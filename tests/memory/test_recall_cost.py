@@ -13,6 +13,7 @@ from roleplay.core.settings import Settings
 from roleplay.core.token_counter import count_tokens, message_tokens
 from roleplay.memory.block import block_of
 from roleplay.memory.episode_maker import make_episodes
+from roleplay.memory.lexical_terms import terms
 from roleplay.memory.rankers import LexicalRanker, SemanticRanker
 from roleplay.memory.recall import _within
 from roleplay.sessions.episode_store import Episode
@@ -87,6 +88,21 @@ def test_the_lexical_order_is_the_folded_episodes_sharing_a_term_best_first_olde
     assert ranker.order("the moon and the cat", 3) == [0, 2], "only the first `within`"
     assert ranker.order("nothing shared", 5) == []
     assert ranker.order("moon", 0) == []
+
+
+def test_the_lexical_scores_are_exactly_bm25s_own() -> None:
+    """The ranker adds up the index's columns itself, in one step: what `BM25.get_scores` gives."""
+    import bm25s
+
+    documents = [terms(text) for text in LINES["ko"] + LINES["en"]]
+    index = bm25s.BM25()
+    index.index(documents, show_progress=False)
+    ranker = LexicalRanker(documents)
+    for query in [*LINES["ko"], *LINES["en"], "고양이 이름이 뭐였지, 고양이?"]:
+        scores = ranker.scores(query)
+        known = [t for t in terms(query) if t in index.vocab_dict]
+        assert scores is not None and scores.tolist() == index.get_scores(known).tolist()
+    assert ranker.scores("nothing shared") is None
 
 
 def test_the_semantic_order_takes_the_folded_episodes_with_vectors_most_similar_first() -> None:

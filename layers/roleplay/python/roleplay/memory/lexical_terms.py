@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from Stemmer import Stemmer
 
-PARTICLES = tuple(sorted(("은", "는", "이", "가", "을", "를", "에", "에서", "의", "와", "과", "도", "로",
-                          "으로", "랑", "이랑", "한테", "께", "야", "아"), key=len, reverse=True))
+PARTICLES = frozenset(("은", "는", "이", "가", "을", "를", "에", "에서", "의", "와", "과", "도", "로",
+                       "으로", "랑", "이랑", "한테", "께", "야", "아"))
+_PARTICLE_SIZES = sorted({len(p) for p in PARTICLES}, reverse=True)
 """Longest first, so 에서 is stripped whole rather than as 서 less 에."""
 
 _WORD = re.compile(r"\w+")
@@ -42,9 +43,9 @@ def _stopwords() -> frozenset[str]:
 
 def strip_particle(word: str) -> str:
     """The word less one trailing particle, keeping at least one syllable."""
-    for particle in PARTICLES:
-        if word.endswith(particle) and len(word) > len(particle):
-            return word[: -len(particle)]
+    for size in _PARTICLE_SIZES:
+        if len(word) > size and word[-size:] in PARTICLES:
+            return word[:-size]
     return word
 
 
