@@ -22,14 +22,15 @@ def slots(*keys: str) -> set[int]:
 def test_every_key_of_a_session_lies_in_one_slot(settings_env: object) -> None:
     session = storage_id("user-1", "chat-1")
     keys = [*SessionStore().keys(session), KEYS.session_lorebook(session)]
-    assert len(set(keys)) == 7
+    assert len(set(keys)) == 8
     assert len(slots(*keys)) == 1
 
 
 @pytest.mark.parametrize("user_id", ["user-1", "anon:203.0.113.9", "a}b{c", "}", "{x}", ""])
 def test_every_key_of_a_user_lies_in_one_slot_whatever_the_id(user_id: str) -> None:
     assert len(slots(KEYS.user_persona(user_id), *KEYS.quotas(user_id, 29_000_000, 20_000),
-                     KEYS.tts_busy(user_id))) == 1
+                     KEYS.tts_busy(user_id), KEYS.user_conversations(user_id),
+                     KEYS.user_conversation_cards(user_id))) == 1
 
 
 def test_ids_with_braces_get_tags_of_their_own() -> None:

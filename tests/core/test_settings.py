@@ -17,7 +17,7 @@ def test_defaults_follow_the_design_document(settings_env) -> None:
 @pytest.mark.parametrize(
     ("variable", "value"),
     [("MAX_CONCURRENT_USERS", "many"), ("LLM_SERVICE", "openai"), ("SUMMARY_THRESHOLD", "1.5"),
-     ("SESSION_TTL_S", "-1"), ("MODEL_METADATA", "{gemma: 8192}")],
+     ("SESSION_TTL_S", "-1"), ("ACTIVE_TTL_S", "10"), ("MODEL_METADATA", "{gemma: 8192}")],
 )
 def test_bad_value_fails_with_the_variable_named(settings_env, variable: str, value: str) -> None:
     settings_env(**{variable: value})

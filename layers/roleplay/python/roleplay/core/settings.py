@@ -388,10 +388,14 @@ class Settings(BaseSettings):
         return self.redis_url or DEFAULT_REDIS_URL
 
 
+_OLD_NAMES = {"ACTIVE_TTL_S": "ACTIVE_TTL_S (or its old name SESSION_TTL_S)"}
+
+
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         variable = "_".join(str(part) for part in item["loc"]).upper()
+        variable = _OLD_NAMES.get(variable, variable)
         lines.append(f"{variable}={item.get('input')!r}: {item['msg']}")
     return "invalid environment: " + "; ".join(lines)
 
