@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from roleplay.core.errors import ApiError
 from roleplay.core.settings import get_settings
 from roleplay.ops.access_log import RequestObservation
+from roleplay.ops.heap import StartupHeapFreeze
 from roleplay.web.anonymous_client import AnonymousCookie
 from roleplay.web.cors import CrossOrigin
 from roleplay.web.envelope import error_body
@@ -223,5 +224,6 @@ def create_function_app(title: str, routers: Iterable[APIRouter], **fastapi_kwar
     app.add_middleware(BodySizeLimit)
     app.add_middleware(AnonymousCookie)
     app.add_middleware(CrossOrigin)  # errors from the inner ones get CORS headers too
-    app.add_middleware(RequestObservation)  # outermost: it sees every answer, preflights included
+    app.add_middleware(RequestObservation)  # it sees every answer, preflights included
+    app.add_middleware(StartupHeapFreeze)  # outermost: freezes once the first answer is done
     return app

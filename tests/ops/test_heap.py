@@ -1,0 +1,54 @@
+"""A process freezes its startup heap once, after its first answered request, so full
+collections of the cyclic garbage collector stop walking what lives as long as it."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import APIRouter
+from fastapi.testclient import TestClient
+
+from roleplay.ops import heap
+from roleplay.web.function_app import create_function_app
+
+
+@pytest.fixture
+def freezes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The process not frozen yet, and a count of `gc.freeze` calls instead of real ones."""
+    calls: list[int] = []
+    monkeypatch.setattr(heap, "_frozen", [])
+    monkeypatch.setattr(heap.gc, "freeze", lambda: calls.append(1))
+    return calls
+
+
+def _app() -> TestClient:
+    router = APIRouter()
+
+    @router.get("/ping")
+    async def ping() -> dict[str, bool]:
+        return {"frozen": bool(heap._frozen)}
+
+    return TestClient(create_function_app("heap", [router]))
+
+
+def test_the_first_answered_request_freezes_the_heap_once(freezes: list[int]) -> None:
+    with _app() as client:
+        assert freezes == []
+        assert client.get("/ping").json() == {"frozen": False}
+        assert freezes == [1]
+        assert client.get("/ping").json() == {"frozen": True}
+        assert client.get("/missing").status_code == 404
+    assert freezes == [1]
+
+
+def test_a_failed_first_request_freezes_too(freezes: list[int]) -> None:
+    with _app() as client:
+        assert client.get("/missing").status_code == 404
+    assert freezes == [1]
+
+
+def test_every_app_of_a_process_shares_the_one_freeze(freezes: list[int]) -> None:
+    with _app() as first, _app() as second:
+        first.get("/ping")
+        second.get("/missing")
+    assert freezes == [1]
+
