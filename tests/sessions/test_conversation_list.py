@@ -158,3 +158,20 @@ def test_a_browsers_first_conversation_joins_its_list_once_its_cookie_takes_a_tu
                                    "messages": [{"role": "user", "content": "또 안녕"}]})
     items = client.get("/api/chat/sessions").json()["data"]["items"]
     assert [(i["session_id"], i["message_count"], i["title"]) for i in items] == [(sid, 4, "안녕")]
+
+
+def test_a_conversation_talked_in_again_at_once_is_not_touched_but_shows_its_last_message_time(
+        signed_in: FakeLLM, client: TestClient, sync_redis: Any) -> None:
+    from roleplay.core.redis_keys import redis_keys
+
+    _say(client, "talk", "안녕")
+    listing = redis_keys().user_conversations("user-1")
+    touched = sync_redis.zscore(listing, "talk")
+    time.sleep(0.01)
+    _say(client, "talk", "또 안녕")
+    assert sync_redis.zscore(listing, "talk") == touched  # within TOUCH_EVERY_S: no pipeline
+    item = _list(client)["items"][0]
+    assert item["updated_at"] > touched / 1000 and item["message_count"] == 4
+    _say(client, "other", "다른 대화")
+    _say(client, "talk", "돌아왔어")  # switching back always moves it up
+    assert [i["session_id"] for i in _list(client)["items"]] == ["talk", "other"]

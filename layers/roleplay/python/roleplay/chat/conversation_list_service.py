@@ -60,11 +60,13 @@ def _hot(item: conversation_index.ListedConversation, character: str | None, cre
         users = (json.loads(raw) for raw in first)
         title = conversation_index.default_title(
             next((m["content"] for m in users if m.get("role") == "user"), ""))
+    newest = json.loads(last) if last else None
+    updated = max(item.updated_at, float(newest.get("at") or 0)) if newest else item.updated_at
     return ConversationItem(
         session_id=item.session_id, character_id=character or card.get("character_id"),
-        title=title, preview=conversation_index.preview_of(json.loads(last)["content"]) if last else None,
+        title=title, preview=conversation_index.preview_of(newest["content"]) if newest else None,
         message_count=length, created_at=float(created) if created else card.get("created_at"),
-        updated_at=item.updated_at, state="hot")
+        updated_at=updated, state="hot")  # the list's clock moves up only every TOUCH_EVERY_S
 
 
 def _cold(item: conversation_index.ListedConversation) -> ConversationItem:

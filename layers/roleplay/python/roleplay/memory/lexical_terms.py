@@ -50,14 +50,21 @@ def strip_particle(word: str) -> str:
 
 
 def terms(text: str) -> list[str]:
-    stem, stop = _stemmer().stemWord, _stopwords()
     out: list[str] = []
     for word in _WORD.findall(text.lower()):
-        if _HANGUL.search(word):
-            out.append(strip_particle(word))
-            if len(word) > 1:
-                out += [word[i:i + 2] for i in range(len(word) - 1)]
-        elif word not in stop and len(word) > 1:
-            stemmed = stem(word)
-            out.append(stemmed[:-1] if stemmed.endswith("i") and len(stemmed) > 3 else stemmed)
+        out += _word_terms(word)
     return out
+
+
+@lru_cache(maxsize=65_536)
+def _word_terms(word: str) -> tuple[str, ...]:
+    """One word's terms, remembered: a conversation's words recur turn after turn, so most
+    of a message's words were seen before (the per-turn query costs a dict lookup a word)."""
+    if _HANGUL.search(word):
+        if len(word) == 1:
+            return (strip_particle(word),)
+        return (strip_particle(word), *(word[i:i + 2] for i in range(len(word) - 1)))
+    if word in _stopwords() or len(word) < 2:
+        return ()
+    stemmed = _stemmer().stemWord(word)
+    return (stemmed[:-1] if stemmed.endswith("i") and len(stemmed) > 3 else stemmed,)

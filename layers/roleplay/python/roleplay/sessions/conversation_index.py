@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,16 @@ from roleplay.core.settings import get_settings
 TITLE_CHARS = 80
 PREVIEW_CHARS = 140
 _CURSOR = re.compile(r"(\d{1,15})\.(.{1,200})")
+
+TOUCH_EVERY_S = 30.0
+"""A conversation its user goes on talking in is moved up by one process at most this
+often: the touch was a pipeline on every turn (about 5% of a text turn's CPU). A user
+switching conversations is always touched, so one process's list order stays exact;
+the list's `updated_at` of a hot conversation is its last message's time anyway, and
+the archive's idle clock (a day) does not notice half a minute."""
+_TOUCH_MEMO_USERS = 10_000
+_last_touch: OrderedDict[str, tuple[str, float]] = OrderedDict()
+"""Per process, by the user's list key: the conversation it touched last, and when."""
 
 # KEYS: the user's cards hash. ARGV: session id, card fields (JSON), whether the title given
 # replaces one already there ('1') or only fills an empty one ('0').
@@ -92,14 +104,27 @@ async def touch(user_id: str, session_id: str, storage_id: str, *, at: float,
     archive's clock); makes its card the first time (titled by the turn's first user
     message; a stored opening line alone leaves the title to the list). One round trip."""
     keys = redis_keys()
+    listing = keys.user_conversations(user_id)
+    last = _last_touch.get(listing)
+    if last is not None and last[0] == session_id and time.monotonic() - last[1] < TOUCH_EVERY_S:
+        return
     score = int(at * 1000)
     async with (await get_redis()).pipeline(transaction=False) as pipe:
-        pipe.zadd(keys.user_conversations(user_id), {session_id: score})
+        pipe.zadd(listing, {session_id: score})
         pipe.zadd(keys.hot_conversations, {member(storage_id, session_id): score})
         pipe.hsetnx(keys.user_conversation_cards(user_id), session_id, json.dumps(
             {"key": storage_id, "character_id": character_id, "created_at": at,
              "title": default_title(first_user_message or "")}, ensure_ascii=False))
         await pipe.execute()
+    _last_touch[listing] = (session_id, time.monotonic())
+    _last_touch.move_to_end(listing)
+    if len(_last_touch) > _TOUCH_MEMO_USERS:
+        _last_touch.popitem(last=False)
+
+
+def _untouched(user_id: str) -> None:
+    """The next touch of the user's conversations goes to Redis (one left the list)."""
+    _last_touch.pop(redis_keys().user_conversations(user_id), None)
 
 
 async def ensure_room(user_id: str) -> None:
@@ -128,6 +153,7 @@ async def remove_if_unchanged(key: str, entry: str, score: float) -> bool:
 
 async def forget(user_id: str, session_id: str, storage_id: str) -> None:
     """Takes the conversation off the user's list and the archive's indexes."""
+    _untouched(user_id)
     keys = redis_keys()
     async with (await get_redis()).pipeline(transaction=False) as pipe:
         pipe.zrem(keys.user_conversations(user_id), session_id)
@@ -140,6 +166,7 @@ async def forget(user_id: str, session_id: str, storage_id: str) -> None:
 async def unlist(user_id: str, session_id: str) -> None:
     """Off the user's list alone: an entry whose conversation expired, or was bound to
     another owner (an address's session taken by the browser's cookie)."""
+    _untouched(user_id)
     keys = redis_keys()
     async with (await get_redis()).pipeline(transaction=False) as pipe:
         pipe.zrem(keys.user_conversations(user_id), session_id)
