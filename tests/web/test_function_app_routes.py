@@ -8,6 +8,7 @@ request. The app must not differ in anything a client sees: same OpenAPI, same p
 from __future__ import annotations
 
 import importlib
+from http import HTTPStatus
 
 import pytest
 from fastapi import APIRouter, FastAPI
@@ -15,6 +16,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from local_runner.app import FUNCTIONS
+from roleplay.web.envelope import ERROR_RESPONSES, ERROR_STATUSES
 from roleplay.web.function_app import create_function_app
 from roleplay.web.offline_docs import add_offline_docs
 
@@ -63,3 +65,20 @@ def test_a_router_with_startup_handlers_is_refused() -> None:
     router = APIRouter(on_startup=[lambda: None])
     with pytest.raises(ValueError, match="startup"):
         create_function_app("started", [router])
+
+
+@pytest.mark.parametrize("name", [name for name in FUNCTIONS
+                                  if function_module(name).router.responses == ERROR_RESPONSES])
+def test_every_operation_documents_the_error_envelope(name: str) -> None:
+    """ERROR_RESPONSES names the model once and refers to it for the other statuses: the
+    schema says what it said when each status named the model."""
+    schema = function_module(name).app.openapi()
+    assert {"ErrorEnvelope", "ErrorBody"} <= set(schema["components"]["schemas"])
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for status in ERROR_STATUSES:
+                assert operation["responses"][str(status)] == {
+                    "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+                    "description": HTTPStatus(status).phrase,
+                }, (path, method, status)
