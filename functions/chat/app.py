@@ -2,6 +2,11 @@
 
 `"stream": true` answers with Server-Sent Events. Through Mangum (Lambda behind an
 HTTP API) the events arrive all at once at the end; the local runner streams them.
+
+The turn itself (`roleplay.chat.service`, `stream`, `control.generated_turns`: the LLM
+client's dialect, prompt, context fitting, speech) is imported by the first request that
+takes a turn, not at the cold start: the session, list, memory and control routes never
+need it (issue 30; tests/deploy/test_cold_imports.py).
 """
 
 from typing import Annotated, Literal
@@ -17,10 +22,7 @@ from roleplay.chat import (
     session_service,
     sillytavern_chat,
 )
-from roleplay.chat import service as chat_service
-from roleplay.chat import stream as chat_stream
 from roleplay.chat.background_jobs import job_runner
-from roleplay.chat.control import generated_turns
 from roleplay.chat.control import service as control_service
 from roleplay.chat.control.models import (
     EditRequest,
@@ -78,8 +80,12 @@ async def chat(
 ) -> Envelope[ChatReply] | StreamingResponse:
     jobs = job_runner(background.add_task)
     if body.stream:
+        from roleplay.chat import stream as chat_stream
+
         events = await chat_stream.open_stream(body, user, jobs, idempotency_key=idempotency_key)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    from roleplay.chat import service as chat_service
+
     return ok(await chat_service.chat_turn(body, user, jobs, idempotency_key=idempotency_key))
 
 
@@ -158,6 +164,8 @@ STREAMED: dict[int | str, dict[str, object]] = {
 async def _generated(action: Literal["regenerate", "continue"], session_id: str,
                      body: GenerateRequest, user: User,
                      background: BackgroundTasks) -> Envelope[ChatReply] | StreamingResponse:
+    from roleplay.chat.control import generated_turns
+
     jobs = job_runner(background.add_task)
     if body.stream:
         events = await generated_turns.generate_stream(action, session_id, body, user, jobs)
