@@ -2,18 +2,31 @@
 
 Defaults follow the design document. A bad value stops the process at start with a
 message naming the environment variable, instead of surfacing later as a 500.
+
+Read as pydantic-settings read it (`BaseSettings`, case-insensitive names, no .env file,
+no value decoded as JSON before validation), by `_environment` below: importing
+pydantic-settings cost every function's cold start ~14 ms (issue 30), for a reading
+this small. tests/deploy/test_settings_environment.py holds what it reads.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 from functools import cached_property, lru_cache
-from typing import Annotated, Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
@@ -26,8 +39,14 @@ class ConfigurationError(RuntimeError):
     """The environment holds a value Server B cannot run with."""
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+class Settings(BaseModel):
+    """Every field is read from the environment variable of its name in capitals (any
+    case), or of its `validation_alias`es in order; values given to the constructor win."""
+
+    model_config = ConfigDict(extra="ignore", validate_default=True)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**{**_environment(), **_given(values)})
 
     redis_url: str | None = Field(
         default=None,
@@ -49,7 +68,7 @@ class Settings(BaseSettings):
     llm_connect_timeout_s: float = Field(default=3.0, gt=0)
     llm_read_timeout_s: float = Field(default=120.0, gt=0)
     default_model: str = Field(default="gemma-3-27b-it", min_length=1)
-    model_metadata: Annotated[dict[str, dict[str, object]], NoDecode] = Field(default_factory=dict)
+    model_metadata: dict[str, dict[str, object]] = Field(default_factory=dict)
 
     @field_validator("model_metadata", mode="before")
     @classmethod
@@ -245,7 +264,7 @@ class Settings(BaseSettings):
         "breaker on timeouts: one user's slow requests never open it for everyone.")
 
     # browsers (issue 15)
-    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+    cors_allow_origins: list[str] = Field(
         default_factory=list,
         description="Origins (`https://app.example.com`) whose pages may call the API, with "
         "cookies; comma-separated or a JSON list. Empty: same origin only.",
@@ -388,6 +407,36 @@ class Settings(BaseSettings):
         return self.redis_url or DEFAULT_REDIS_URL
 
 
+@lru_cache(maxsize=1)
+def _names() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Per field: the key validation takes it by (its first alias, else its name) and the
+    names, lower-case, it is read by, in order of preference."""
+    names = []
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        choices = [str(choice) for choice in alias.choices] if isinstance(alias, AliasChoices) else []
+        read_as = tuple(dict.fromkeys(choice.lower() for choice in [*choices, name]))
+        names.append((choices[0] if choices else name, read_as))
+    return tuple(names)
+
+
+def _environment() -> dict[str, str]:
+    """{key: value} of the fields the environment sets (a variable's name in any case)."""
+    found = {name.lower(): value for name, value in os.environ.items()}
+    values: dict[str, str] = {}
+    for key, read_as in _names():
+        name = next((name for name in read_as if name in found), None)
+        if name is not None:
+            values[key] = found[name]
+    return values
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    """Values given to the constructor under their fields' keys (a name in any case)."""
+    keys = {name: key for key, read_as in _names() for name in read_as}
+    return {keys.get(name.lower(), name): value for name, value in values.items()}
+
+
 _OLD_NAMES = {"ACTIVE_TTL_S": "ACTIVE_TTL_S (or its old name SESSION_TTL_S)"}
 
 
@@ -407,5 +456,3 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as error:
         raise ConfigurationError(_describe(error)) from None
-    except SettingsError as error:  # a value pydantic-settings could not even decode
-        raise ConfigurationError(f"invalid environment: {error}") from None
