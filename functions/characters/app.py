@@ -1,6 +1,9 @@
 """Lambda function `characters`: create, page, read, change and delete characters; import
 and export Character Cards (PNG, JSON, CHARX) and attach lorebooks."""
 
+from roleplay.web import cold_start  # first: no garbage collection during the import
+
+# isort: split
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -114,3 +117,5 @@ async def delete_character(character_id: CharacterIdPath, user: CurrentUser) -> 
 
 app = create_function_app("characters", [router])
 handler = Mangum(app, lifespan="off")
+
+cold_start.handler_imported()  # last: what the import built is frozen, collection resumes

@@ -9,6 +9,9 @@ takes a turn, not at the cold start: the session, list, memory and control route
 need it (issue 30; tests/deploy/test_cold_imports.py).
 """
 
+from roleplay.web import cold_start  # first: no garbage collection during the import
+
+# isort: split
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query, Request
@@ -280,3 +283,5 @@ app = create_function_app("chat", [router])
 handler = Mangum(app, lifespan="off")
 # The streaming chat (run.sh) serves this one: its Function URL is not behind API Gateway.
 signed_in_app = SignedInOnly(app)
+
+cold_start.handler_imported()  # last: what the import built is frozen, collection resumes

@@ -4,6 +4,9 @@ Anyone gets the status of each dependency; where each one is, only a signed-in a
 (roleplay.web.health_view).
 """
 
+from roleplay.web import cold_start  # first: no garbage collection during the import
+
+# isort: split
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from mangum import Mangum
@@ -31,3 +34,5 @@ async def health(request: Request) -> JSONResponse:
 
 app = create_function_app("health", [router])
 handler = Mangum(app, lifespan="off")
+
+cold_start.handler_imported()  # last: what the import built is frozen, collection resumes

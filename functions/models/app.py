@@ -1,5 +1,8 @@
 """Lambda function `models`: the models the LLM upstream really serves."""
 
+from roleplay.web import cold_start  # first: no garbage collection during the import
+
+# isort: split
 from fastapi import APIRouter
 from mangum import Mangum
 
@@ -20,3 +23,5 @@ async def models() -> Envelope[ModelList]:
 
 app = create_function_app("models", [router])
 handler = Mangum(app, lifespan="off")
+
+cold_start.handler_imported()  # last: what the import built is frozen, collection resumes

@@ -6,6 +6,9 @@ their own warm containers. Errors under `/v1` answer in OpenAI's shape. Through
 Mangum a stream arrives whole; the local runner streams it.
 """
 
+from roleplay.web import cold_start  # first: no garbage collection during the import
+
+# isort: split
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Request
@@ -76,3 +79,5 @@ async def audio_speech(body: SpeechRequest, user: Caller, request: Request) -> R
 app = create_function_app("openai_api", [router])
 app.add_middleware(OpenAIErrorShape)
 handler = Mangum(app, lifespan="off")
+
+cold_start.handler_imported()  # last: what the import built is frozen, collection resumes

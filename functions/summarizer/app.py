@@ -7,6 +7,9 @@ event is a summary job, `{"kind": "summary", "session_id": "..."}`, or, every 15
 from its schedule (template.yaml), `{"kind": "archive"}`.
 """
 
+from roleplay.web import cold_start  # first: no garbage collection during the import
+
+# isort: split
 import asyncio
 import re
 from typing import Any
@@ -46,3 +49,5 @@ def _archive() -> dict[str, Any]:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
     return {"kind": "archive", **loop.run_until_complete(sweep_idle())}
+
+cold_start.handler_imported()  # last: what the import built is frozen, collection resumes

@@ -4,6 +4,9 @@ Besides HTTP events it takes the speech jobs that chat hands off in `delayed` TT
 (an asynchronous invocation whose event is `{"kind": "speech", ...}`).
 """
 
+from roleplay.web import cold_start  # first: no garbage collection during the import
+
+# isort: split
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -85,3 +88,5 @@ def handler(event: dict[str, Any], context: Any) -> Any:
 
         return handle_job_event(event)
     return _http(event, context)
+
+cold_start.handler_imported()  # last: what the import built is frozen, collection resumes

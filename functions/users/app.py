@@ -1,5 +1,8 @@
 """Lambda function `users`: the caller's own persona (who they play in role-play)."""
 
+from roleplay.web import cold_start  # first: no garbage collection during the import
+
+# isort: split
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -33,3 +36,5 @@ async def put_persona(body: UserPersona, user: CurrentUser) -> Envelope[UserPers
 
 app = create_function_app("users", [router])
 handler = Mangum(app, lifespan="off")
+
+cold_start.handler_imported()  # last: what the import built is frozen, collection resumes

@@ -48,3 +48,31 @@ def test_a_cold_start_imports_only_what_its_first_requests_need(function: str) -
 
 def test_every_function_is_checked() -> None:
     assert set(FUNCTIONS) == {path.parent.name for path in (ROOT / "functions").glob("*/app.py")}
+
+
+_COLLECTOR = """
+import gc, importlib, json, sys
+if sys.argv[1] == "off":
+    gc.disable()
+seen = []
+for function in ("voices", "models"):
+    importlib.import_module(f"functions.{function}.app")
+    seen.append([gc.isenabled(), gc.get_freeze_count()])
+print(json.dumps(seen))
+"""
+
+
+def collector_after_imports(collector: str) -> list[list[int]]:
+    done = subprocess.run([sys.executable, "-c", _COLLECTOR, collector], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    return list(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_the_first_handler_import_runs_without_collections_then_freezes_what_it_built() -> None:
+    (enabled, frozen), (enabled_after_second, frozen_after_second) = collector_after_imports("on")
+    assert enabled and frozen > 20_000
+    assert enabled_after_second and frozen_after_second <= frozen  # only the first one froze
+
+
+def test_a_collector_disabled_before_stays_disabled() -> None:
+    assert collector_after_imports("off") == [[False, 0], [False, 0]]
