@@ -18,7 +18,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query, Re
 from fastapi.responses import Response, StreamingResponse
 from mangum import Mangum
 
-from roleplay.characters.model import ID_PATTERN
+from roleplay.characters.ids import ID_PATTERN
 from roleplay.chat import (
     conversation_list_service,
     memory_service,

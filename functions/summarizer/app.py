@@ -14,7 +14,7 @@ import asyncio
 import re
 from typing import Any
 
-from roleplay.characters.model import ID_PATTERN
+from roleplay.characters.ids import ID_PATTERN
 from roleplay.core.settings import get_settings
 
 get_settings()

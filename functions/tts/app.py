@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from mangum import Mangum
 
-from roleplay.characters.model import ID_PATTERN
+from roleplay.characters.ids import ID_PATTERN
 from roleplay.core.identity import User
 from roleplay.core.settings import get_settings
 from roleplay.sessions.concurrent_user_limiter import ConcurrentUserLimiter

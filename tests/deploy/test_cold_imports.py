@@ -22,6 +22,10 @@ NOT_AT_IMPORT: dict[str, tuple[str, ...]] = {
     "chat": ("roleplay.chat.service", "roleplay.chat.stream",
              "roleplay.chat.control.generated_turns", "roleplay.chat.preparation",
              "roleplay.speech.tts_service"),
+    # only the id pattern (roleplay.characters.ids), not the character models
+    "tts": ("roleplay.characters.model",),
+    "voices": ("roleplay.characters.model", "redis"),
+    "summarizer": ("roleplay.characters.model",),
 }
 FUNCTIONS = ("characters", "chat", "health", "models", "openai_api", "summarizer", "tts",
              "users", "voices")

@@ -14,10 +14,9 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo
 
+from roleplay.characters.ids import ID_PATTERN as ID_PATTERN  # re-exported: its old home
 from roleplay.characters.lorebook.model import CharacterBook
 from roleplay.core.token_counter import count_tokens
-
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 CharacterId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 VoiceId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from roleplay.characters.model import ID_PATTERN
+from roleplay.characters.ids import ID_PATTERN
 
 Language = Literal["ko", "en", "ja", "zh", "yue", "auto"]
 

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
-from roleplay.characters.model import ID_PATTERN
+from roleplay.characters.ids import ID_PATTERN
 from roleplay.core.errors import NotConfigured, NotFound
 from roleplay.core.settings import get_settings
 
