@@ -141,9 +141,10 @@ class Speech:
 
 async def speak_reply(turn: PreparedTurn, content: str, jobs: JobRunner | None) -> Speech:
     """The reply's audio per `tts_mode`; a failure is reported, never raised."""
-    settings = get_settings()
-    text = spoken_text(content, strip_directions=settings.tts_strip_directions)
-    if not turn.speaks or not text:
+    if not turn.speaks:
+        return Speech()
+    text = spoken_text(content, strip_directions=get_settings().tts_strip_directions)
+    if not text:
         return Speech()
     voice = voice_for_character(turn.voice_id)
     mode = turn.request.tts_streaming_mode

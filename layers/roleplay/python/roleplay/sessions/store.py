@@ -28,9 +28,10 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from roleplay.core.lua_script import LuaScript
 from roleplay.core.redis_client import get_redis, read_strings
@@ -448,6 +449,10 @@ def new_message_id() -> str:
 
 
 class StoredMessage(BaseModel):
+    """Frozen: one parsed message is shared by every turn that reads it (`parse_stored`)."""
+
+    model_config = ConfigDict(frozen=True)
+
     id: str = ""
     role: Role
     content: str
@@ -581,13 +586,25 @@ def _float(value: str | None) -> float | None:
     return float(value) if value else None
 
 
+PARSED_MESSAGES = 16_384
+"""Stored messages a process keeps parsed (a few MB): a session's window comes back turn
+after turn, so most of its messages were parsed on an earlier turn."""
+
+
+@lru_cache(maxsize=PARSED_MESSAGES)
+def parse_stored(raw: str) -> StoredMessage:
+    """A stored message from its JSON, parsed once: the JSON is the whole message (an edit or
+    a swipe stores new JSON), so the same text is always the same message."""
+    return StoredMessage.model_validate_json(raw)
+
+
 def window_from_answer(values: list[Any]) -> Window:
     """A window as `WINDOW_LUA`'s `window_answer` lists it."""
     length, watermark, first, summary, summarizing, epoch, memory_rev, *raw = values
     return Window(length=int(length), watermark=int(watermark), first_index=int(first),
                   summary=summary or None, summarizing=bool(summarizing), epoch=int(epoch),
                   memory_rev=int(memory_rev),
-                  messages=[StoredMessage.model_validate_json(item) for item in raw])
+                  messages=[parse_stored(item) for item in raw])
 
 
 def _meta(session_id: str, found: dict[Any, Any]) -> SessionMeta | None:
@@ -685,8 +702,7 @@ class SessionStore:
         if kind == "turn_limit":
             return TurnLimit(int(answer[1]))
         if kind in ("retry", "swipe"):
-            return Replay(StoredMessage.model_validate_json(answer[1]),
-                          StoredMessage.model_validate_json(answer[2]), swipe=kind == "swipe")
+            return Replay(parse_stored(answer[1]), parse_stored(answer[2]), swipe=kind == "swipe")
         return Turn(session_id=session_id, token=token, window=window_from_answer(answer[3:]),
                     kept=int(answer[1]), appended=int(answer[2]))
 
@@ -736,7 +752,7 @@ class SessionStore:
     async def read_range(self, session_id: str, first: int, last: int) -> list[StoredMessage]:
         """Messages `first`..`last` (inclusive, 0-based) of the transcript."""
         raw = await (await get_redis()).lrange(redis_keys().session_messages(session_id), first, last)
-        return [StoredMessage.model_validate_json(item) for item in raw]
+        return [parse_stored(item) for item in raw]
 
     async def transcript(self, session_id: str) -> list[StoredMessage]:
         return await self.read_range(session_id, 0, -1)
