@@ -142,7 +142,8 @@ def test_a_full_connection_pool_never_opens_the_breaker(
     for a connection and give up: our own bound, not the upstream failing."""
     llm = FakeLLM(reply=" ".join(f"w{n}" for n in range(30)), token_delay_s=0.1)
     monkeypatch.setattr("roleplay.llm.client.http_holder", pooled_http(
-        lambda s: (s.llm_connect_timeout_s, s.llm_read_timeout_s), max_connections=1, keepalive=1))
+        lambda s: (s.llm_connect_timeout_s, s.llm_read_timeout_s), max_connections=1, keepalive=1,
+        http11=True))
     with serve(llm.app()) as url:
         auth_on(LLM_BASE_URL=url, LLM_CONNECT_TIMEOUT_S="0.2", BREAKER_FAILURES="2")
         with ThreadPoolExecutor(1) as pool:

@@ -77,7 +77,7 @@ class ProbeDown(Exception):
 
 
 http_holder = pooled_http(lambda s: (s.llm_connect_timeout_s, s.llm_read_timeout_s),
-                          max_connections=200, keepalive=40)
+                          max_connections=200, keepalive=40, http11=True)
 
 
 def upstream_message(body: bytes, fallback: str) -> str:

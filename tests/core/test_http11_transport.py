@@ -1,0 +1,160 @@
+"""`core.http11_transport` against real HTTP servers: uvicorn (the server vLLM and
+llama-cpp-python's server run on) for answers, streams and keep-alive, raw sockets for an
+upstream that is down or silent. The chat paths over it are tested everywhere else (the
+fake upstream and llama.cpp's server are real HTTP servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+
+from roleplay.core.http11_transport import Http11Transport
+from tests.support.upstream_server import closed_port_url, free_port, serve, silent_socket
+
+
+def _recording_app(peers: list[str], release: threading.Event) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/echo")
+    async def echo(request: Request) -> dict[str, object]:
+        assert request.client is not None
+        peers.append(f"{request.client.host}:{request.client.port}")
+        return {"got": await request.json(), "tag": request.headers.get("x-tag")}
+
+    @app.get("/lines")
+    async def lines() -> StreamingResponse:
+        async def pieces() -> AsyncIterator[bytes]:
+            yield b"first\n"
+            await asyncio.to_thread(release.wait, 10)
+            yield b"second\n"
+
+        return StreamingResponse(pieces(), media_type="text/plain")
+
+    return app
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[str, list[str], threading.Event]]:
+    peers: list[str] = []
+    release = threading.Event()
+    with serve(_recording_app(peers, release)) as url:
+        yield url, peers, release
+        release.set()  # a stream still held ends, so the server stops at once
+
+
+@contextmanager
+def _short_keepalive(app: FastAPI) -> Iterator[str]:
+    """uvicorn closing idle keep-alive connections after a second."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                          lifespan="off", timeout_keep_alive=1))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+
+
+def _client(max_connections: int = 10, **timeouts: float) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=Http11Transport(max_connections=max_connections, keepalive=4),
+                             timeout=httpx.Timeout(5.0, **timeouts))
+
+
+def test_calls_in_sequence_share_one_kept_alive_connection(
+        upstream: tuple[str, list[str], threading.Event]) -> None:
+    url, peers, _ = upstream
+
+    async def calls() -> list[httpx.Response]:
+        async with _client() as client:
+            return [await client.post(f"{url}/echo", json={"n": n, "text": "안녕"},
+                                      headers={"X-Tag": f"t{n}"}) for n in range(20)]
+
+    answers = asyncio.run(calls())
+    assert [a.json() for a in answers] == [{"got": {"n": n, "text": "안녕"}, "tag": f"t{n}"}
+                                          for n in range(20)]
+    assert all(a.status_code == 200 and a.http_version == "HTTP/1.1" for a in answers)
+    assert len(set(peers)) == 1
+
+
+def test_a_streamed_answer_arrives_piece_by_piece(
+        upstream: tuple[str, list[str], threading.Event]) -> None:
+    url, _, release = upstream
+
+    async def read() -> list[str]:
+        seen: list[str] = []
+        async with _client() as client, client.stream("GET", f"{url}/lines") as response:
+            async for line in response.aiter_lines():
+                seen.append(line)
+                release.set()  # the second piece is sent only once the first was read
+        return seen
+
+    assert asyncio.run(read()) == ["first", "second"]
+
+
+def test_a_connection_the_upstream_closed_while_idle_is_replaced() -> None:
+    peers: list[str] = []
+    with _short_keepalive(_recording_app(peers, threading.Event())) as url:
+        async def calls() -> list[int]:
+            async with _client() as client:
+                first = await client.post(f"{url}/echo", json={})
+                await asyncio.sleep(1.5)  # uvicorn has closed the idle connection
+                second = await client.post(f"{url}/echo", json={})
+                return [first.status_code, second.status_code]
+
+        assert asyncio.run(calls()) == [200, 200]
+    assert len(set(peers)) == 2
+
+
+def test_an_upstream_that_is_down_is_a_connect_error() -> None:
+    async def call() -> None:
+        async with _client() as client:
+            await client.post(f"{closed_port_url()}/echo", json={})
+
+    with pytest.raises(httpx.ConnectError):
+        asyncio.run(call())
+
+
+def test_a_silent_upstream_is_a_read_timeout() -> None:
+    async def call() -> None:
+        async with _client(read=0.3) as client:
+            await client.post(f"{url}/echo", json={})
+
+    with silent_socket() as url, pytest.raises(httpx.ReadTimeout):
+        asyncio.run(call())
+
+
+def test_a_full_pool_waits_then_gives_up_and_a_closed_stream_frees_its_place(
+        upstream: tuple[str, list[str], threading.Event]) -> None:
+    url, _, _ = upstream
+
+    async def crowd() -> int:
+        async with _client(max_connections=1, pool=0.2) as client:
+            held = await client.send(client.build_request("GET", f"{url}/lines"), stream=True)
+            with pytest.raises(httpx.PoolTimeout):
+                await client.post(f"{url}/echo", json={})
+            await held.aclose()  # read only its first piece: the connection is dropped
+            return (await client.post(f"{url}/echo", json={})).status_code
+
+    assert asyncio.run(crowd()) == 200
+
+
+def test_only_plain_http_is_spoken() -> None:
+    async def call() -> None:
+        async with _client() as client:
+            await client.get("https://127.0.0.1:9/")
+
+    with pytest.raises(httpx.UnsupportedProtocol):
+        asyncio.run(call())
