@@ -33,6 +33,10 @@ from fastapi import FastAPI
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+CHOSEN_PATHS = 4096
+"""Request paths whose function is remembered (paths carrying ids are many: past this the
+memo starts over)."""
+
 
 class Route(Protocol):
     """A route as the app serves it: a Starlette route, or FastAPI's view of one an
@@ -75,9 +79,21 @@ class FunctionRouter:
                 owners.setdefault(_first_segment(route.path or ""), set()).add(name)
         self._segment_owner = {segment: next(iter(names)) for segment, names in owners.items()
                                if segment and len(names) == 1}
+        self._chosen: dict[tuple[str, str, str, str], str | None] = {}
+        """Requests seen, by type, method, root path and path: the same request always goes
+        to the same function, and a chat turn's path is always `/api/chat`."""
 
     def function_for(self, scope: Scope) -> str | None:
         """The name of the function that answers this request; None: the runner's own app."""
+        key = (scope["type"], scope.get("method", ""), scope.get("root_path", ""), scope.get("path", ""))
+        if key in self._chosen:
+            return self._chosen[key]
+        if len(self._chosen) >= CHOSEN_PATHS:
+            self._chosen.clear()
+        chosen = self._chosen[key] = self._match(scope)
+        return chosen
+
+    def _match(self, scope: Scope) -> str | None:
         partial: str | None = None
         for name, routes in self.routes.items():
             for route in routes:

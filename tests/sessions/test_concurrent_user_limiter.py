@@ -444,3 +444,34 @@ def test_race_of_processes_admits_exactly_the_cap(
     assert all(any(other is not mine and other[0] < mine[1] and mine[0] < other[1] for other in windows)
                for mine in windows), windows
     assert all(process.exitcode == 0 for process in workers)
+
+
+def test_limiter_admits_a_user_it_admitted_moments_ago_without_asking_redis_until_released(
+        sync_redis: redis.Redis) -> None:
+    limiter = ConcurrentUserLimiter(max_users=5, ttl_s=3600)
+    key = redis_keys().active_users
+
+    async def turns() -> list[bool]:
+        await limiter.ensure_admitted("regular")
+        sync_redis.zrem(key, "regular")  # another instance released it meanwhile
+        shortcut = await limiter.ensure_admitted("regular")
+        unseen = sync_redis.zscore(key, "regular") is None
+        await limiter.release("regular")  # a release here ends the shortcut at once
+        await limiter.ensure_admitted("regular")
+        return [shortcut.admitted and not shortcut.new, unseen,
+                sync_redis.zscore(key, "regular") is not None]
+
+    assert run(turns()) == [True, True, True]
+
+
+def test_limiter_shortcut_lasts_a_tenth_of_a_short_ttl(sync_redis: redis.Redis) -> None:
+    limiter = ConcurrentUserLimiter(max_users=1, ttl_s=1)
+
+    async def turns() -> None:
+        await limiter.ensure_admitted("first")
+        await asyncio.sleep(1.1)  # its slot expired, and the shortcut long before
+        await limiter.ensure_admitted("second")
+        with pytest.raises(TooManyUsers):
+            await limiter.ensure_admitted("first")
+
+    run(turns())
