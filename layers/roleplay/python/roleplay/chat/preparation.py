@@ -319,8 +319,9 @@ async def _fitted(
     settings = get_settings()
     language = settings.persona_language
     session_id = scoped.key
+    recent = [m.content for m in window.messages] if lore_book and lore_book.entries else []
     persona_text, lore = persona_with_lore(
-        setup, lore_book, [m.content for m in window.messages], language=language,
+        setup, lore_book, recent, language=language,
         settings=settings, max_tokens=request.max_tokens, ratio=ratio, summary=window.summary)
     persona_text = with_pins(persona_text, meta.pins if meta else [], language)
     if extra_system:
