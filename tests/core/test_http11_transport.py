@@ -6,6 +6,7 @@ fake upstream and llama.cpp's server are real HTTP servers)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -158,3 +159,32 @@ def test_only_plain_http_is_spoken() -> None:
 
     with pytest.raises(httpx.UnsupportedProtocol):
         asyncio.run(call())
+
+
+def test_an_answer_without_a_length_ends_when_the_upstream_closes() -> None:
+    """HTTP/1.1 lets a server send a body with neither Content-Length nor chunks and end it
+    by closing the connection (RFC 9112, 6.3)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def answer_once() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")
+            connection.sendall(b'{"answer": "whole"}')
+
+    server = threading.Thread(target=answer_once, daemon=True)
+    server.start()
+
+    async def call() -> object:
+        async with _client() as client:
+            return (await client.post(f"http://127.0.0.1:{listener.getsockname()[1]}/x",
+                                      json={})).json()
+
+    try:
+        assert asyncio.run(call()) == {"answer": "whole"}
+    finally:
+        server.join(timeout=5)
+        listener.close()

@@ -69,6 +69,11 @@ class _Answer:
         self.headers_done = True
         self.keep_alive = self.parser.should_keep_alive()  # only valid before the message ends
 
+    def until_close(self) -> bool:
+        """A body with neither a length nor chunks: it ends when the server closes."""
+        names = {name.lower() for name, _ in self.headers}
+        return b"content-length" not in names and b"transfer-encoding" not in names
+
     def on_body(self, body: bytes) -> None:
         self.pieces.append(body)
 
@@ -95,6 +100,9 @@ class _Exchange:
         except OSError as error:
             raise httpx.ReadError(str(error) or type(error).__name__) from None
         if not data:
+            if self.answer.headers_done and self.answer.until_close():
+                self.answer.done, self.answer.keep_alive = True, False  # its end is the close
+                return
             raise httpx.RemoteProtocolError("the upstream closed the connection mid-answer")
         try:
             self.answer.parser.feed_data(data)
