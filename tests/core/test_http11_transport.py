@@ -8,18 +8,15 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from roleplay.core.http11_transport import Http11Transport
-from tests.support.upstream_server import closed_port_url, free_port, serve, silent_socket
+from tests.support.upstream_server import closed_port_url, serve, silent_socket
 
 
 def _recording_app(peers: list[str], release: threading.Event) -> FastAPI:
@@ -50,23 +47,6 @@ def upstream() -> Iterator[tuple[str, list[str], threading.Event]]:
     with serve(_recording_app(peers, release)) as url:
         yield url, peers, release
         release.set()  # a stream still held ends, so the server stops at once
-
-
-@contextmanager
-def _short_keepalive(app: FastAPI) -> Iterator[str]:
-    """uvicorn closing idle keep-alive connections after a second."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                          lifespan="off", timeout_keep_alive=1))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=5)
 
 
 def _client(max_connections: int = 10, **timeouts: float) -> httpx.AsyncClient:
@@ -107,7 +87,8 @@ def test_a_streamed_answer_arrives_piece_by_piece(
 
 def test_a_connection_the_upstream_closed_while_idle_is_replaced() -> None:
     peers: list[str] = []
-    with _short_keepalive(_recording_app(peers, threading.Event())) as url:
+    # uvicorn closes idle keep-alive connections after a second
+    with serve(_recording_app(peers, threading.Event()), timeout_keep_alive=1) as url:
         async def calls() -> list[int]:
             async with _client() as client:
                 first = await client.post(f"{url}/echo", json={})

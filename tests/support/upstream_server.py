@@ -23,12 +23,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Serves `app` until the block ends; yields its base URL."""
+def serve(app: Any, **config: Any) -> Iterator[str]:
+    """Serves `app` until the block ends; yields its base URL. `config`: more of uvicorn's
+    settings (`timeout_keep_alive`, ...)."""
     port = free_port()
     # proxy_headers off, as in the local runner: TRUSTED_PROXIES decides whom to believe
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                          lifespan="off", proxy_headers=False))
+                                          lifespan="off", proxy_headers=False, **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
