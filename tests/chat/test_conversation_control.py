@@ -405,7 +405,7 @@ def test_an_action_waiting_too_long_for_a_turn_is_409_and_changes_nothing(
         llm: TaggedLLM, settings_env: Callable[..., None], client: TestClient) -> None:
     settings_env(TURN_WAIT_S="0.2")
     _started(client, "s-wait", 1)
-    llm.delay_s, llm.started = 1.0, threading.Event()
+    llm.reply_gate, llm.started = threading.Event(), threading.Event()
     reply = _messages(client, "s-wait")[-1]
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(_say, client, "s-wait", "msg-2")
@@ -414,6 +414,7 @@ def test_an_action_waiting_too_long_for_a_turn_is_409_and_changes_nothing(
                    client.patch(f"{S}/s-wait/messages/{reply['id']}", json={"content": "x"}),
                    client.delete(f"{S}/s-wait/messages/{reply['id']}"),
                    client.put(f"{S}/s-wait/summary", json={"text": "x"})]
+        llm.reply_gate.set()
         assert slow.result().status_code == 200
     for response in refused:
         _error(response, 409, "turn_in_progress")

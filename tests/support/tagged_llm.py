@@ -35,6 +35,8 @@ class TaggedLLM:
     """Refuse (400, as vLLM does) a summary request whose prompt and max_tokens exceed this."""
     summary_gate: threading.Event | None = None
     """When set, summary requests wait for it: a summary still being made."""
+    reply_gate: threading.Event | None = None
+    """When set, chat replies wait for it: a turn held open for as long as a test needs."""
     chats: list[list[dict[str, str]]] = field(default_factory=list)
     summaries: list[str] = field(default_factory=list)
     started: threading.Event = field(default_factory=threading.Event)
@@ -71,6 +73,8 @@ class TaggedLLM:
                 self.started.set()
                 content = self.reply_to(messages)
                 await asyncio.sleep(self.delay_s)
+                if self.reply_gate is not None:
+                    await asyncio.to_thread(self.reply_gate.wait, 30)
             usage = {"prompt_tokens": sum(message_tokens(m["content"]) for m in messages),
                      "completion_tokens": 2}
             if body.get("stream"):
