@@ -37,6 +37,17 @@ def _recording_app(peers: list[str], release: threading.Event) -> FastAPI:
 
         return StreamingResponse(pieces(), media_type="text/plain")
 
+    @app.get("/events")
+    async def events(request: Request) -> StreamingResponse:
+        assert request.client is not None
+        peers.append(f"{request.client.host}:{request.client.port}")
+
+        async def pieces() -> AsyncIterator[bytes]:
+            yield b"data: {}\n\n"
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(pieces(), media_type="text/event-stream")
+
     return app
 
 
@@ -83,6 +94,24 @@ def test_a_streamed_answer_arrives_piece_by_piece(
         return seen
 
     assert asyncio.run(read()) == ["first", "second"]
+
+
+def test_a_stream_left_at_its_done_event_keeps_its_connection(
+        upstream: tuple[str, list[str], threading.Event]) -> None:
+    """`llm.dialect` stops reading at `data: [DONE]`, before the chunked terminator that
+    ends the body: the connection still goes back to the pool, not one per stream."""
+    url, peers, _ = upstream
+
+    async def streams() -> None:
+        async with _client() as client:
+            for _ in range(3):
+                async with client.stream("GET", f"{url}/events") as response:
+                    async for line in response.aiter_lines():
+                        if line == "data: [DONE]":
+                            break
+
+    asyncio.run(streams())
+    assert len(peers) == 3 and len(set(peers)) == 1
 
 
 def test_a_connection_the_upstream_closed_while_idle_is_replaced() -> None:

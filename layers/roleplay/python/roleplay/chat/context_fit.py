@@ -145,7 +145,7 @@ async def replan_after_overflow(plan: ContextPlan, overflow: ContextOverflow,
         remember(model, overflow.limit, settings)
     budget = await budget_for(model, settings)
     if overflow.prompt_tokens:
-        await observe_prompt_tokens(model, plan.local_tokens, overflow.prompt_tokens)
+        await observe_prompt_tokens(model, plan.local_tokens, overflow.prompt_tokens, at_once=True)
         ratio = (max(inputs.ratio, overflow.prompt_tokens / max(1, plan.local_tokens))
                  * RETRY_SAFETY)
     else:

@@ -27,6 +27,12 @@ import httptools
 import httpx
 
 READ_SIZE = 65_536
+FINISH_S = 0.05
+"""A response closed before its end may take this long to finish arriving and keep its
+connection: a stream read to its `data: [DONE]` has only the chunked terminator left,
+already sent (or on its way) by every OpenAI-compatible server."""
+FINISH_BYTES = 65_536
+"""...and no more than this much of it: a long rest is not worth reading to keep one."""
 
 
 class _Connection:
@@ -137,14 +143,29 @@ class _Body(httpx.AsyncByteStream):
         exchange.finish(reusable=answer.keep_alive)
 
     async def aclose(self) -> None:
-        self.exchange.finish(reusable=False)  # a no-op once the body was read to its end
+        """Closed before its end: the connection is kept when the rest arrives at once
+        (a no-op once the body was read to its end)."""
+        exchange, answer = self.exchange, self.exchange.answer
+        if exchange.finished:
+            return
+        left = FINISH_BYTES
+        try:
+            async with asyncio.timeout(FINISH_S):
+                while not answer.done and left > 0:
+                    await exchange.feed()
+                    left -= sum(len(piece) for piece in answer.pieces)
+                    answer.pieces.clear()
+        except (TimeoutError, httpx.TransportError):
+            pass
+        finally:
+            exchange.finish(reusable=answer.done and answer.keep_alive)
 
 
 async def _timed(awaitable: Any, seconds: float | None, raises: type[httpx.TimeoutException]) -> Any:
+    """`asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` makes a task per call."""
     try:
-        if seconds is None:
+        async with asyncio.timeout(seconds):
             return await awaitable
-        return await asyncio.wait_for(awaitable, seconds)
     except TimeoutError:
         raise raises(f"no progress in {seconds} s") from None
 
