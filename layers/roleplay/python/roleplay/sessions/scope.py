@@ -58,7 +58,7 @@ def storage_id(owner: str, session_id: str) -> str:
 ADDRESS_FILED = "a-"
 """Starts the ids the server makes for a client known only by its address: a browser's
 first session, begun before it had its cookie. Its later turns (with the cookie) look
-there first, so they cost one metadata read, not two."""
+there first."""
 
 
 def _new_id(user: User) -> str:
@@ -69,7 +69,8 @@ async def owned_session(user: User, session_id: str | None,
                         store: SessionStore) -> tuple[ScopedSession, SessionMeta | None]:
     """`user`'s session `session_id` (a new id when None) and its metadata (None: not yet
     stored). The metadata read is the one a turn makes anyway, so scoping costs no round
-    trip; a conversation in the cold store is brought back first. An anonymous browser's
+    trip: every place the session may be is read in that one; a conversation in the cold
+    store is brought back first. An anonymous browser's
     session begun before it held its cookie is filed under its address (`fallback_owner`):
     that is read too, first for ids the server made there."""
     scoped, meta, _ = await owned_session_and(user, session_id, store, ())
@@ -79,8 +80,8 @@ async def owned_session(user: User, session_id: str | None,
 async def owned_session_and(
     user: User, session_id: str | None, store: SessionStore, keys: Sequence[str],
 ) -> tuple[ScopedSession, SessionMeta | None, list[str | None]]:
-    """`owned_session`, and the string values at `keys` read with the first metadata
-    read (alone when there is no session to read yet)."""
+    """`owned_session`, and the string values at `keys` read in the same round trip
+    (alone when there is no session to read yet)."""
     if session_id is None:
         new_id = _new_id(user)
         values = await store.read_values(keys)
@@ -90,11 +91,9 @@ async def owned_session_and(
     if user.fallback_owner is not None:
         fallback = ScopedSession(session_id, storage_id(user.fallback_owner, session_id))
         candidates = [fallback, own] if session_id.startswith(ADDRESS_FILED) else [own, fallback]
-    meta, values = await store.load_meta_and(candidates[0].key, keys)
-    for n, candidate in enumerate(candidates):
-        if n:
-            meta = await store.load_meta(candidate.key)
-        if meta is None and await store.is_cold(candidate.key) and await bring_back(candidate.key):
+    found, values = await store.find([candidate.key for candidate in candidates], keys)
+    for candidate, (meta, cold) in zip(candidates, found, strict=True):
+        if meta is None and cold and await bring_back(candidate.key):
             meta = await store.load_meta(candidate.key)
         if meta is None:
             continue

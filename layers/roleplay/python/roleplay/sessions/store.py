@@ -647,27 +647,28 @@ class SessionStore:
     async def load_meta(self, session_id: str) -> SessionMeta | None:
         return _meta(session_id, await (await get_redis()).hgetall(redis_keys().session(session_id)))
 
-    async def is_cold(self, session_id: str) -> bool:
-        """Whether the conversation waits in the cold store (asked only of one not in Redis)."""
-        return bool(await (await get_redis()).exists(redis_keys().session_cold(session_id)))
-
     async def read_values(self, keys: Sequence[str]) -> list[str | None]:
         """The string values at `keys` (none: no round trip)."""
         return await read_strings(keys)
 
-    async def load_meta_and(self, session_id: str,
-                            keys: Sequence[str]) -> tuple[SessionMeta | None, list[str | None]]:
-        """The metadata and, in the same round trip, the string values at `keys`: what a
-        turn reads anyway (the user's persona) costs no round trip of its own (on a
-        cluster, the shards holding them are asked side by side)."""
-        if not keys:
-            return await self.load_meta(session_id), []
+    async def find(self, session_ids: Sequence[str], keys: Sequence[str],
+                   ) -> tuple[list[tuple[SessionMeta | None, bool]], list[str | None]]:
+        """Each session's metadata and whether it waits in the cold store (which matters
+        only for one not in Redis), and the string values at `keys`, in one round trip:
+        every place a session may be (its owner's, its address's) and what a turn reads
+        anyway (the user's persona) cost none of their own (on a cluster, the shards
+        holding them are asked side by side)."""
+        names = redis_keys()
         async with (await get_redis()).pipeline(transaction=False) as pipe:
-            pipe.hgetall(redis_keys().session(session_id))
+            for session_id in session_ids:
+                pipe.hgetall(names.session(session_id))
+                pipe.exists(names.session_cold(session_id))
             for key in keys:  # each alone: on a cluster they may lie on other shards
                 pipe.get(key)
-            found, *values = await pipe.execute()
-        return _meta(session_id, found), [None if v is None else str(v) for v in values]
+            answers = await pipe.execute()
+        found = [(_meta(session_id, answers[2 * n]), bool(answers[2 * n + 1]))
+                 for n, session_id in enumerate(session_ids)]
+        return found, [None if v is None else str(v) for v in answers[2 * len(session_ids):]]
 
     async def begin_turn(
         self, session_id: str, messages: list[StoredMessage], *, token: str,
