@@ -70,9 +70,9 @@ async def owned_session(user: User, session_id: str | None,
     """`user`'s session `session_id` (a new id when None) and its metadata (None: not yet
     stored). The metadata read is the one a turn makes anyway, so scoping costs no round
     trip: every place the session may be is read in that one; a conversation in the cold
-    store is brought back first. An anonymous browser's
-    session begun before it held its cookie is filed under its address (`fallback_owner`):
-    that is read too, first for ids the server made there."""
+    store is brought back first. An anonymous browser's session begun before it held its
+    cookie is filed under its address (`fallback_owner`): that is read too, first for ids
+    the server made there."""
     scoped, meta, _ = await owned_session_and(user, session_id, store, ())
     return scoped, meta
 
