@@ -59,7 +59,7 @@ run: install
 # Then the tests that touch Redis once more, on a three-node Redis Cluster the fixtures
 # start on loopback (tests/support/redis_cluster.py): the store the stack deploys.
 CLUSTER_TESTS := tests/core tests/sessions tests/characters tests/web tests/gpu tests/ops \
-	tests/chat/test_chat.py tests/chat/test_conversation_control.py \
+	tests/chat/test_chat.py tests/chat/test_conversation_control.py tests/chat/test_token_ratio.py \
 	tests/chat/test_sillytavern_chat_files.py tests/openai_compat/test_openai_compat.py \
 	tests/memory/test_memory_recall.py tests/memory/test_episode_store.py
 test: chromium install sam-install

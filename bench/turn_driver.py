@@ -18,7 +18,7 @@ import sys
 
 WARM_TURNS = 300
 USERS = 50
-COOKIE_NAME = "rp_anon"
+# The peers bench's persona; any line will do, each turn numbers it.
 PERSONA = "밝고 다정한 바리스타 민지. 손님의 이야기를 잘 들어 주고, 비 오는 날을 좋아한다."
 LINE = "오늘 비가 와서 그런지 따뜻한 라떼가 생각나. 너는 비 오는 날 뭐 마시고 싶어?"
 
@@ -27,10 +27,11 @@ async def drive(turns: int) -> None:
     import httpx
 
     from local_runner.app import build_app
+    from roleplay.core.settings import get_settings
     from roleplay.web.anonymous_client import signed_cookie
 
-    secret = os.environ["ANON_COOKIE_SECRET"].encode()
-    cookies = [f"{COOKIE_NAME}={signed_cookie(secret, f'driver{n}')}" for n in range(USERS)]
+    secret, name = os.environ["ANON_COOKIE_SECRET"].encode(), get_settings().anon_cookie_name
+    cookies = [f"{name}={signed_cookie(secret, f'driver{n}')}" for n in range(USERS)]
     transport = httpx.ASGITransport(app=build_app(), client=("127.0.0.1", 5000))
     async with httpx.AsyncClient(transport=transport, base_url="http://runner") as client:
         for n in range(WARM_TURNS + turns):

@@ -20,10 +20,8 @@ MODEL = "gemma-3-27b-it"
 @pytest.fixture(autouse=True)
 def fresh_ratios() -> Iterator[None]:
     token_ratio._cache.clear()
-    token_ratio._folded.clear()
     yield
     token_ratio._cache.clear()
-    token_ratio._folded.clear()
 
 
 def _observe_all(*turns: tuple[int, int]) -> float:

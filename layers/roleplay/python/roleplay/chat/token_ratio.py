@@ -12,6 +12,7 @@ are remembered, in Redis or here: a name a client made up stays at 1.0 and leave
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 from roleplay.core.lua_script import LuaScript
 from roleplay.core.redis_client import get_redis
@@ -22,11 +23,11 @@ MIN_RATIO, MAX_RATIO = 0.5, 3.0
 SMOOTHING = 0.2
 CACHE_S = 60.0
 OBSERVE_EVERY_S = 10.0
-"""A process writes its average to the shared one at most this often per model. Each turn
-moves the process's own copy at once (the same smoothing), so its next estimate is
-corrected straight away, and the script call (about 4% of a text turn's CPU) is paid
-once per interval instead of once per turn. Instances share the latest average written:
-each is an average of the same model's turns."""
+"""A process writes its average to the shared one at most this often per model (counted
+from its last read or write of it). Each turn moves the process's own copy at once (the
+same smoothing), so its next estimate is corrected straight away, and the script call
+(about 4% of a text turn's CPU) is paid once per interval instead of once per turn.
+Instances share the latest average written: each is an average of the same model's turns."""
 
 # KEYS: ratios hash. ARGV: model, observed ratio, smoothing, min, max.
 _OBSERVE_SCRIPT = LuaScript("""
@@ -39,10 +40,16 @@ redis.call('HSET', KEYS[1], ARGV[1], tostring(new))
 return tostring(new)
 """)
 
-_cache: dict[tuple[str, str], tuple[float, float, bool]] = {}
-"""(ratio, expiry, learned): `learned` is False for the 1.0 of a model nobody measured yet."""
-_folded: dict[tuple[str, str], float] = {}
-"""When this process last folded a model's ratio into Redis (monotonic seconds)."""
+
+class _Held(NamedTuple):
+    ratio: float
+    fresh_until: float
+    """`CACHE_S` after it was last read from or written to Redis (monotonic seconds)."""
+    learned: bool
+    """False for the 1.0 of a model nobody has measured yet."""
+
+
+_cache: dict[tuple[str, str], _Held] = {}
 
 
 def _clamp(ratio: float) -> float:
@@ -55,11 +62,11 @@ async def token_ratio(model: str) -> float:
         return 1.0
     key = (redis_keys().token_ratios, model)
     cached = _cache.get(key)
-    if cached and cached[1] > time.monotonic():
-        return cached[0]
+    if cached and cached.fresh_until > time.monotonic():
+        return cached.ratio
     raw = await (await get_redis()).hget(key[0], model)
     ratio = _clamp(float(raw)) if raw else 1.0
-    _cache[key] = (ratio, time.monotonic() + CACHE_S, bool(raw))
+    _cache[key] = _Held(ratio, time.monotonic() + CACHE_S, bool(raw))
     return ratio
 
 
@@ -74,17 +81,16 @@ async def observe_prompt_tokens(model: str, local_estimate: int, upstream_tokens
     key = (redis_keys().token_ratios, model)
     seen = upstream_tokens / local_estimate
     held = _cache.get(key)
-    now = time.monotonic()
     smoothing = SMOOTHING
-    if held is not None and held[2]:
+    if held is not None and held.learned:
         # The process's copy already averages its turns: the shared one takes it whole.
-        seen, smoothing = _clamp(held[0] + SMOOTHING * (seen - held[0])), 1.0
-        if not at_once and now - _folded.get(key, -OBSERVE_EVERY_S) < OBSERVE_EVERY_S:
-            _cache[key] = (seen, held[1], True)
+        seen, smoothing = _clamp(held.ratio + SMOOTHING * (seen - held.ratio)), 1.0
+        synced_at = held.fresh_until - CACHE_S
+        if not at_once and time.monotonic() - synced_at < OBSERVE_EVERY_S:
+            _cache[key] = held._replace(ratio=seen)
             return
-    _folded[key] = now
     new = await _OBSERVE_SCRIPT([key[0]], [model, seen, smoothing, MIN_RATIO, MAX_RATIO])
-    _cache[key] = (float(new), time.monotonic() + CACHE_S, True)
+    _cache[key] = _Held(float(new), time.monotonic() + CACHE_S, True)
 
 
 def corrected(local_tokens: int, ratio: float) -> int:
