@@ -6,12 +6,21 @@ slowly generating a long reply is given time. The client is reused across reques
 With `http11`, plain-HTTP URLs go through `core.http11_transport` (a tenth of httpx's
 own transport's CPU per call), unless a proxy is configured in the environment, which
 httpx's transport honours.
+
+`post_json` and `stream_json` (the LLM's completions, one per turn) hand such a request
+straight to that transport: httpx's client around it (URL merging, cookies, auth and
+redirect steps, hooks) cost about as much again as the transport itself. What the client
+would add is added here: its default headers, its timeouts, the request id.
 """
 
 from __future__ import annotations
 
+import json
 import urllib.request
-from collections.abc import Callable
+import weakref
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 
@@ -39,15 +48,79 @@ def pooled_http(timeouts: Timeouts, *, max_connections: int, keepalive: int,
         if http11 and not urllib.request.getproxies():
             from roleplay.core.http11_transport import Http11Transport
 
-            mounts = {"http://": Http11Transport(max_connections=max_connections,
-                                                 keepalive=keepalive)}
-        return httpx.AsyncClient(
+            direct = Http11Transport(max_connections=max_connections, keepalive=keepalive)
+            mounts = {"http://": direct}
+        client = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=connect, read=read, write=connect, pool=connect),
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=keepalive),
             event_hooks={"request": [_pass_request_id]}, mounts=mounts)
+        if mounts is not None:
+            _direct[client] = _Direct(direct, client.timeout.as_dict())
+        return client
 
     async def close_client(client: httpx.AsyncClient) -> None:
         await client.aclose()
 
     return LoopBoundClient(open_client, close_client)
+
+
+class _Direct:
+    """A client's plain-HTTP transport, and the timeouts its requests carry."""
+
+    __slots__ = ("timeouts", "transport")
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, timeouts: dict[str, Any]) -> None:
+        self.transport = transport
+        self.timeouts = timeouts
+
+
+_direct: weakref.WeakKeyDictionary[httpx.AsyncClient, _Direct] = weakref.WeakKeyDictionary()
+
+
+async def _direct_request(http: httpx.AsyncClient, url: str,
+                          payload: Any) -> tuple[httpx.AsyncBaseTransport, httpx.Request] | None:
+    """The request as `http.post(url, json=payload)` would send it, and the transport to
+    send it on; None when the client has none of its own for `url` (https, a proxy, a
+    test's transport): the client then sends it."""
+    direct = _direct.get(http)
+    if direct is None or not url.startswith("http://") or http.is_closed:
+        return None
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False).encode()  # as httpx encodes `json=`
+    headers = http.headers.copy()
+    headers["Content-Type"] = "application/json"
+    request = httpx.Request("POST", url, content=body, headers=headers,
+                            extensions={"timeout": direct.timeouts})
+    await _pass_request_id(request)
+    return direct.transport, request
+
+
+async def post_json(http: httpx.AsyncClient, url: str, payload: Any) -> httpx.Response:
+    """`http.post(url, json=payload)`, its answer read whole."""
+    direct = await _direct_request(http, url, payload)
+    if direct is None:
+        return await http.post(url, json=payload)
+    transport, request = direct
+    response = await transport.handle_async_request(request)
+    try:
+        await response.aread()
+    finally:
+        await response.aclose()
+    return response
+
+
+@asynccontextmanager
+async def stream_json(http: httpx.AsyncClient, url: str, payload: Any) -> AsyncIterator[httpx.Response]:
+    """`http.stream("POST", url, json=payload)`: the answer as it arrives."""
+    direct = await _direct_request(http, url, payload)
+    if direct is None:
+        async with http.stream("POST", url, json=payload) as response:
+            yield response
+        return
+    transport, request = direct
+    response = await transport.handle_async_request(request)
+    try:
+        yield response
+    finally:
+        await response.aclose()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from roleplay.core.errors import NotConfigured
+from roleplay.core.http_pool import post_json, stream_json
 from roleplay.core.settings import Settings, get_settings
 from roleplay.gpu.coordinator import gpu_lease
 from roleplay.llm.dialect import UpstreamDialect, upstream_dialect
@@ -107,17 +108,16 @@ class UpstreamClient:
     async def complete(self, request: CompletionRequest) -> Completion:
         http = await http_holder.get()
         async with gpu_lease("llm"), upstream_call(self.name):
-            response = await http.post(f"{self.base_url}{self.dialect.chat_path}",
-                                       json=self.dialect.payload(request, False))
+            response = await post_json(http, f"{self.base_url}{self.dialect.chat_path}",
+                                       self.dialect.payload(request, False))
             await raise_for_status(response, self.name)
         return self.dialect.completion(read_json(response, self.name))
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
         http = await http_holder.get()
         closing: StreamChunk | None = None
-        async with gpu_lease("llm"), upstream_call(self.name), http.stream(
-            "POST", f"{self.base_url}{self.dialect.chat_path}",
-            json=self.dialect.payload(request, True)
+        async with gpu_lease("llm"), upstream_call(self.name), stream_json(
+            http, f"{self.base_url}{self.dialect.chat_path}", self.dialect.payload(request, True)
         ) as response:
             await raise_for_status(response, self.name)
             async with aclosing(self.dialect.stream_chunks(response.aiter_lines())) as chunks:
