@@ -56,6 +56,7 @@ from roleplay.core.errors import ApiError
 from roleplay.core.identity import User
 from roleplay.core.settings import get_settings
 from roleplay.web.auth import current_user
+from roleplay.web.direct_route import direct_json_route
 from roleplay.web.envelope import ERROR_RESPONSES, Envelope, ErrorEnvelope, ok
 from roleplay.web.function_app import create_function_app
 from roleplay.web.sign_in_guard import SignedInOnly
@@ -66,17 +67,12 @@ router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)
 CurrentUser = Annotated[User, Depends(current_user)]
 SessionIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="session id")]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+IDEMPOTENCY_KEY_MAX = 200
 IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", max_length=200,
+    alias="Idempotency-Key", max_length=IDEMPOTENCY_KEY_MAX,
     description="The same key on a retry returns the reply already stored or in flight.")]
 
 
-@router.post(
-    "/api/chat",
-    response_model=Envelope[ChatReply],
-    responses={200: {"content": {"text/event-stream": {}},
-                     "description": "the reply, or with `stream: true` Server-Sent Events"}},
-)
 async def chat(
     body: ChatRequest, user: CurrentUser, background: BackgroundTasks,
     idempotency_key: IdempotencyKey = None,
@@ -90,6 +86,25 @@ async def chat(
     from roleplay.chat import service as chat_service
 
     return ok(await chat_service.chat_turn(body, user, jobs, idempotency_key=idempotency_key))
+
+
+async def chat_direct(body: ChatRequest, request: Request,
+                      background: BackgroundTasks) -> Envelope[ChatReply] | StreamingResponse | None:
+    """`chat` as FastAPI would call it, without its dependency solving (every turn comes
+    here); an `Idempotency-Key` it would refuse goes to FastAPI."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and len(key) > IDEMPOTENCY_KEY_MAX:
+        return None
+    return await chat(body, await current_user(request), background, key)
+
+
+router.add_api_route(
+    "/api/chat", chat, methods=["POST"],
+    response_model=Envelope[ChatReply],
+    responses={200: {"content": {"text/event-stream": {}},
+                     "description": "the reply, or with `stream: true` Server-Sent Events"}},
+    route_class_override=direct_json_route(ChatRequest, chat_direct),
+)
 
 
 @router.get("/api/chat/sessions/{session_id}")
