@@ -8,6 +8,7 @@ with a generic message and a log line.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -210,6 +212,31 @@ def _body_limit(path: str) -> int:
     return settings.max_body_bytes
 
 
+_DEFERRED_PROVIDERS = frozenset({
+    ("opentelemetry.trace", "ProxyTracerProvider"),
+    ("opentelemetry.metrics._internal", "_ProxyMeterProvider"),
+    ("opentelemetry._logs._internal", "ProxyLoggerProvider"),
+})
+"""What OpenTelemetry's API answers while nobody has set a provider (as FastAPI tells)."""
+
+
+def native_telemetry() -> TelemetryConfig:
+    """FastAPI's own OpenTelemetry (0.165), asked once, when the app is built, instead of
+    on every request: FastAPI asks the three global providers whether any is set on each
+    request (an environment lookup and a raised KeyError among them). A process that sets
+    a provider before building its apps (`opentelemetry-instrument`, an SDK set up at
+    start) keeps FastAPI's spans, metrics and logs, as does FASTAPI_OTEL_AUTO_CONFIGURE."""
+    if os.getenv("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true":
+        return {}
+    from opentelemetry import _logs, metrics, trace
+
+    providers = (trace.get_tracer_provider(), metrics.get_meter_provider(),
+                 _logs.get_logger_provider())
+    if any((type(p).__module__, type(p).__name__) not in _DEFERRED_PROVIDERS for p in providers):
+        return {}
+    return {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+
+
 def create_function_app(title: str, routers: Iterable[APIRouter], **fastapi_kwargs: Any) -> FastAPI:
     """A FastAPI app with the envelope error handlers, the given routes, and offline docs.
 
@@ -226,7 +253,8 @@ def create_function_app(title: str, routers: Iterable[APIRouter], **fastapi_kwar
     if any(router.on_startup or router.on_shutdown for router in routers):
         raise ValueError("a function's router has startup/shutdown handlers: give them to the app")
     routes = [route for router in routers for route in router.routes]
-    app = FastAPI(title=title, docs_url=None, redoc_url=None, routes=routes, **fastapi_kwargs)
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, routes=routes,
+                  telemetry=native_telemetry(), **fastapi_kwargs)
     add_offline_docs(app)
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
