@@ -6,7 +6,8 @@ direct path takes `application/json` alone), so both answer the same request her
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 
 from fastapi import APIRouter, BackgroundTasks, FastAPI, Request
 from fastapi.testclient import TestClient
@@ -110,3 +111,16 @@ def test_a_chat_turn_answers_alike_through_either_handler(settings_env: Callable
         k: v for k, v in other.items() if not k.endswith(("id", "url"))}
     assert too_long.status_code == 422
     assert too_long.json()["error"]["message"].startswith("header.Idempotency-Key")
+
+
+def test_a_body_over_the_size_limit_is_413_on_the_direct_path(settings_env: Callable[..., None],
+                                                              client: TestClient) -> None:
+    """Sent without a length (chunked), so the limit is met while the route reads it."""
+    settings_env(MAX_BODY_BYTES="2048")
+    body = json.dumps({"messages": [{"role": "user", "content": "가" * 2000}]}).encode()
+
+    def pieces() -> Iterator[bytes]:
+        yield from (body[n:n + 500] for n in range(0, len(body), 500))
+
+    answer = client.post("/api/chat", content=pieces(), headers={"content-type": "application/json"})
+    assert answer.status_code == 413 and answer.json()["error"]["code"] == "payload_too_large"

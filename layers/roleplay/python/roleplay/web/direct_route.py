@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 from fastapi import BackgroundTasks, Request, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -41,7 +42,9 @@ def direct_json_route(model: type[ModelT], serve: Serve[ModelT]) -> type[APIRout
                 if _is_json(request):
                     try:
                         body = model.model_validate_json(await request.body())
-                    except ValidationError:
+                    except HTTPException:
+                        raise  # a body over the size limit: its 413, as FastAPI lets it through
+                    except Exception:  # invalid, or the client gone mid-body: FastAPI's answer
                         return await standard(request)
                     background = BackgroundTasks()
                     answer = await serve(body, request, background)
