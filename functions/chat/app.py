@@ -56,7 +56,7 @@ from roleplay.core.errors import ApiError
 from roleplay.core.identity import User
 from roleplay.core.settings import get_settings
 from roleplay.web.auth import current_user
-from roleplay.web.direct_route import direct_json_route
+from roleplay.web.direct_route import direct_json_route, media_type
 from roleplay.web.envelope import ERROR_RESPONSES, Envelope, ErrorEnvelope, ok
 from roleplay.web.function_app import create_function_app
 from roleplay.web.sign_in_guard import SignedInOnly
@@ -126,8 +126,8 @@ def not_cross_site(request: Request) -> None:
     """Release acts on the caller's cookie alone, so a page on another site must not be able
     to send it: a form or a `no-cors` fetch (no preflight) can carry neither a JSON content
     type nor an `Authorization` header, and one of the two is required here."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type == "application/json" or media_type.endswith("+json"):
+    sent = media_type(request)
+    if sent == "application/json" or sent.endswith("+json"):
         return
     if request.headers.get("authorization", "").strip():
         return

@@ -57,7 +57,7 @@ def pooled_http(timeouts: Timeouts, *, max_connections: int, keepalive: int,
                                 max_keepalive_connections=keepalive),
             event_hooks={"request": [_pass_request_id]}, mounts=mounts)
         if mounts is not None:
-            _direct[client] = _Direct(direct, client.timeout.as_dict())
+            _direct[client] = _Direct(direct, client)
         return client
 
     async def close_client(client: httpx.AsyncClient) -> None:
@@ -67,13 +67,16 @@ def pooled_http(timeouts: Timeouts, *, max_connections: int, keepalive: int,
 
 
 class _Direct:
-    """A client's plain-HTTP transport, and the timeouts its requests carry."""
+    """A client's plain-HTTP transport, and what its JSON requests carry: the client's
+    default headers with the JSON content type, and its timeouts."""
 
-    __slots__ = ("timeouts", "transport")
+    __slots__ = ("headers", "timeouts", "transport")
 
-    def __init__(self, transport: httpx.AsyncBaseTransport, timeouts: dict[str, Any]) -> None:
+    def __init__(self, transport: httpx.AsyncBaseTransport, client: httpx.AsyncClient) -> None:
         self.transport = transport
-        self.timeouts = timeouts
+        self.headers = httpx.Headers(client.headers)
+        self.headers["Content-Type"] = "application/json"
+        self.timeouts = client.timeout.as_dict()
 
 
 _direct: weakref.WeakKeyDictionary[httpx.AsyncClient, _Direct] = weakref.WeakKeyDictionary()
@@ -95,9 +98,7 @@ async def _direct_request(http: httpx.AsyncClient, url: str,
         return None
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"),
                       allow_nan=False).encode()  # as httpx encodes `json=`
-    headers = http.headers.copy()
-    headers["Content-Type"] = "application/json"
-    request = httpx.Request("POST", _parsed(url), content=body, headers=headers,
+    request = httpx.Request("POST", _parsed(url), content=body, headers=direct.headers,
                             extensions={"timeout": direct.timeouts})
     await _pass_request_id(request)
     return direct.transport, request

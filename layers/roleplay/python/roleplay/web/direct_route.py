@@ -28,9 +28,9 @@ model, sent as JSON by its aliases as FastAPI sends a `response_model`, or a res
 None: let FastAPI's handler answer."""
 
 
-def _is_json(request: Request) -> bool:
-    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    return media_type == "application/json"
+def media_type(request: Request) -> str:
+    """The request's `Content-Type` without its parameters, lower-cased ('' when none)."""
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
 def direct_json_route(model: type[ModelT], serve: Serve[ModelT]) -> type[APIRoute]:
@@ -39,23 +39,24 @@ def direct_json_route(model: type[ModelT], serve: Serve[ModelT]) -> type[APIRout
             standard = super().get_route_handler()
 
             async def handler(request: Request) -> Response:
-                if _is_json(request):
-                    try:
-                        body = model.model_validate_json(await request.body())
-                    except HTTPException:
-                        raise  # a body over the size limit: its 413, as FastAPI lets it through
-                    except Exception:  # invalid, or the client gone mid-body: FastAPI's answer
-                        return await standard(request)
-                    background = BackgroundTasks()
-                    answer = await serve(body, request, background)
-                    if isinstance(answer, Response):
-                        if answer.background is None:
-                            answer.background = background
-                        return answer
-                    if answer is not None:
-                        return Response(answer.model_dump_json(by_alias=True),
-                                        media_type="application/json", background=background)
-                return await standard(request)
+                if media_type(request) != "application/json":
+                    return await standard(request)
+                try:
+                    body = model.model_validate_json(await request.body())
+                except HTTPException:
+                    raise  # a body over the size limit: its 413, as FastAPI lets it through
+                except Exception:  # invalid, or the client gone mid-body: FastAPI's answer
+                    return await standard(request)
+                background = BackgroundTasks()
+                answer = await serve(body, request, background)
+                if answer is None:
+                    return await standard(request)
+                if not isinstance(answer, Response):
+                    return Response(answer.model_dump_json(by_alias=True),
+                                    media_type="application/json", background=background)
+                if answer.background is None:
+                    answer.background = background
+                return answer
 
             return handler
 
