@@ -37,6 +37,7 @@ from roleplay.core.lua_script import LuaScript
 from roleplay.core.redis_client import get_redis, read_strings
 from roleplay.core.redis_keys import redis_keys
 from roleplay.core.settings import get_settings
+from roleplay.sessions.known_windows import KnownWindow, known_windows
 
 Role = Literal["user", "assistant", "system"]
 Swipes = Literal["never", "history", "any"]
@@ -52,22 +53,36 @@ up while summaries fail, and then the oldest would be dropped from the prompt an
 
 # Lua, with KEYS[1] the messages list, KEYS[2] the meta hash, KEYS[3] the summary lock:
 # appends {length, watermark, first index read, summary, summarizing now (0/1), epoch,
-# memory revision, messages after the watermark (capped)...} to `head`; summary and
-# watermark are read together, so they match.
+# memory revision, index of the first message sent, messages after the watermark
+# (capped) from that index...} to `head`; summary and watermark are read together, so
+# they match. `known` ('' or nil: none) is what the caller already holds of the window
+# (`known_windows.KnownWindow.hint`: epoch, start, end, id of its last message): when it
+# still holds (same epoch, the same message at its end), only what follows it is sent.
 _WINDOW = """
-local function window_answer(answer, cap)
+local function window_answer(answer, cap, known)
   local length = redis.call('LLEN', KEYS[1])
   local watermark = tonumber(redis.call('HGET', KEYS[2], 'summary_upto') or '-1')
   local first = math.max(watermark + 1, length - cap)
+  local epoch = redis.call('HGET', KEYS[2], 'epoch') or '0'
   answer[#answer + 1] = length
   answer[#answer + 1] = watermark
   answer[#answer + 1] = first
   answer[#answer + 1] = redis.call('HGET', KEYS[2], 'summary') or ''
   answer[#answer + 1] = redis.call('EXISTS', KEYS[3])
-  answer[#answer + 1] = redis.call('HGET', KEYS[2], 'epoch') or '0'
+  answer[#answer + 1] = epoch
   answer[#answer + 1] = redis.call('HGET', KEYS[2], 'memory_rev') or '0'
-  if first < length then
-    for _, raw in ipairs(redis.call('LRANGE', KEYS[1], first, -1)) do answer[#answer + 1] = raw end
+  local from = first
+  if known and known ~= '' then
+    local kepoch, kstart, kend, kid = string.match(known, '^(%d+) (%d+) (%d+) (.+)$')
+    kstart, kend = tonumber(kstart), tonumber(kend)
+    if kepoch == epoch and kstart and kstart <= first and first < kend and kend <= length then
+      local last = redis.call('LINDEX', KEYS[1], kend - 1)
+      if last and cjson.decode(last).id == kid then from = kend end
+    end
+  end
+  answer[#answer + 1] = from
+  if from < length then
+    for _, raw in ipairs(redis.call('LRANGE', KEYS[1], from, -1)) do answer[#answer + 1] = raw end
   end
   return answer
 end
@@ -139,7 +154,8 @@ end
 # content, i client id?, m new id}], 10 setup JSON (a leading '=': unchanged, written only
 # if the session is new or was deleted meanwhile), 11 epoch for a new
 # session, 12 swipes ('0' never, '1' a re-sent history of two or more messages, '2' any
-# re-sent history), 13... each incoming message as it would be stored.
+# re-sent history), 13 the window already known ('' none), 14... each incoming message as
+# it would be stored.
 # Answers {'busy', lease ms left} | {'cold'} (the conversation is in the cold store: bring it
 # back, then begin) | {'turn_limit', user turns} | {'retry', user message, reply} |
 # {'swipe', user message, reply} | {'begin', stored kept, appended, <window>}.
@@ -294,7 +310,7 @@ for _, c in ipairs(chosen) do
   m.n = nil
   m.selected = incoming[j].pick
   m.content = m.alternatives[m.selected + 1]
-  m.tokens = cjson.decode(ARGV[12 + j]).tokens
+  m.tokens = cjson.decode(ARGV[13 + j]).tokens
   m.cut = nil
   redis.call('LSET', KEYS[1], at, cjson.encode(m))
   if at <= tonumber(redis.call('HGET', KEYS[2], 'summary_upto') or '-1') then
@@ -304,7 +320,7 @@ for _, c in ipairs(chosen) do
 end
 if #chosen > 0 then redis.call('HINCRBY', KEYS[2], 'epoch', 1) end
 for j = matched + 1, n do
-  local at = redis.call('RPUSH', KEYS[1], ARGV[12 + j]) - 1
+  local at = redis.call('RPUSH', KEYS[1], ARGV[13 + j]) - 1
   redis.call('HSET', KEYS[5], incoming[j].m, at)
 end
 if adding > 0 then redis.call('HINCRBY', KEYS[2], 'user_turns', adding) end
@@ -313,12 +329,13 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[5], ARGV[1])
 redis.call('EXPIRE', KEYS[6], ARGV[1])
-return window_answer({'begin', keep, n - matched}, tonumber(ARGV[3]))
+return window_answer({'begin', keep, n - matched}, tonumber(ARGV[3]), ARGV[13])
 """)
 
-# KEYS: messages list, meta hash, summary lock. ARGV: window cap. Reads, writes nothing.
+# KEYS: messages list, meta hash, summary lock. ARGV: window cap, the window already known
+# ('' none). Reads, writes nothing.
 _READ_WINDOW_SCRIPT = LuaScript(_WINDOW + """
-return window_answer({}, tonumber(ARGV[1]))
+return window_answer({}, tonumber(ARGV[1]), ARGV[2])
 """)
 
 # Lua, with KEYS[2] the meta hash and KEYS[6] the episodes hash: notes the episodes a
@@ -586,9 +603,10 @@ def _float(value: str | None) -> float | None:
     return float(value) if value else None
 
 
-PARSED_MESSAGES = 16_384
-"""Stored messages a process keeps parsed (a few MB): a session's window comes back turn
-after turn, so most of its messages were parsed on an earlier turn."""
+PARSED_MESSAGES = 4_096
+"""Stored messages a process keeps parsed: what a window read whole again (after an edit,
+in another process's turn) and the transcript views share. A turn's own window is kept
+by `known_windows`, which reads only the messages it has not seen."""
 
 
 @lru_cache(maxsize=PARSED_MESSAGES)
@@ -598,13 +616,31 @@ def parse_stored(raw: str) -> StoredMessage:
     return StoredMessage.model_validate_json(raw)
 
 
-def window_from_answer(values: list[Any]) -> Window:
-    """A window as `WINDOW_LUA`'s `window_answer` lists it."""
-    length, watermark, first, summary, summarizing, epoch, memory_rev, *raw = values
-    return Window(length=int(length), watermark=int(watermark), first_index=int(first),
+def window_from_answer(values: list[Any], known: KnownWindow | None = None) -> Window:
+    """A window as `WINDOW_LUA`'s `window_answer` lists it; `known`: the window whose hint
+    the script was given, which supplies the messages it did not send."""
+    length, watermark, first, summary, summarizing, epoch, memory_rev, sent_from, *raw = values
+    first_index, sent_from = int(first), int(sent_from)
+    messages = [parse_stored(item) for item in raw]
+    if sent_from > first_index:
+        if known is None:
+            raise RuntimeError("a window answered in part without a known window")
+        messages = known.through(first_index, sent_from) + messages
+    return Window(length=int(length), watermark=int(watermark), first_index=first_index,
                   summary=summary or None, summarizing=bool(summarizing), epoch=int(epoch),
-                  memory_rev=int(memory_rev),
-                  messages=[parse_stored(item) for item in raw])
+                  memory_rev=int(memory_rev), messages=messages)
+
+
+def _hint(known: KnownWindow | None) -> str:
+    return known.hint() if known is not None else ""
+
+
+def _known_window(session_id: str, values: list[Any], known: KnownWindow | None) -> Window:
+    """The window of a script's answer, remembered as this process's known window."""
+    window = window_from_answer(values, known)
+    known_windows.remember(session_id, KnownWindow(window.epoch, window.first_index,
+                                                   tuple(window.messages)))
+    return window
 
 
 def _meta(session_id: str, found: dict[Any, Any]) -> SessionMeta | None:
@@ -681,6 +717,7 @@ class SessionStore:
         id), `client_ids` the ids the client gave them. `swipes`: whether a re-sent
         history already answered (whole, not cut) is a swipe rather than a retry."""
         settings = get_settings()
+        known = known_windows.get(session_id)
         incoming = []
         for message, client_id in zip(messages, client_ids, strict=True):
             item: dict[str, str] = {"r": message.role, "c": normalized(message.content),
@@ -693,7 +730,7 @@ class SessionStore:
             settings.max_turns, settings.turn_retry_window_s, idempotency_key or "",
             json.dumps(incoming, ensure_ascii=False),
             ("" if setup_changed else "=") + setup.encoded(),
-            secrets.randbelow(2**40) * 1000, _SWIPES[swipes],
+            secrets.randbelow(2**40) * 1000, _SWIPES[swipes], _hint(known),
             *[m.model_dump_json(exclude_defaults=True) for m in messages]])
         kind = answer[0]
         if kind == "busy":
@@ -704,13 +741,16 @@ class SessionStore:
             return TurnLimit(int(answer[1]))
         if kind in ("retry", "swipe"):
             return Replay(parse_stored(answer[1]), parse_stored(answer[2]), swipe=kind == "swipe")
-        return Turn(session_id=session_id, token=token, window=window_from_answer(answer[3:]),
+        return Turn(session_id=session_id, token=token,
+                    window=_known_window(session_id, answer[3:], known),
                     kept=int(answer[1]), appended=int(answer[2]))
 
     async def read_window(self, session_id: str) -> Window:
         """The window alone (after a summary moved the watermark); one round trip."""
         keys = self.keys(session_id)[:3]
-        return window_from_answer(await _READ_WINDOW_SCRIPT(keys, [WINDOW_CAP]))
+        known = known_windows.get(session_id)
+        answer = await _READ_WINDOW_SCRIPT(keys, [WINDOW_CAP, _hint(known)])
+        return _known_window(session_id, answer, known)
 
     async def append_reply(self, turn: Turn, message: StoredMessage,
                            recalled: Sequence[str] = ()) -> int:
@@ -723,6 +763,9 @@ class SessionStore:
             turn.token, str(turn.window.epoch), turn.window.length, get_settings().conversation_ttl_s,
             message.id, message.model_dump_json(exclude_defaults=True),
             json.dumps(list(recalled)), now()])
+        if length:
+            known_windows.extend(turn.session_id, epoch=turn.window.epoch,
+                                 length=turn.window.length, message=message)
         return int(length)
 
     async def renew_turn(self, turn: Turn) -> bool:
