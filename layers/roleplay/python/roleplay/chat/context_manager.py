@@ -116,7 +116,10 @@ class ContextManager:
                 "for; send a shorter message", code="message_too_long")
 
     def window_tokens(self, messages: Sequence[StoredMessage]) -> int:
-        return sum(stored_tokens(m) for m in messages)
+        total = 0
+        for m in messages:  # `stored_tokens`, inline: this runs over every window, every turn
+            total += m.tokens or message_tokens(m.content)
+        return total
 
     def summary_due_now(self, window: Window, system_local: int, max_tokens: int, ratio: float) -> bool:
         """The next prompt would not fit at all, and a summary could make room: the one
@@ -141,7 +144,7 @@ class ContextManager:
         system_local = self.system_tokens(persona, summary, language, memory)
         budget = self.history_budget(system_local, max_tokens, ratio)
         kept = list(window.messages)
-        costs = [stored_tokens(m) for m in kept]
+        costs = [m.tokens or message_tokens(m.content) for m in kept]  # `stored_tokens`
         history_local = sum(costs)
         dropped = 0
         while kept and corrected(history_local, ratio) > budget:
@@ -153,7 +156,7 @@ class ContextManager:
             kept.pop(0)
             dropped += 1
         first_index = window.first_index + dropped
-        prompt = build_prompt(system, [ChatMessage(m.role, m.content) for m in kept],
+        prompt = build_prompt(system, kept,
                               character_name=character_name, language=language,
                               continued=first_index > 0)
         local = system_local + history_local

@@ -9,16 +9,28 @@ one place, whatever the transcript or a summary adds.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from roleplay.characters.persona import PersonaLanguage, opening_note
 from roleplay.llm.client import ChatMessage
+
+
+class Said(Protocol):
+    """A message as the prompt reads it: a `ChatMessage`, or a stored message as it is
+    (a window's hundreds of messages are not copied on every turn)."""
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def content(self) -> str: ...
 
 CONTINUE_PROMPT = {"ko": "(대화를 시작해 주세요.)", "en": "(Please begin the conversation.)"}
 
 
 def build_prompt(
     system: str | None,
-    history: Sequence[ChatMessage],
+    history: Sequence[Said],
     *,
     character_name: str | None = None,
     language: PersonaLanguage = "ko",
