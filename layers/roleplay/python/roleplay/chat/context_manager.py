@@ -36,6 +36,12 @@ def stored_tokens(message: StoredMessage) -> int:
     return message.tokens or message_tokens(message.content)
 
 
+def stored_costs(messages: Sequence[StoredMessage]) -> list[int]:
+    """`stored_tokens` of each message, in one comprehension: this runs over every window
+    on every turn."""
+    return [m.tokens or message_tokens(m.content) for m in messages]
+
+
 @dataclass(frozen=True)
 class PlanInputs:
     """What a plan was made from, so it can be made again with a better ratio."""
@@ -116,10 +122,7 @@ class ContextManager:
                 "for; send a shorter message", code="message_too_long")
 
     def window_tokens(self, messages: Sequence[StoredMessage]) -> int:
-        total = 0
-        for m in messages:  # `stored_tokens`, inline: this runs over every window, every turn
-            total += m.tokens or message_tokens(m.content)
-        return total
+        return sum(stored_costs(messages))
 
     def summary_due_now(self, window: Window, system_local: int, max_tokens: int, ratio: float) -> bool:
         """The next prompt would not fit at all, and a summary could make room: the one
@@ -144,7 +147,7 @@ class ContextManager:
         system_local = self.system_tokens(persona, summary, language, memory)
         budget = self.history_budget(system_local, max_tokens, ratio)
         kept = list(window.messages)
-        costs = [m.tokens or message_tokens(m.content) for m in kept]  # `stored_tokens`
+        costs = stored_costs(kept)
         history_local = sum(costs)
         dropped = 0
         while kept and corrected(history_local, ratio) > budget:

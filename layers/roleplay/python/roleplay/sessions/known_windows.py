@@ -41,7 +41,7 @@ class KnownWindow:
     def hint(self) -> str:
         """What the window scripts check: '<epoch> <start> <end> <id of the last message>'."""
         last = self.messages[-1].id if self.messages else ""
-        return f"{self.epoch} {self.start} {self.end} {last}" if last and " " not in last else ""
+        return f"{self.epoch} {self.start} {self.end} {last}" if last else ""
 
     def through(self, first: int, sent_from: int) -> list[StoredMessage]:
         """Messages `first` .. `sent_from - 1`, as the script vouched for them."""
@@ -63,9 +63,7 @@ class KnownWindows:
         return self._windows.get(session_id)
 
     def remember(self, session_id: str, window: KnownWindow) -> None:
-        old = self._windows.pop(session_id, None)
-        if old is not None:
-            self._held -= len(old.messages)
+        self.forget(session_id)
         if not window.messages or len(window.messages) > self.limit:
             return
         self._windows[session_id] = window
@@ -85,10 +83,6 @@ class KnownWindows:
         old = self._windows.pop(session_id, None)
         if old is not None:
             self._held -= len(old.messages)
-
-    def clear(self) -> None:
-        self._windows.clear()
-        self._held = 0
 
 
 known_windows = KnownWindows()

@@ -825,6 +825,7 @@ class SessionStore:
         """Removes the session with its lease (a reply still being generated is dropped),
         the lore its last turn fired and its cold marker: all in the session's slot, so one
         DEL. Its cold copy and list entry are the archive's (`conversation_archive.forget`)."""
+        known_windows.forget(session_id)
         removed = await (await get_redis()).delete(
             *self.keys(session_id), redis_keys().session_lorebook(session_id))
         return bool(removed)
