@@ -5,6 +5,7 @@ the same call, and they time out, stream and keep their connection as it does.""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -73,6 +74,23 @@ def test_a_direct_post_sends_what_the_client_would(upstream: tuple[str, list[dic
     assert ("x-request-id", "6f1c2f64-3f7e-4f43-9d55-1f2b8f0c9a10") in seen[1]["headers"]
     assert seen[1]["body"] == seen[0]["body"]
     assert seen[1]["peer"] == seen[0]["peer"]  # one kept-alive connection for both
+
+
+def test_a_direct_post_sends_the_json_the_client_would_for_any_request_model(
+        upstream: tuple[str, list[dict[str, Any]]]) -> None:
+    """Integer keys (`logit_bias`), small floats, escapes: the same JSON, though a float
+    may be written otherwise (1e-05 as 0.00001)."""
+    url, seen = upstream
+    payload = {**PAYLOAD, "logit_bias": {50256: -100.0, 7: 1e-05}, "top_p": 2.5e-07,
+               "seed": -(2**63), "stop": ["\n\"", "\u2028", "</s>"], "n": None}
+
+    async def both() -> None:
+        http = await _holder().get()
+        await http.post(url, json=payload)
+        await post_json(http, url, payload)
+
+    asyncio.run(both())
+    assert json.loads(seen[1]["body"]) == json.loads(seen[0]["body"])
 
 
 def test_a_direct_stream_arrives_as_the_clients_does_and_keeps_its_connection(
