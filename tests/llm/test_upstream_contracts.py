@@ -226,7 +226,7 @@ def test_our_ollama_client_gets_a_refusal_not_a_silent_cut_for_a_prompt_over_num
     ContextOverflow (which the turn plans again from) and never answers from a cut prompt."""
     messages = [ChatMessage("system", "persona")] + [
         ChatMessage("user" if n % 2 == 0 else "assistant", _line(n)) for n in range(9)]
-    as_sent = [m.as_dict() for m in messages]
+    as_sent = [dict(m) for m in messages]
     assert ollama.chat_prompt(as_sent, 256, truncate=True)[0] > 0, "Ollama would cut this one"
     request = CompletionRequest(model=ollama.model, messages=messages, context_tokens=256)
 

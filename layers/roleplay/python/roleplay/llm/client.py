@@ -60,13 +60,24 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
-    role: str
-    content: str
+class ChatMessage(dict[str, str]):
+    """One message of a prompt, as the OpenAI API takes it: `{"role", "content"}`. A dict,
+    so a request's messages are encoded as they are, with no copy of each on every turn
+    (a window's hundreds of messages, whose copies showed in the profile of turns in
+    flight together, issue 30). Read through `role` and `content`; never changed."""
 
-    def as_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    __slots__ = ()
+
+    def __init__(self, role: str, content: str) -> None:
+        super().__init__(role=role, content=content)
+
+    @property
+    def role(self) -> str:
+        return self["role"]
+
+    @property
+    def content(self) -> str:
+        return self["content"]
 
 
 @dataclass(frozen=True)

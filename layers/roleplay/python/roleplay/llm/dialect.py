@@ -128,7 +128,7 @@ class OpenAICompatible(UpstreamDialect):
         sampling = request.sampling
         payload: dict[str, Any] = {
             "model": request.model,
-            "messages": [m.as_dict() for m in request.messages],
+            "messages": list(request.messages),
             "temperature": sampling.temperature,
             "max_tokens": sampling.max_tokens,
             "stream": stream,
@@ -275,7 +275,7 @@ class Ollama(UpstreamDialect):
                         for name, value in sampling.chosen_knobs().items()})
         return {
             "model": request.model,
-            "messages": [m.as_dict() for m in request.messages],
+            "messages": list(request.messages),
             "stream": stream,
             "options": options,
             "keep_alive": ollama_duration(self.keep_alive),

@@ -81,7 +81,7 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
 
 
 def _messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
-    return [m.as_dict() for m in messages]
+    return list(messages)
 
 
 async def _vllm_count(base: str, model: str, messages: Sequence[ChatMessage]) -> int | None:
