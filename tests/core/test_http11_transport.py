@@ -6,6 +6,7 @@ fake upstream and llama.cpp's server are real HTTP servers)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from roleplay.core.http11_transport import Http11Transport
+from roleplay.core.http11_transport import Http11Transport, _Answer
 from tests.support.upstream_server import closed_port_url, serve, silent_socket
 
 
@@ -79,6 +80,29 @@ def test_calls_in_sequence_share_one_kept_alive_connection(
                                           for n in range(20)]
     assert all(a.status_code == 200 and a.http_version == "HTTP/1.1" for a in answers)
     assert len(set(peers)) == 1
+
+
+def test_an_answer_read_to_its_end_leaves_no_cycle_for_the_collector(
+        upstream: tuple[str, list[str], threading.Event]) -> None:
+    """The parser holds the answer's callbacks; a turn left that cycle for the collector,
+    which then ran on every few dozen turns (issue 30)."""
+    url, _, _ = upstream
+
+    async def calls() -> None:
+        transport = Http11Transport(max_connections=2, keepalive=2)
+        for n in range(5):
+            request = httpx.Request("POST", f"{url}/echo", json={"n": n})
+            response = await transport.handle_async_request(request)
+            await response.aread()
+        await transport.aclose()
+
+    gc.collect()
+    gc.disable()
+    try:
+        asyncio.run(calls())
+        assert [o for o in gc.get_objects() if isinstance(o, _Answer)] == []
+    finally:
+        gc.enable()
 
 
 def test_a_streamed_answer_arrives_piece_by_piece(

@@ -120,6 +120,7 @@ class _Exchange:
         if self.finished:
             return
         self.finished = True
+        del self.answer.parser  # it holds the answer's callbacks: a cycle left to the collector
         self.transport._give_back(self.connection, reusable=reusable)
         self.transport._slots.release()
 
