@@ -18,10 +18,12 @@ from infra.sam_build import ROOT
 NEVER = ("pydantic_settings",)
 """No function imports these: the settings read the environment themselves."""
 NOT_AT_IMPORT: dict[str, tuple[str, ...]] = {
-    # the turn (LLM dialect, prompt fitting, speech): only the routes that take one
+    # the turn (LLM dialect, prompt fitting, speech): only the routes that take one; the
+    # LLM's client and httpx: the first request that asks the upstream (some 40 ms)
     "chat": ("roleplay.chat.service", "roleplay.chat.stream",
              "roleplay.chat.control.generated_turns", "roleplay.chat.preparation",
-             "roleplay.speech.tts_service"),
+             "roleplay.speech.tts_service", "roleplay.llm.client", "roleplay.llm.dialect",
+             "httpx"),
     # only the id pattern (roleplay.characters.ids), not the character models
     "tts": ("roleplay.characters.model",),
     "voices": ("roleplay.characters.model", "redis"),

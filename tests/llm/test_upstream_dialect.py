@@ -15,10 +15,11 @@ import pytest
 
 from roleplay.chat.context_fit import Budget, budget_for
 from roleplay.core.settings import get_settings
+from roleplay.llm.answers import ModelLimits, StreamChunk, UpstreamModel
 from roleplay.llm.client import ChatMessage, CompletionRequest, UpstreamClient
 from roleplay.llm.dialect import Ollama, OpenAICompatible, UpstreamDialect, upstream_dialect
 from roleplay.llm.sampling import Sampling
-from roleplay.llm.wire import ContextOverflow, ModelLimits, ProbeDown, StreamChunk, UpstreamModel
+from roleplay.llm.wire import ContextOverflow, ProbeDown
 from tests.support.ollama_standin import OllamaStandin
 from tests.support.standin_tokenizer import tokenize
 from tests.support.upstream_server import serve

@@ -23,7 +23,7 @@ from roleplay.chat.token_ratio import corrected
 from roleplay.core.errors import BadRequest
 from roleplay.core.settings import Settings
 from roleplay.core.token_counter import message_tokens
-from roleplay.llm.client import ChatMessage
+from roleplay.llm.chat_message import ChatMessage
 from roleplay.memory.block import MemoryBlock
 from roleplay.sessions.store import StoredMessage, Window
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from roleplay.characters.persona import PersonaLanguage, opening_note
-from roleplay.llm.client import ChatMessage
+from roleplay.llm.chat_message import ChatMessage
 
 
 class Said(Protocol):

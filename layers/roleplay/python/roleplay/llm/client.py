@@ -24,14 +24,12 @@ from roleplay.core.errors import NotConfigured
 from roleplay.core.http_pool import post_json, stream_json
 from roleplay.core.settings import Settings, get_settings
 from roleplay.gpu.coordinator import gpu_lease
+from roleplay.llm.answers import Completion, StreamChunk, UpstreamModel, Usage
+from roleplay.llm.chat_message import ChatMessage
 from roleplay.llm.dialect import UpstreamDialect, upstream_dialect
 from roleplay.llm.sampling import Sampling
 from roleplay.llm.wire import (
-    Completion,
     ContextOverflow,
-    StreamChunk,
-    UpstreamModel,
-    Usage,
     context_overflow,
     http_holder,
     raise_for_status,
@@ -58,26 +56,6 @@ __all__ = [
     "upstream_call",
     "upstream_message",
 ]
-
-
-class ChatMessage(dict[str, str]):
-    """One message of a prompt, as the OpenAI API takes it: `{"role", "content"}`. A dict,
-    so a request's messages are encoded as they are, with no copy of each on every turn
-    (a window's hundreds of messages, whose copies showed in the profile of turns in
-    flight together, issue 30). Read through `role` and `content`; never changed."""
-
-    __slots__ = ()
-
-    def __init__(self, role: str, content: str) -> None:
-        super().__init__(role=role, content=content)
-
-    @property
-    def role(self) -> str:
-        return self["role"]
-
-    @property
-    def content(self) -> str:
-        return self["content"]
 
 
 @dataclass(frozen=True)

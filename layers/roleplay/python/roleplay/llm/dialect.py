@@ -29,13 +29,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from roleplay.core.errors import UpstreamError
+from roleplay.llm.answers import Completion, ModelLimits, StreamChunk, UpstreamModel, Usage
 from roleplay.llm.wire import (
-    Completion,
-    ModelLimits,
     ProbeDown,
-    StreamChunk,
-    UpstreamModel,
-    Usage,
     http_holder,
     upstream_call,
     upstream_message,

@@ -16,10 +16,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from roleplay.core.settings import Settings, get_settings
+from roleplay.llm.answers import ModelLimits, UpstreamModel
 from roleplay.llm.dialect import UpstreamDialect, upstream_dialect
 from roleplay.llm.served_models import served_models
 from roleplay.llm.upstream_limits import model_limits
-from roleplay.llm.wire import ModelLimits, UpstreamModel
 
 KNOWN_MODELS: dict[str, dict[str, Any]] = {
     "gemma-3-27b-it": {"name": "Gemma 3 27B IT", "context_length": 131072, "multimodal": True},

@@ -30,9 +30,7 @@ from dataclasses import dataclass, field
 
 from roleplay.core.errors import ApiError, BadRequest, ServiceUnavailable
 from roleplay.core.settings import Settings, get_settings
-from roleplay.llm.client import llm_client
-from roleplay.llm.dialect import upstream_dialect
-from roleplay.llm.wire import UpstreamModel
+from roleplay.llm.answers import UpstreamModel
 
 TTL_S = 300.0
 MISS_REFRESH_S = 5.0
@@ -83,6 +81,11 @@ async def served_models(*, refresh: bool = False) -> list[UpstreamModel]:
     if refresh or entry.fetched_at is None or now - entry.fetched_at >= TTL_S:
         entry.tried_at = now
         entry.failure, entry.retry_after_s, entry.unlisted = "upstream_timeout", None, False
+        # here, not at the top: `known_model` is asked where the LLM is not called (a
+        # session's view, the chat function's cold start), and the client's imports (httpx,
+        # the dialects) weigh some 40 ms on a cold start (issue 30)
+        from roleplay.llm.client import llm_client
+
         try:
             models = await llm_client(settings).list_models()
         except ApiError as error:
@@ -102,7 +105,12 @@ def cached_model(name: str) -> UpstreamModel | None:
     """What the last list said about `name` (no fetch): for figures such as context length.
     The dialect says which entry a name means (Ollama's `gemma3` is `gemma3:latest`)."""
     settings = get_settings()
-    return upstream_dialect(settings).find(name, _entry(settings).models)
+    models = _entry(settings).models
+    if not models:  # no list read yet: nothing to find, and no need of the dialects
+        return None
+    from roleplay.llm.dialect import upstream_dialect  # see `served_models`
+
+    return upstream_dialect(settings).find(name, models)
 
 
 def known_model(name: str) -> bool:

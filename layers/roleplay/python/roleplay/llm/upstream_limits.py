@@ -18,10 +18,8 @@ import time
 
 from roleplay.core.errors import ApiError
 from roleplay.core.settings import Settings, get_settings
-from roleplay.llm.client import llm_client
-from roleplay.llm.dialect import upstream_dialect
+from roleplay.llm.answers import ModelLimits
 from roleplay.llm.served_models import served_models
-from roleplay.llm.wire import ModelLimits
 
 logger = logging.getLogger("roleplay.llm.upstream_limits")
 
@@ -38,11 +36,13 @@ async def model_limits(model: str, settings: Settings | None = None) -> ModelLim
     settings = settings or get_settings()
     if not settings.llm_base_url:  # nothing to ask (a stored greeting needs no LLM)
         return ModelLimits()
-    base = llm_client(settings).base_url
+    base = _base_url(settings)
     key = (settings.llm_service, base, model)
     cached = _cache.get(key)
     if cached and cached[1] > time.monotonic():
         return cached[0]
+    from roleplay.llm.dialect import upstream_dialect  # see `_base_url`
+
     try:
         limits = await upstream_dialect(settings).read_limits(base, model, served_models)
     except ApiError as error:
@@ -55,17 +55,26 @@ async def model_limits(model: str, settings: Settings | None = None) -> ModelLim
     return limits
 
 
+def _base_url(settings: Settings) -> str:
+    """The client's first base URL. Its module is imported here, not at the top: a session's
+    view asks for the budget, and the chat function's cold start would otherwise pay the
+    client's imports (httpx, the dialects: some 40 ms) before any turn (issue 30)."""
+    from roleplay.llm.client import llm_client
+
+    return llm_client(settings).base_url
+
+
 def remember(model: str, context_length: int, settings: Settings | None = None) -> None:
     """What a refusal told us (vLLM's 400 names its limit): no need to ask again."""
     settings = settings or get_settings()
-    key = (settings.llm_service, llm_client(settings).base_url, model)
+    key = (settings.llm_service, _base_url(settings), model)
     _cache[key] = (ModelLimits(context_length, source="the upstream's 400"), float("inf"))
 
 
 def forget(model: str, settings: Settings | None = None) -> None:
     """Read the limits again at next use: the upstream refused what they allowed."""
     settings = settings or get_settings()
-    _cache.pop((settings.llm_service, llm_client(settings).base_url, model), None)
+    _cache.pop((settings.llm_service, _base_url(settings), model), None)
 
 
 async def context_budget(model: str, settings: Settings | None = None) -> int:

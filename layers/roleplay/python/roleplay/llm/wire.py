@@ -1,12 +1,12 @@
 """What every call to the LLM upstream shares, whichever its dialect (`llm.dialect`).
 
-The shapes of its answers (a completion, a streamed chunk, a listed model, a model's
-limits), one pooled httpx client per event loop with separate connect and read timeouts,
-and the translation of every upstream failure into the API's errors: unreachable → 502
-`upstream_unavailable`, too slow → 504, an error answer → 502 carrying the upstream's own
-message, a prompt refused as too long → `ContextOverflow` with what the refusal says.
-Our own connection pool full is a 502 `upstream_unavailable` too, marked (`details.cause`
-`pool_exhausted`) so the upstream's breaker does not count it against the upstream.
+The shapes of its answers are `llm.answers`. Here: one pooled httpx client per event
+loop with separate connect and read timeouts, and the translation of every upstream
+failure into the API's errors: unreachable → 502 `upstream_unavailable`, too slow → 504,
+an error answer → 502 carrying the upstream's own message, a prompt refused as too long →
+`ContextOverflow` with what the refusal says. Our own connection pool full is a 502
+`upstream_unavailable` too, marked (`details.cause` `pool_exhausted`) so the upstream's
+breaker does not count it against the upstream.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -25,47 +24,6 @@ from roleplay.core import metrics
 from roleplay.core.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from roleplay.core.http_pool import pooled_http
 from roleplay.ops.failover import POOL_EXHAUSTED
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-
-
-@dataclass(frozen=True)
-class Completion:
-    content: str
-    usage: Usage = field(default_factory=Usage)
-    finish_reason: str | None = None
-    model: str | None = None  # as the upstream named the model that answered
-
-
-@dataclass(frozen=True)
-class StreamChunk:
-    """A text delta, or (with `done`) the closing chunk carrying usage and the model."""
-
-    delta: str = ""
-    done: bool = False
-    usage: Usage | None = None
-    finish_reason: str | None = None
-    model: str | None = None
-
-
-@dataclass(frozen=True)
-class UpstreamModel:
-    id: str
-    owned_by: str | None = None
-    context_length: int | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ModelLimits:
-    context_length: int | None = None
-    """The most tokens (prompt and reply) the server runs this model with; None: unknown."""
-    vision: bool | None = None
-    source: str = "unknown"
 
 
 class ProbeDown(Exception):
