@@ -14,6 +14,12 @@ generation (no later collection walks it, as `roleplay.ops.heap` does once the f
 request is answered) and resumes collecting. The import's few cycles of garbage stay,
 a one-time few kilobytes.
 
+FastAPI asks of every route's models whether they subclass pydantic v1's `BaseModel`,
+importing `pydantic.v1` to ask (14 ms of a cold start, the first route's). No model here
+is a v1 model, and FastAPI answers "no" at once where `pydantic.v1` cannot be imported
+(its own path for Pythons without it), so this module marks it absent (`sys.modules`'s
+None, the import system's own mark) unless something imported it already.
+
 Only the first import of this module pauses, and only its `handler_imported()` resumes:
 in the local runner or a test run, which import several handlers, the later ones find
 the collector running and leave it so. A handler whose import raises leaves it paused;
@@ -23,11 +29,13 @@ Lambda then starts the process again.
 from __future__ import annotations
 
 import gc
+import sys
 
 _paused: list[bool] = [gc.isenabled()]
 """[True] while this module holds the collector paused."""
 if _paused[0]:
     gc.disable()
+sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]
 
 
 def handler_imported() -> None:
