@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from roleplay.characters.persona import PersonaLanguage
-from roleplay.chat.context_manager import ContextManager, ContextPlan
+from roleplay.chat.context_manager import ContextManager, ContextPlan, stored_costs
 from roleplay.chat.token_ratio import observe_prompt_tokens, token_ratio
 from roleplay.core.settings import Settings, get_settings
 from roleplay.llm.client import ContextOverflow
@@ -117,17 +117,20 @@ async def fit_context(
     budget = await budget_for(model, settings)
     ratio = await token_ratio(model)
     context = ContextManager(settings, budget.planning)
+    costs = stored_costs(window.messages)
     for _ in range(REQUEST_PATH_SUMMARIES):
         system_local = context.system_tokens(persona, window.summary, language, memory)
-        if summarize is None or not context.summary_due_now(window, system_local, max_tokens, ratio):
+        if summarize is None or not context.summary_due_now(window, system_local, max_tokens, ratio,
+                                                            costs):
             break
         summarized = await summarize()
         if summarized is None:
             break
         window = summarized
+        costs = stored_costs(window.messages)
     plan = context.plan(window, persona=persona, summary=window.summary, max_tokens=max_tokens,
                         ratio=ratio, character_name=character_name, language=language,
-                        memory=memory)
+                        memory=memory, costs=costs)
     plan = await _settle(plan, context, model, settings, summarize)
     return window, dataclasses.replace(plan, context_tokens=budget.sent), ratio
 

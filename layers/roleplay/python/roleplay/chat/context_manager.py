@@ -69,6 +69,9 @@ class ContextPlan:
     context_tokens: int | None = None
     """The context planned for (MAX_CONTEXT_TOKENS clamped to the upstream's): Ollama's num_ctx."""
     inputs: PlanInputs | None = field(default=None, compare=False, repr=False)
+    window_local_tokens: int = field(default=0, compare=False, repr=False)
+    """The whole window's local tokens, before any message was left out: whether the turn
+    calls for a summary is judged on it once the reply is stored (`chat.service`)."""
 
 
 class ContextManager:
@@ -124,11 +127,14 @@ class ContextManager:
     def window_tokens(self, messages: Sequence[StoredMessage]) -> int:
         return sum(stored_costs(messages))
 
-    def summary_due_now(self, window: Window, system_local: int, max_tokens: int, ratio: float) -> bool:
+    def summary_due_now(self, window: Window, system_local: int, max_tokens: int, ratio: float,
+                        costs: Sequence[int] | None = None) -> bool:
         """The next prompt would not fit at all, and a summary could make room: the one
-        case the request path summarizes itself. `system_local`: `system_tokens`."""
+        case the request path summarizes itself. `system_local`: `system_tokens`; `costs`:
+        the window's `stored_costs` when the caller has them."""
         budget = self.history_budget(system_local, max_tokens, ratio)
-        fits = window.unread == 0 and corrected(self.window_tokens(window.messages), ratio) <= budget
+        local = sum(costs) if costs is not None else self.window_tokens(window.messages)
+        fits = window.unread == 0 and corrected(local, ratio) <= budget
         return not fits and self.summarizable_upto(window.length) > window.watermark
 
     def plan(
@@ -142,13 +148,16 @@ class ContextManager:
         character_name: str | None,
         language: PersonaLanguage,
         memory: MemoryBlock | None = None,
+        costs: Sequence[int] | None = None,
     ) -> ContextPlan:
+        """`costs`: the window's `stored_costs` when the caller has them (one pass over the
+        window's messages per turn, not one per step)."""
         system = self.system_prompt(persona, summary, language, memory)
         system_local = self.system_tokens(persona, summary, language, memory)
         budget = self.history_budget(system_local, max_tokens, ratio)
         kept = list(window.messages)
-        costs = stored_costs(kept)
-        history_local = sum(costs)
+        costs = list(costs) if costs is not None else stored_costs(kept)
+        history_local = window_local = sum(costs)
         dropped = 0
         while kept and corrected(history_local, ratio) > budget:
             if len(kept) == 1:
@@ -170,6 +179,7 @@ class ContextManager:
             context_tokens=self.max_context,
             inputs=PlanInputs(window, persona, summary, max_tokens, ratio, character_name, language,
                               memory),
+            window_local_tokens=window_local,
         )
 
     def summarizable_upto(self, length: int) -> int:

@@ -110,7 +110,10 @@ async def finish_turn(
         return False
     settings = get_settings()
     context = ContextManager(settings)
-    history = corrected(context.window_tokens(turn.window.messages) + reply.tokens, turn.ratio)
+    planned = turn.plan.inputs is not None and turn.plan.inputs.window is turn.window
+    window_local = (turn.plan.window_local_tokens if planned
+                    else context.window_tokens(turn.window.messages))
+    history = corrected(window_local + reply.tokens, turn.ratio)
     backing_off = turn.window.summarizing or (
         turn.summary_failed_at is not None
         and time.time() - turn.summary_failed_at < settings.summary_retry_after_s)
