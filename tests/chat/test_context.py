@@ -344,7 +344,9 @@ def test_summaries_on_the_real_llm(real_llm, settings_env, client: TestClient) -
     character = client.post("/api/characters", json={
         "name": "Mia", "persona": "A cheerful barista in Seoul."}).json()["data"]
     sid = None
-    for n in range(12):
+    # The model's replies vary in length from run to run (a reply of 21 tokens every turn
+    # left 12 turns under the threshold), so the turns go on until a summary was made.
+    for n in range(30):
         body = {"character_id": character["id"], "max_tokens": 48, "messages": [
             {"role": "user", "content": f"Turn {n}: my name is Alex and I love rainy days. "
                                         "Tell me about your cafe and your favourite coffee."}]}
@@ -353,6 +355,8 @@ def test_summaries_on_the_real_llm(real_llm, settings_env, client: TestClient) -
         response = client.post("/api/chat", json=body)
         assert response.status_code == 200, response.text
         sid = response.json()["data"]["session_id"]
+        if n >= 11 and _session(client, sid)["summary"]:
+            break
     view = _session(client, sid)
     assert view["summary"] and view["summary"].strip()
     assert view["summary_upto"] >= 0 and view["tokens"]["summary"] <= 96 + 8
