@@ -312,14 +312,16 @@ def test_a_synthesis_longer_than_the_lease_keeps_the_lock(upstream: FakeGptSovit
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from roleplay.core.redis_client import get_redis
 
-    monkeypatch.setattr(gpt_sovits_client, "LOCK_LEASE_S", 0.3)
-    upstream.delay_s = 1.0
+    # A lease of 0.9 s, renewed every 0.3 s: a stall of the loop under 0.6 s (a busy CI
+    # machine's) leaves it held; 0.3 s, renewed every 0.1 s, lost it once in a CI run.
+    monkeypatch.setattr(gpt_sovits_client, "LOCK_LEASE_S", 0.9)
+    upstream.delay_s = 2.0
     engine = _engine(upstream)
 
     async def probe() -> list[bool]:
         redis, seen = await get_redis(), []
         for _ in range(4):
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.4)
             seen.append(bool(await redis.exists(engine_lock_key())))
         return seen
 
@@ -327,7 +329,7 @@ def test_a_synthesis_longer_than_the_lease_keeps_the_lock(upstream: FakeGptSovit
         _, seen = await asyncio.gather(engine.synthesize("길게 말하기", ALICE), probe())
         return seen
 
-    assert asyncio.run(both()) == [True] * 4, "renewed while held, past its 0.3 s lease"
+    assert asyncio.run(both()) == [True] * 4, "renewed while held, past its 0.9 s lease"
 
 
 LONG = "오늘은 비가 많이 와서 창밖을 오래 바라봤어요. 빗소리가 참 좋더라고요. 당신은 뭐 했어요?"
