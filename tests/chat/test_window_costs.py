@@ -4,6 +4,8 @@ count for the check that schedules a summary once the reply is stored."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from roleplay.chat.context_manager import ContextManager, stored_costs
 from roleplay.core.settings import Settings
 from roleplay.sessions.store import StoredMessage, Window
@@ -29,9 +31,9 @@ def test_the_costs_handed_in_give_the_plan_and_the_summary_check_they_would_coun
     context = ContextManager(Settings.model_validate({"max_context_tokens": 1024}))
     window = _window(40, 60)
     costs = stored_costs(window.messages)
-    kwargs = {"persona": "민지.", "summary": None, "max_tokens": 128, "ratio": 1.0,
+    kwargs: dict[str, Any] = {"persona": "민지.", "summary": None, "max_tokens": 128, "ratio": 1.0,
               "character_name": None, "language": "ko"}
-    assert context.plan(window, costs=costs, **kwargs) == context.plan(window, **kwargs)  # type: ignore[arg-type]
+    assert context.plan(window, costs=costs, **kwargs) == context.plan(window, **kwargs)
     assert costs == stored_costs(window.messages), "the plan works on a copy"
     for checked, due in ((window, True), (_window(30, 10), False)):
         given = stored_costs(checked.messages)
