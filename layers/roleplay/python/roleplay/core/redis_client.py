@@ -10,7 +10,8 @@ slot (`roleplay.core.redis_keys` tags the keys used together); reads of keys of 
 slots go through `read_strings`.
 
 Clients decode to `str` and check idle connections before use, since a Lambda may sit
-frozen between invocations longer than a server keeps a connection.
+frozen between invocations longer than a server keeps a connection. One server's
+connections write each command in the calling task (`roleplay.core.redis_connection`).
 
 The pool is bounded and blocking: a burst of more concurrent requests than
 `REDIS_MAX_CONNECTIONS` waits briefly for a free connection instead of failing with
@@ -42,6 +43,7 @@ from redis.exceptions import ClusterDownError, MaxConnectionsError, SlotNotCover
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from roleplay.core.loop_bound import LoopBoundClient
+from roleplay.core.redis_connection import task_free
 from roleplay.core.settings import Settings, get_settings
 
 _cluster_urls: dict[str, bool] = {}
@@ -136,6 +138,7 @@ def _open() -> Redis:
         retry=_retry(),
         **_TIMEOUTS,
     )
+    pool.connection_class = task_free(pool.connection_class)
     return Redis.from_pool(pool)
 
 

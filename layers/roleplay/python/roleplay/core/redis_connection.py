@@ -1,0 +1,65 @@
+"""redis-py's connections, writing each command without a task of its own.
+
+redis-py bounds a command's write by `asyncio.wait_for`, which on Python 3.11 (the local
+runner's) wraps the write in a new task: a task, a future and two more trips through the
+event loop for every command, pipeline and script a turn sends, though the write almost
+never waits. These connections bound the same write by `asyncio.timeout`, in the calling
+task (what `wait_for` itself does from Python 3.12 on): the same timeout, the same errors
+(redis-py's `TimeoutError` when it passes, the connection dropped), and nothing else of
+redis-py's left out, since its own write runs inside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+
+class _TaskFreeWrites(AbstractConnection):
+    async def send_packed_command(self, command: bytes | str | Iterable[bytes],
+                                  check_health: bool = True) -> None:
+        timeout = self.socket_timeout
+        if not timeout:
+            await super().send_packed_command(command, check_health)
+            return
+        # Unbounded inside (redis-py then writes in this task), bounded here instead; a
+        # connection serves one caller at a time, so nobody else sees the swap.
+        self.socket_timeout = None
+        try:
+            async with asyncio.timeout(timeout):
+                await super().send_packed_command(command, check_health)
+        except TimeoutError:  # redis-py dropped the connection as the write was cancelled
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        finally:
+            self.socket_timeout = timeout
+
+
+class TaskFreeConnection(_TaskFreeWrites, Connection):
+    """redis-py's TCP connection."""
+
+
+class TaskFreeSSLConnection(_TaskFreeWrites, SSLConnection):
+    """redis-py's TLS connection (`rediss://`)."""
+
+
+class TaskFreeUnixConnection(_TaskFreeWrites, UnixDomainSocketConnection):
+    """redis-py's Unix socket connection (`unix://`, the embedded Redis's)."""
+
+
+_TASK_FREE: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    Connection: TaskFreeConnection, SSLConnection: TaskFreeSSLConnection,
+    UnixDomainSocketConnection: TaskFreeUnixConnection}
+
+
+def task_free(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
+    """The task-free class for the one a URL chose; any other (a subclass of the caller's
+    own) as it is."""
+    return _TASK_FREE.get(connection_class, connection_class)
