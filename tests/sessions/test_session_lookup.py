@@ -13,38 +13,95 @@ from redis.asyncio.connection import AbstractConnection
 from roleplay.characters.user_persona import persona_keys
 from roleplay.core.identity import User
 from roleplay.core.redis_client import get_redis, is_cluster, redis_holder
-from roleplay.sessions.scope import owned_session_and, storage_id
-from roleplay.sessions.store import SessionStore
+from roleplay.sessions import conversation_index
+from roleplay.sessions.known_windows import KnownWindow, known_windows
+from roleplay.sessions.scope import SessionLookup, owned_session_and, storage_id
+from roleplay.sessions.store import SessionStore, StoredMessage
 
 COOKIE = User(id="anon:c:one", authenticated=False, fallback_owner="anon:a:home")
 
 
-def test_a_session_not_stored_anywhere_is_looked_for_everywhere_in_one_round_trip(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    sent: list[Any] = []
+def _counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The payloads of the reads sent from now on: one per write to a connection."""
+    sent: list[bytes] = []
     send = AbstractConnection.send_packed_command
 
     async def counting_send(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
         payload = b"".join(c.encode() if isinstance(c, str) else bytes(c)
                            for c in ([command] if isinstance(command, bytes | str) else command))
-        if b"GET" in payload:  # not a new connection's handshake (a cluster opens some here)
+        if b"GET" in payload or b"ZCARD" in payload:  # not a new connection's handshake
             sent.append(payload)
         await send(self, command, check_health)
 
-    async def look() -> tuple[Any, ...]:
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting_send)
+    return sent
+
+
+def test_a_session_not_stored_anywhere_is_looked_for_everywhere_in_one_round_trip(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    listing = conversation_index.listing_key(COOKIE.id)
+
+    async def look() -> tuple[SessionLookup, list[bytes], bool]:
         try:
             await (await get_redis()).ping()  # connects first: only the lookup is counted
-            monkeypatch.setattr(AbstractConnection, "send_packed_command", counting_send)
+            sent = _counting_reads(monkeypatch)
             found = await owned_session_and(COOKIE, "never-seen", SessionStore(),
-                                            persona_keys(COOKIE))
+                                            persona_keys(COOKIE), sizes_if_new=[listing])
             monkeypatch.undo()
-            return (*found, is_cluster())
+            return found, sent, is_cluster()
         finally:
             await redis_holder.close()
 
-    scoped, meta, values, cluster = asyncio.run(look())
-    assert scoped.key == storage_id(COOKIE.id, "never-seen") and meta is None
-    assert values == [None] * len(persona_keys(COOKIE))
+    found, sent, cluster = asyncio.run(look())
+    assert found.scoped.key == storage_id(COOKIE.id, "never-seen") and found.meta is None
+    assert found.values == [None] * len(persona_keys(COOKIE))
+    assert found.sizes == [0], "the list's room is read in the same round trip"
     # one pipeline: one write on one server; on a cluster, one per shard holding a key, sent
-    # side by side (the two sessions and the two personas may lie on different shards)
+    # side by side (the two sessions, the two personas and the list may lie on other shards)
     assert (len(sent) == 1) if not cluster else (1 <= len(sent) <= 3)
+
+
+def test_a_new_conversation_reads_the_room_in_its_lists_in_its_one_round_trip(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    listing = conversation_index.listing_key(COOKIE.id)
+
+    async def look() -> tuple[SessionLookup, list[bytes], bool]:
+        try:
+            redis = await get_redis()
+            await redis.zadd(listing, {"older": 1.0, "oldest": 0.5})
+            sent = _counting_reads(monkeypatch)
+            found = await owned_session_and(COOKIE, None, SessionStore(), persona_keys(COOKIE),
+                                            sizes_if_new=[listing])
+            monkeypatch.undo()
+            await redis.delete(listing)
+            return found, sent, is_cluster()
+        finally:
+            await redis_holder.close()
+
+    found, sent, cluster = asyncio.run(look())
+    assert found.meta is None and found.sizes == [2]
+    assert (len(sent) == 1) if not cluster else (1 <= len(sent) <= 3)
+
+
+def test_a_session_this_process_knows_does_not_read_the_room_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    listing = conversation_index.listing_key(COOKIE.id)
+    key = storage_id(COOKIE.id, "known-here")
+    known_windows.remember(key, KnownWindow(epoch=1, start=0, messages=(
+        StoredMessage(id="m1", role="user", content="안녕", at=1.0, tokens=2),)))
+
+    async def look() -> tuple[SessionLookup, list[bytes]]:
+        try:
+            await (await get_redis()).ping()
+            sent = _counting_reads(monkeypatch)
+            found = await owned_session_and(COOKIE, "known-here", SessionStore(),
+                                            persona_keys(COOKIE), sizes_if_new=[listing])
+            monkeypatch.undo()
+            return found, sent
+        finally:
+            known_windows.forget(key)
+            await redis_holder.close()
+
+    found, sent = asyncio.run(look())
+    assert found.sizes is None
+    assert not any(b"ZCARD" in payload for payload in sent)

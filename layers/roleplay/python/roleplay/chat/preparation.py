@@ -233,13 +233,14 @@ async def prepare(request: ChatRequest, user: User, start: TurnStart, *,
     model = await checked_model(request.model)
     new_session = request.session_id is None
     given = request.user_persona
-    scoped, meta, stored_persona = await owned_session_and(
-        user, request.session_id, sessions, persona_keys(user) if given is None else ())
+    scoped, meta, stored_persona, sizes = await owned_session_and(
+        user, request.session_id, sessions, persona_keys(user) if given is None else (),
+        sizes_if_new=(conversation_index.listing_key(user.id),) if appends else ())
     if meta is None and not appends:
         raise NotFound("no such session", code="session_not_found")
     ensure_session_owner(meta, user)
     if meta is None:  # a new conversation: the user's list stays bounded
-        await conversation_index.ensure_room(user.id)
+        await conversation_index.ensure_room(user.id, listed=sizes[0] if sizes else None)
     character_id = request.character_id or (meta.character_id if meta else None)
     character = await character_service.get_character(character_id) if character_id else None
     persona = request.persona or (meta.persona if meta else None)

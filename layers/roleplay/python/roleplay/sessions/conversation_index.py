@@ -127,10 +127,19 @@ def _untouched(user_id: str) -> None:
     _last_touch.pop(redis_keys().user_conversations(user_id), None)
 
 
-async def ensure_room(user_id: str) -> None:
-    """A new conversation past `MAX_CONVERSATIONS` is refused (the list stays bounded)."""
+def listing_key(user_id: str) -> str:
+    """The user's list, whose size `ensure_room` checks (a caller may read it beforehand
+    in a round trip it makes anyway)."""
+    return redis_keys().user_conversations(user_id)
+
+
+async def ensure_room(user_id: str, *, listed: int | None = None) -> None:
+    """A new conversation past `MAX_CONVERSATIONS` is refused (the list stays bounded).
+    `listed`: the list's size, when the caller read it already."""
     limit = get_settings().max_conversations
-    if await (await get_redis()).zcard(redis_keys().user_conversations(user_id)) >= limit:
+    if listed is None:
+        listed = await (await get_redis()).zcard(listing_key(user_id))
+    if listed >= limit:
         raise TooManyConversations(
             f"you keep {limit} conversations, the most allowed: delete one to start another",
             details={"max_conversations": limit})

@@ -19,12 +19,14 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from roleplay.core.errors import NotFound
 from roleplay.core.identity import ADDRESS_PREFIX, User
 from roleplay.core.lua_script import LuaScript
 from roleplay.core.redis_keys import redis_keys
 from roleplay.sessions.conversation_archive import bring_back
+from roleplay.sessions.known_windows import known_windows
 from roleplay.sessions.store import SessionMeta, SessionStore
 
 # KEYS: the session's metadata hash. ARGV: the address's user id, the cookie's user id.
@@ -73,25 +75,44 @@ async def owned_session(user: User, session_id: str | None,
     store is brought back first. An anonymous browser's session begun before it held its
     cookie is filed under its address (`fallback_owner`): that is read too, first for ids
     the server made there."""
-    scoped, meta, _ = await owned_session_and(user, session_id, store, ())
-    return scoped, meta
+    found = await owned_session_and(user, session_id, store, ())
+    return found.scoped, found.meta
+
+
+class SessionLookup(NamedTuple):
+    scoped: ScopedSession
+    meta: SessionMeta | None
+    values: list[str | None]
+    """The string values at the keys asked for."""
+    sizes: list[int] | None
+    """The sizes of the sorted sets asked for; None when they were not read."""
 
 
 async def owned_session_and(
-    user: User, session_id: str | None, store: SessionStore, keys: Sequence[str],
-) -> tuple[ScopedSession, SessionMeta | None, list[str | None]]:
+    user: User, session_id: str | None, store: SessionStore, keys: Sequence[str], *,
+    sizes_if_new: Sequence[str] = (),
+) -> SessionLookup:
     """`owned_session`, and the string values at `keys` read in the same round trip
-    (alone when there is no session to read yet)."""
+    (alone when there is no session to read yet). `sizes_if_new`: the sorted sets whose
+    size a new conversation needs (the user's list: `conversation_index.ensure_room`),
+    read in that round trip too when the session may be new: a new id, or one this
+    process has not seen a turn of (`known_windows`). Otherwise a turn of a known
+    session pays nothing for them."""
     if session_id is None:
         new_id = _new_id(user)
-        values = await store.read_values(keys)
-        return ScopedSession(new_id, storage_id(user.id, new_id)), None, values
+        values, sizes = await store.read_values(keys, sizes_if_new)
+        return SessionLookup(ScopedSession(new_id, storage_id(user.id, new_id)), None, values,
+                             sizes if sizes_if_new else None)
     own = ScopedSession(session_id, storage_id(user.id, session_id))
     candidates = [own]
     if user.fallback_owner is not None:
         fallback = ScopedSession(session_id, storage_id(user.fallback_owner, session_id))
         candidates = [fallback, own] if session_id.startswith(ADDRESS_FILED) else [own, fallback]
-    found, values = await store.find([candidate.key for candidate in candidates], keys)
+    if any(known_windows.get(candidate.key) for candidate in candidates):
+        sizes_if_new = ()
+    found, values, sizes = await store.find([candidate.key for candidate in candidates], keys,
+                                            sizes_if_new)
+    read_sizes = sizes if sizes_if_new else None
     for candidate, (meta, cold) in zip(candidates, found, strict=True):
         if meta is None and cold and await bring_back(candidate.key):
             meta = await store.load_meta(candidate.key)
@@ -99,12 +120,13 @@ async def owned_session_and(
             continue
         if candidate is own:
             _ensure_not_bound_away(user, meta)
-            return own, meta, values
+            return SessionLookup(own, meta, values, read_sizes)
         assert user.fallback_owner is not None
         if meta.owner == user.id or await _BIND_SCRIPT(
                 [redis_keys().session(candidate.key)], [user.fallback_owner, user.id]):
-            return candidate, meta.model_copy(update={"owner": user.id}), values
-    return own, None, values
+            return SessionLookup(candidate, meta.model_copy(update={"owner": user.id}), values,
+                                 read_sizes)
+    return SessionLookup(own, None, values, read_sizes)
 
 
 def _ensure_not_bound_away(user: User, meta: SessionMeta) -> None:

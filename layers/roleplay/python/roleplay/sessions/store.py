@@ -683,17 +683,29 @@ class SessionStore:
     async def load_meta(self, session_id: str) -> SessionMeta | None:
         return _meta(session_id, await (await get_redis()).hgetall(redis_keys().session(session_id)))
 
-    async def read_values(self, keys: Sequence[str]) -> list[str | None]:
-        """The string values at `keys` (none: no round trip)."""
-        return await read_strings(keys)
+    async def read_values(self, keys: Sequence[str], sizes: Sequence[str] = (),
+                          ) -> tuple[list[str | None], list[int]]:
+        """The string values at `keys` and the sizes of the sorted sets at `sizes`, in one
+        round trip (none when there is nothing to read)."""
+        if not sizes:
+            return await read_strings(keys), []
+        async with (await get_redis()).pipeline(transaction=False) as pipe:
+            for key in keys:  # each alone: on a cluster they may lie on other shards
+                pipe.get(key)
+            for key in sizes:
+                pipe.zcard(key)
+            answers = await pipe.execute()
+        return ([None if v is None else str(v) for v in answers[:len(keys)]],
+                [int(n) for n in answers[len(keys):]])
 
-    async def find(self, session_ids: Sequence[str], keys: Sequence[str],
-                   ) -> tuple[list[tuple[SessionMeta | None, bool]], list[str | None]]:
+    async def find(self, session_ids: Sequence[str], keys: Sequence[str], sizes: Sequence[str] = (),
+                   ) -> tuple[list[tuple[SessionMeta | None, bool]], list[str | None], list[int]]:
         """Each session's metadata and whether it waits in the cold store (which matters
-        only for one not in Redis), and the string values at `keys`, in one round trip:
-        every place a session may be (its owner's, its address's) and what a turn reads
-        anyway (the user's persona) cost none of their own (on a cluster, the shards
-        holding them are asked side by side)."""
+        only for one not in Redis), the string values at `keys` and the sizes of the
+        sorted sets at `sizes`, in one round trip: every place a session may be (its
+        owner's, its address's) and what a turn reads anyway (the user's persona, the
+        room left in their list) cost none of their own (on a cluster, the shards holding
+        them are asked side by side)."""
         names = redis_keys()
         async with (await get_redis()).pipeline(transaction=False) as pipe:
             for session_id in session_ids:
@@ -701,10 +713,14 @@ class SessionStore:
                 pipe.exists(names.session_cold(session_id))
             for key in keys:  # each alone: on a cluster they may lie on other shards
                 pipe.get(key)
+            for key in sizes:
+                pipe.zcard(key)
             answers = await pipe.execute()
         found = [(_meta(session_id, answers[2 * n]), bool(answers[2 * n + 1]))
                  for n, session_id in enumerate(session_ids)]
-        return found, [None if v is None else str(v) for v in answers[2 * len(session_ids):]]
+        values = answers[2 * len(session_ids):len(answers) - len(sizes)]
+        return (found, [None if v is None else str(v) for v in values],
+                [int(n) for n in answers[len(answers) - len(sizes):]])
 
     async def begin_turn(
         self, session_id: str, messages: list[StoredMessage], *, token: str,
