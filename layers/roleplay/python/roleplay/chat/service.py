@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, replace
+from typing import Any
 
 from roleplay.chat import turn_observer
 from roleplay.chat.background_jobs import JobRunner, SpeechJob, SummaryJob
@@ -31,7 +32,7 @@ from roleplay.chat.preparation import (
     sessions,
     stored,
 )
-from roleplay.chat.token_ratio import corrected, observe_prompt_tokens
+from roleplay.chat.token_ratio import corrected, fold_prompt_tokens
 from roleplay.chat.turn_starts import chat_turn_start
 from roleplay.core.errors import ApiError
 from roleplay.core.identity import ANONYMOUS, User
@@ -100,11 +101,14 @@ async def finish_turn(
     reply = stored("assistant", content, id=turn.reply_id, cut=cut,
                     greeting=not turn.request.messages)
     upstream_prompt = usage.prompt_tokens if usage is not None else None
-    length, _, _ = await asyncio.gather(  # three slots, three round trips, one wait
-        turn.store(turn, reply) if turn.store
-        else sessions.append_reply(turn.claim.lease, reply, turn.recalled),
-        observe_prompt_tokens(turn.model, turn.plan.local_tokens, upstream_prompt),
-        _listed(turn, reply.at))
+    store = (turn.store(turn, reply) if turn.store
+             else sessions.append_reply(turn.claim.lease, reply, turn.recalled))
+    # The ratio's and the list's writes are due once in a while: most turns await the
+    # store alone, with no task; otherwise the writes go side by side, one wait.
+    others = [write for write in (
+        fold_prompt_tokens(turn.model, turn.plan.local_tokens, upstream_prompt),
+        _listed(turn, reply.at)) if write is not None]
+    length = (await asyncio.gather(store, *others))[0] if others else await store
     turn.reply_stored = length > 0
     if jobs is None or not length:
         return False
@@ -125,15 +129,17 @@ async def finish_turn(
     return due
 
 
-async def _listed(turn: PreparedTurn, at: float) -> None:
-    """The conversation goes to the top of its user's list, and its idle clock restarts."""
-    if turn.user is None:
-        return
+def _listed(turn: PreparedTurn, at: float) -> Coroutine[Any, Any, None] | None:
+    """The conversation goes to the top of its user's list, and its idle clock restarts:
+    the write, when one is due (`conversation_index.touch_due`)."""
+    user = turn.user
+    if user is None or not conversation_index.touch_due(user.id, turn.client_session_id):
+        return None
     window = turn.window  # titled by the conversation's first user message, when the turn read it
     first = next((m.content for m in window.messages if m.role == "user"), None) \
         if window.first_index == 0 else None
-    await conversation_index.touch(turn.user.id, turn.client_session_id, turn.session_id, at=at,
-                                   character_id=turn.character_id, first_user_message=first)
+    return conversation_index.touch(user.id, turn.client_session_id, turn.session_id, at=at,
+                                    character_id=turn.character_id, first_user_message=first)
 
 
 @dataclass(frozen=True)

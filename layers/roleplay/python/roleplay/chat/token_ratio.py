@@ -12,7 +12,8 @@ are remembered, in Redis or here: a name a client made up stays at 1.0 and leave
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
+from collections.abc import Coroutine
+from typing import Any, NamedTuple
 
 from roleplay.core.lua_script import LuaScript
 from roleplay.core.redis_client import get_redis
@@ -76,8 +77,18 @@ async def observe_prompt_tokens(model: str, local_estimate: int, upstream_tokens
     copy at once, the shared one when `OBSERVE_EVERY_S` has passed, nothing was learned
     yet (the first measure is taken whole, as before), or `at_once` (a prompt the
     upstream refused as too long)."""
+    share = fold_prompt_tokens(model, local_estimate, upstream_tokens, at_once=at_once)
+    if share is not None:
+        await share
+
+
+def fold_prompt_tokens(model: str, local_estimate: int, upstream_tokens: int | None,
+                       *, at_once: bool = False) -> Coroutine[Any, Any, None] | None:
+    """`observe_prompt_tokens`, its Redis write handed back to await (None: nothing to
+    write, the common case): a turn then waits on it beside its reply's store, and starts
+    no task when there is none."""
     if not upstream_tokens or local_estimate <= 0 or not known_model(model):
-        return
+        return None
     key = (redis_keys().token_ratios, model)
     seen = upstream_tokens / local_estimate
     held = _cache.get(key)
@@ -88,7 +99,11 @@ async def observe_prompt_tokens(model: str, local_estimate: int, upstream_tokens
         synced_at = held.fresh_until - CACHE_S
         if not at_once and time.monotonic() - synced_at < OBSERVE_EVERY_S:
             _cache[key] = held._replace(ratio=seen)
-            return
+            return None
+    return _share(key, model, seen, smoothing)
+
+
+async def _share(key: tuple[str, str], model: str, seen: float, smoothing: float) -> None:
     new = await _OBSERVE_SCRIPT([key[0]], [model, seen, smoothing, MIN_RATIO, MAX_RATIO])
     _cache[key] = _Held(float(new), time.monotonic() + CACHE_S, True)
 

@@ -103,11 +103,22 @@ async def touch(user_id: str, session_id: str, storage_id: str, *, at: float,
     """Moves the conversation to the top of the user's list and marks it used (the
     archive's clock); makes its card the first time (titled by the turn's first user
     message; a stored opening line alone leaves the title to the list). One round trip."""
+    if touch_due(user_id, session_id):
+        await _touch(user_id, session_id, storage_id, at=at, character_id=character_id,
+                     first_user_message=first_user_message)
+
+
+def touch_due(user_id: str, session_id: str) -> bool:
+    """Whether `touch` would write: not while the user stays in the conversation this
+    process last touched for them, for `TOUCH_EVERY_S`."""
+    last = _last_touch.get(redis_keys().user_conversations(user_id))
+    return last is None or last[0] != session_id or time.monotonic() - last[1] >= TOUCH_EVERY_S
+
+
+async def _touch(user_id: str, session_id: str, storage_id: str, *, at: float,
+                 character_id: str | None, first_user_message: str | None) -> None:
     keys = redis_keys()
     listing = keys.user_conversations(user_id)
-    last = _last_touch.get(listing)
-    if last is not None and last[0] == session_id and time.monotonic() - last[1] < TOUCH_EVERY_S:
-        return
     score = int(at * 1000)
     async with (await get_redis()).pipeline(transaction=False) as pipe:
         pipe.zadd(listing, {session_id: score})
