@@ -17,6 +17,7 @@ the slot it took, since its client never learned the session's id.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from roleplay.llm.client import CompletionRequest
 from roleplay.llm.served_models import checked_model
 from roleplay.memory.recall import Recall, recall
 from roleplay.ops import quotas
+from roleplay.ops.failover import base_urls, stale_breakers
 from roleplay.sessions import conversation_index
 from roleplay.sessions.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
 from roleplay.sessions.scope import ScopedSession, owned_session_and
@@ -233,9 +235,14 @@ async def prepare(request: ChatRequest, user: User, start: TurnStart, *,
     model = await checked_model(request.model)
     new_session = request.session_id is None
     given = request.user_persona
-    scoped, meta, stored_persona, sizes = await owned_session_and(
+    lookup = owned_session_and(
         user, request.session_id, sessions, persona_keys(user) if given is None else (),
         sizes_if_new=(conversation_index.listing_key(user.id),) if appends else ())
+    breakers = stale_breakers(base_urls(settings.llm_base_url, settings.llm_base_urls))
+    if breakers is None:  # read within the last second: the common case under load
+        scoped, meta, stored_persona, sizes = await lookup
+    else:  # the upstream's breaker, read beside the session rather than after it
+        (scoped, meta, stored_persona, sizes), _ = await asyncio.gather(lookup, breakers)
     if meta is None and not appends:
         raise NotFound("no such session", code="session_not_found")
     ensure_session_owner(meta, user)

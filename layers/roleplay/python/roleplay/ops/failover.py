@@ -21,7 +21,8 @@ never an open state (a reply to a request sent before the breaker opened, while 
 instance's cache still said closed, proves little), compared and set in one script.
 No request is sent to an open upstream; after the cool-off, requests may try it again.
 The state is in Redis so every instance sees it, read through a one-second cache so a
-healthy upstream costs no round trip per call.
+healthy upstream costs no round trip per call; a turn reads a stale one beside its session
+(`stale_breakers`), not after it.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from roleplay.core import request_context
 from roleplay.core.errors import ApiError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -114,6 +115,21 @@ async def breaker_state(url: str) -> BreakerState:
     state = BreakerState(int(failures or 0), float(open_until or 0))
     _cache[key] = (state, time.monotonic() + CACHE_S)
     return state
+
+
+def stale_breakers(urls: Sequence[str]) -> Coroutine[Any, Any, None] | None:
+    """A read of the breakers whose cached state has gone stale (None: none has), for a
+    caller to await beside the reads it makes anyway before the call. The call then finds
+    them fresh: a turn that comes after a pause (most turns of one conversation) waits
+    for one round trip fewer before the upstream, and the breaker is read as before."""
+    now = time.monotonic()
+    stale = [url for url in urls if (cached := _cache.get(_key(url))) is None or cached[1] <= now]
+    return _read_breakers(stale) if stale else None
+
+
+async def _read_breakers(urls: Sequence[str]) -> None:
+    for url in urls:
+        await breaker_state(url)
 
 
 def _caller() -> str:
