@@ -1,0 +1,95 @@
+"""What a turn costs besides its work: no task of its own on a steady turn (its reply's
+store is awaited alone when the token ratio's and the list's writes are not due), and no
+Redis round trip after its begin script for the upstream's breaker (read beside the
+session once its one-second cache has gone stale, as by a conversation's next turn)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio.connection import AbstractConnection
+
+from roleplay.ops import failover
+from tests.support.fake_llm import FakeLLM
+
+
+def _turns_of(session_id: str) -> Callable[[httpx.AsyncClient, str], Awaitable[None]]:
+    async def say(http: httpx.AsyncClient, text: str) -> None:
+        answer = await http.post("/api/chat", json={
+            "session_id": session_id, "persona": "밝은 바리스타", "tts_enabled": False,
+            "messages": [{"role": "user", "content": text}]})
+        assert answer.status_code == 200, answer.text
+
+    return say
+
+
+def _client(settings_env: Callable[..., None]) -> httpx.AsyncClient:
+    from local_runner.app import build_app
+
+    settings_env(MAX_CONCURRENT_USERS="100")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://b")
+
+
+def _commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of each Redis command sent from now on, in order (a pipeline's first)."""
+    sent: list[str] = []
+    send = AbstractConnection.send_packed_command
+
+    async def recording(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        parts = [command] if isinstance(command, bytes | str) else list(command)
+        payload = b"".join(p.encode() if isinstance(p, str) else bytes(p) for p in parts)
+        sent.append(payload.split(b"\r\n")[2].decode())
+        await send(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", recording)
+    return sent
+
+
+def test_a_steady_turn_starts_no_task(settings_env: Callable[..., None], fake_upstream: FakeLLM) -> None:
+    say = _turns_of("steady")
+
+    async def turns() -> list[str]:
+        started: list[str] = []
+
+        def counting(loop: asyncio.AbstractEventLoop,
+                     coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any]) -> asyncio.Task[Any]:
+            started.append(getattr(coro, "__qualname__", repr(coro)))
+            return asyncio.Task(coro, loop=loop)
+
+        async with _client(settings_env) as http:
+            await say(http, "안녕!")  # the first turn lists the conversation and learns the ratio
+            await say(http, "오늘 날씨 어때?")
+            asyncio.get_running_loop().set_task_factory(counting)
+            await say(http, "비가 오네.")
+            asyncio.get_running_loop().set_task_factory(None)
+        return started
+
+    assert asyncio.run(turns()) == []
+
+
+def test_a_turn_after_a_pause_reads_the_breaker_before_its_begin_script(
+    settings_env: Callable[..., None], fake_upstream: FakeLLM, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    say = _turns_of("paused")
+
+    async def turns() -> tuple[list[str], list[str]]:
+        async with _client(settings_env) as http:
+            await say(http, "안녕!")
+            await say(http, "오늘 날씨 어때?")
+            failover._cache.clear()  # as a second after the last call leaves it
+            after_pause = _commands(monkeypatch)
+            await say(http, "비가 오네.")
+            monkeypatch.undo()
+            steady = _commands(monkeypatch)
+            await say(http, "우산 있어?")
+            monkeypatch.undo()
+        return after_pause, steady
+
+    after_pause, steady = asyncio.run(turns())
+    assert "HMGET" in after_pause and "EVALSHA" in after_pause
+    assert after_pause.index("HMGET") < after_pause.index("EVALSHA"), after_pause
+    assert "HMGET" not in steady, "a breaker read within the second is not read again"
