@@ -19,9 +19,15 @@ from roleplay.characters.cards.image_store import (
 )
 from roleplay.characters.model import Character, CharacterCreate, CharacterPage, CharacterUpdate
 from roleplay.characters.storable import checked_json
-from roleplay.characters.store import MAX_PAGE, UnreadableCharacter, get_character_store
+from roleplay.characters.store import (
+    MAX_PAGE,
+    UnreadableCharacter,
+    get_character_store,
+    stored_character,
+)
 from roleplay.core.errors import Forbidden, NotFound
 from roleplay.core.identity import ANONYMOUS_ID, User
+from roleplay.core.redis_keys import redis_keys
 from roleplay.core.settings import get_settings
 
 
@@ -76,7 +82,22 @@ async def create_character(fields: CharacterCreate, user: User) -> Character:
 
 
 async def get_character(character_id: str) -> Character:
-    character = await get_character_store().get(character_id)
+    return _found(character_id, await get_character_store().get(character_id))
+
+
+def read_key(character_id: str) -> str | None:
+    """The Redis key holding the character's JSON, when characters are kept in Redis (not
+    in DynamoDB, `CHARACTERS_TABLE`): a turn reads it beside its session, and
+    `character_read` takes what it read."""
+    return None if get_settings().characters_table else redis_keys().character(character_id)
+
+
+def character_read(character_id: str, raw: str | None) -> Character:
+    """`get_character`, from the value read at `read_key`."""
+    return _found(character_id, stored_character(character_id, raw))
+
+
+def _found(character_id: str, character: Character | None) -> Character:
     if character is None:
         raise NotFound(f"no character with id {character_id!r}", code="character_not_found")
     return character

@@ -97,6 +97,17 @@ def _top_level_string(raw: str, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def stored_character(character_id: str, raw: str | bytes | None) -> Character | None:
+    """The character whose stored JSON is `raw` (None: not stored): what
+    `RedisCharacterStore.get` answers, for a caller that read the key itself."""
+    if not raw:
+        return None
+    try:
+        return Character.model_validate_json(raw, context=STORED)
+    except _UNREADABLE:
+        raise UnreadableCharacter(character_id, _top_level_string(str(raw), "owner")) from None
+
+
 class RedisCharacterStore:
     """A JSON string per character plus a lexically sorted index for stable paging."""
 
@@ -120,13 +131,8 @@ class RedisCharacterStore:
             raise
 
     async def get(self, character_id: str) -> Character | None:
-        raw = await (await get_redis()).get(redis_keys().character(character_id))
-        if not raw:
-            return None
-        try:
-            return Character.model_validate_json(raw, context=STORED)
-        except _UNREADABLE:
-            raise UnreadableCharacter(character_id, _top_level_string(str(raw), "owner")) from None
+        return stored_character(character_id,
+                                await (await get_redis()).get(redis_keys().character(character_id)))
 
     async def replace(self, character: Character, raw: str | None = None) -> None:
         redis = await get_redis()

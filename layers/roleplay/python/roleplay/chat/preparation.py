@@ -37,6 +37,7 @@ from roleplay.chat.context_manager import ContextManager, ContextPlan
 from roleplay.chat.control.pins import with_pins
 from roleplay.chat.lore_prompt import persona_with_lore
 from roleplay.chat.models import ChatReply, ChatRequest, ChatUsage, ReplyAlternative
+from roleplay.chat.session_characters import SessionCharacters
 from roleplay.chat.session_service import ensure_session_owner
 from roleplay.chat.summarizer import Summarizer
 from roleplay.chat.token_ratio import token_ratio
@@ -68,6 +69,7 @@ from roleplay.sessions.turn import LeaseKeeper, begin_turn
 
 sessions = SessionStore()
 limiter = ConcurrentUserLimiter()
+session_characters = SessionCharacters()
 
 
 @dataclass(frozen=True)
@@ -235,21 +237,35 @@ async def prepare(request: ChatRequest, user: User, start: TurnStart, *,
     model = await checked_model(request.model)
     new_session = request.session_id is None
     given = request.user_persona
+    persona_reads = persona_keys(user) if given is None else ()
+    # The character this turn most likely plays, read beside the session: the one it
+    # names, or the one this process last saw the session play.
+    likely = request.character_id or session_characters.get((user.id, request.session_id))
+    character_key = character_service.read_key(likely) if likely else None
     lookup = owned_session_and(
-        user, request.session_id, sessions, persona_keys(user) if given is None else (),
+        user, request.session_id, sessions,
+        (*persona_reads, character_key) if character_key else persona_reads,
         sizes_if_new=(conversation_index.listing_key(user.id),) if appends else ())
     breakers = stale_breakers(base_urls(settings.llm_base_url, settings.llm_base_urls))
     if breakers is None:  # read within the last second: the common case under load
-        scoped, meta, stored_persona, sizes = await lookup
+        scoped, meta, values, sizes = await lookup
     else:  # the upstream's breaker, read beside the session rather than after it
-        (scoped, meta, stored_persona, sizes), _ = await asyncio.gather(lookup, breakers)
+        (scoped, meta, values, sizes), _ = await asyncio.gather(lookup, breakers)
+    stored_persona = values[:len(persona_reads)]
     if meta is None and not appends:
         raise NotFound("no such session", code="session_not_found")
     ensure_session_owner(meta, user)
     if meta is None:  # a new conversation: the user's list stays bounded
         await conversation_index.ensure_room(user.id, listed=sizes[0] if sizes else None)
     character_id = request.character_id or (meta.character_id if meta else None)
-    character = await character_service.get_character(character_id) if character_id else None
+    if character_id is None:
+        character = None
+    elif character_key and character_id == likely:
+        character = character_service.character_read(character_id, values[-1])
+    else:
+        character = await character_service.get_character(character_id)
+    if character_id:
+        session_characters.remember((user.id, scoped.session_id), character_id)
     persona = request.persona or (meta.persona if meta else None)
     scenario = request.scenario or (Scenario.model_validate(meta.scenario)
                                     if meta and meta.scenario else None)

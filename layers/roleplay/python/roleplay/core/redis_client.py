@@ -94,7 +94,8 @@ class WaitingCluster(RedisCluster):
         if self._in_flight is None:
             self._in_flight = asyncio.Semaphore(self.in_flight_limit)
         try:
-            await asyncio.wait_for(self._in_flight.acquire(), self.pool_timeout_s)
+            async with asyncio.timeout(self.pool_timeout_s):  # no task of its own, as wait_for's
+                await self._in_flight.acquire()
         except TimeoutError:
             raise MaxConnectionsError(
                 f"no Redis connection free within {self.pool_timeout_s} s") from None
