@@ -128,3 +128,29 @@ def test_a_turn_playing_a_stored_character_reads_it_with_its_session(
 
     for sent in asyncio.run(turns()):
         assert "HGETALL" in sent and "GET" not in sent, " ".join(sent)
+
+
+def test_a_wrong_guess_of_the_sessions_character_still_plays_the_sessions(
+    settings_env: Callable[..., None], fake_upstream: FakeLLM, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As when another process changed the session's character since this one's last turn."""
+    from roleplay.chat import preparation
+
+    async def turns() -> str:
+        async with _client(settings_env) as http:
+            made = [(await http.post("/api/characters", json={"name": name, "persona": persona}))
+                    .json()["data"]["id"] for name, persona in (("민지", "밝은 바리스타"),
+                                                                 ("도윤", "무뚝뚝한 경비원"))]
+            opened = await http.post("/api/chat", json={
+                "character_id": made[0], "session_id": "guess", "tts_enabled": False,
+                "messages": [{"role": "user", "content": "안녕!"}]})
+            assert opened.status_code == 200, opened.text
+            monkeypatch.setattr(preparation.session_characters, "get", lambda session: made[1])
+            answer = await http.post("/api/chat", json={
+                "session_id": "guess", "tts_enabled": False,
+                "messages": [{"role": "user", "content": "또 왔어."}]})
+            assert answer.status_code == 200, answer.text
+        return fake_upstream.chat_prompts[-1][0]["content"]
+
+    system = asyncio.run(turns())
+    assert "밝은 바리스타" in system and "무뚝뚝한 경비원" not in system
