@@ -14,11 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio.connection import AbstractConnection
 
 from roleplay.core.redis_client import is_cluster
 from roleplay.ops import failover
 from tests.support.fake_llm import FakeLLM
+from tests.support.redis_writes import command_name, record_writes
 
 
 def _turns_of(session_id: str) -> Callable[[httpx.AsyncClient, str], Awaitable[None]]:
@@ -38,19 +38,8 @@ def _client(settings_env: Callable[..., None]) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://b")
 
 
-def _commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The name of each Redis command sent from now on, in order (a pipeline's first)."""
-    sent: list[str] = []
-    send = AbstractConnection.send_packed_command
-
-    async def recording(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
-        parts = [command] if isinstance(command, bytes | str) else list(command)
-        payload = b"".join(p.encode() if isinstance(p, str) else bytes(p) for p in parts)
-        sent.append(payload.split(b"\r\n")[2].decode())
-        await send(self, command, check_health)
-
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", recording)
-    return sent
+def _commands(writes: list[bytes]) -> list[str]:
+    return [command_name(write) for write in writes]
 
 
 def test_a_steady_turn_starts_no_task(settings_env: Callable[..., None], fake_upstream: FakeLLM) -> None:
@@ -88,13 +77,13 @@ def test_a_turn_after_a_pause_reads_the_breaker_before_its_begin_script(
             await say(http, "안녕!")
             await say(http, "오늘 날씨 어때?")
             failover._cache.clear()  # as a second after the last call leaves it
-            after_pause = _commands(monkeypatch)
+            after_pause = record_writes(monkeypatch)
             await say(http, "비가 오네.")
             monkeypatch.undo()
-            steady = _commands(monkeypatch)
+            steady = record_writes(monkeypatch)
             await say(http, "우산 있어?")
             monkeypatch.undo()
-        return after_pause, steady
+        return _commands(after_pause), _commands(steady)
 
     after_pause, steady = asyncio.run(turns())
     assert "HMGET" in after_pause and "EVALSHA" in after_pause
@@ -115,16 +104,16 @@ def test_a_turn_playing_a_stored_character_reads_it_with_its_session(
         async with _client(settings_env) as http:
             made = await http.post("/api/characters", json={"name": "민지", "persona": "밝은 바리스타"})
             character_id = made.json()["data"]["id"]
-            sent: list[list[str]] = []
+            sent: list[list[bytes]] = []
             for n, body in enumerate(({"character_id": character_id}, {"session_id": "minji"})):
-                sent.append(_commands(monkeypatch))
+                sent.append(record_writes(monkeypatch))
                 answer = await http.post("/api/chat", json={
                     **body, "session_id": "minji", "tts_enabled": False,
                     "messages": [{"role": "user", "content": f"{n}번째 인사"}]})
                 monkeypatch.undo()
                 assert answer.status_code == 200, answer.text
                 assert "밝은 바리스타" in fake_upstream.chat_prompts[-1][0]["content"]
-        return sent
+        return [_commands(writes) for writes in sent]
 
     for sent in asyncio.run(turns()):
         assert "HGETALL" in sent and "GET" not in sent, " ".join(sent)

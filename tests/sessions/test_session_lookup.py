@@ -5,10 +5,8 @@ first turn looked in each place in turn (four round trips before the upstream wa
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
-from redis.asyncio.connection import AbstractConnection
 
 from roleplay.characters.user_persona import persona_keys
 from roleplay.core.identity import User
@@ -17,24 +15,14 @@ from roleplay.sessions import conversation_index
 from roleplay.sessions.known_windows import KnownWindow, known_windows
 from roleplay.sessions.scope import SessionLookup, owned_session_and, storage_id
 from roleplay.sessions.store import SessionStore, StoredMessage
+from tests.support.redis_writes import record_writes
 
 COOKIE = User(id="anon:c:one", authenticated=False, fallback_owner="anon:a:home")
 
 
-def _counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """The payloads of the reads sent from now on: one per write to a connection."""
-    sent: list[bytes] = []
-    send = AbstractConnection.send_packed_command
-
-    async def counting_send(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
-        payload = b"".join(c.encode() if isinstance(c, str) else bytes(c)
-                           for c in ([command] if isinstance(command, bytes | str) else command))
-        if b"GET" in payload or b"ZCARD" in payload:  # not a new connection's handshake
-            sent.append(payload)
-        await send(self, command, check_health)
-
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting_send)
-    return sent
+def _reads(writes: list[bytes]) -> list[bytes]:
+    """The lookup's writes, not a new connection's handshake (a cluster opens some here)."""
+    return [write for write in writes if b"GET" in write or b"ZCARD" in write]
 
 
 def test_a_session_not_stored_anywhere_is_looked_for_everywhere_in_one_round_trip(
@@ -44,11 +32,11 @@ def test_a_session_not_stored_anywhere_is_looked_for_everywhere_in_one_round_tri
     async def look() -> tuple[SessionLookup, list[bytes], bool]:
         try:
             await (await get_redis()).ping()  # connects first: only the lookup is counted
-            sent = _counting_reads(monkeypatch)
+            sent = record_writes(monkeypatch)
             found = await owned_session_and(COOKIE, "never-seen", SessionStore(),
                                             persona_keys(COOKIE), sizes_if_new=[listing])
             monkeypatch.undo()
-            return found, sent, is_cluster()
+            return found, _reads(sent), is_cluster()
         finally:
             await redis_holder.close()
 
@@ -69,12 +57,12 @@ def test_a_new_conversation_reads_the_room_in_its_lists_in_its_one_round_trip(
         try:
             redis = await get_redis()
             await redis.zadd(listing, {"older": 1.0, "oldest": 0.5})
-            sent = _counting_reads(monkeypatch)
+            sent = record_writes(monkeypatch)
             found = await owned_session_and(COOKIE, None, SessionStore(), persona_keys(COOKIE),
                                             sizes_if_new=[listing])
             monkeypatch.undo()
             await redis.delete(listing)
-            return found, sent, is_cluster()
+            return found, _reads(sent), is_cluster()
         finally:
             await redis_holder.close()
 
@@ -93,11 +81,11 @@ def test_a_session_this_process_knows_does_not_read_the_room_again(
     async def look() -> tuple[SessionLookup, list[bytes]]:
         try:
             await (await get_redis()).ping()
-            sent = _counting_reads(monkeypatch)
+            sent = record_writes(monkeypatch)
             found = await owned_session_and(COOKIE, "known-here", SessionStore(),
                                             persona_keys(COOKIE), sizes_if_new=[listing])
             monkeypatch.undo()
-            return found, sent
+            return found, _reads(sent)
         finally:
             known_windows.forget(key)
             await redis_holder.close()

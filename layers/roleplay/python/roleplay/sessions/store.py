@@ -689,14 +689,8 @@ class SessionStore:
         round trip (none when there is nothing to read)."""
         if not sizes:
             return await read_strings(keys), []
-        async with (await get_redis()).pipeline(transaction=False) as pipe:
-            for key in keys:  # each alone: on a cluster they may lie on other shards
-                pipe.get(key)
-            for key in sizes:
-                pipe.zcard(key)
-            answers = await pipe.execute()
-        return ([None if v is None else str(v) for v in answers[:len(keys)]],
-                [int(n) for n in answers[len(keys):]])
+        _, values, counts = await self.find((), keys, sizes)
+        return values, counts
 
     async def find(self, session_ids: Sequence[str], keys: Sequence[str], sizes: Sequence[str] = (),
                    ) -> tuple[list[tuple[SessionMeta | None, bool]], list[str | None], list[int]]:
