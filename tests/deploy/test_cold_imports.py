@@ -82,3 +82,30 @@ def test_the_first_handler_import_runs_without_collections_then_freezes_what_it_
 
 def test_a_collector_disabled_before_stays_disabled() -> None:
     assert collector_after_imports("off") == [[False, 0], [False, 0]]
+
+
+_OPENAPI = """
+import importlib, json, sys
+if sys.argv[2] == "fastapi-first":
+    import fastapi
+from pydantic import BaseModel
+from roleplay.web import deferred_openapi_models
+module = importlib.import_module(f"functions.{sys.argv[1]}.app")
+deferred = deferred_openapi_models.deferred()
+print(json.dumps({"deferred": deferred, "finders_left": deferred_openapi_models._finder in sys.meta_path,
+                  "config": dict(BaseModel.model_config), "openapi": module.app.openapi()}))
+"""
+
+
+def openapi_after_import(function: str, order: str) -> dict[str, object]:
+    done = subprocess.run([sys.executable, "-c", _OPENAPI, function, order], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_a_handler_import_leaves_fastapis_openapi_models_unbuilt_and_the_document_unchanged() -> None:
+    cold, warm = openapi_after_import("chat", "handler-first"), openapi_after_import("chat", "fastapi-first")
+    assert cold["deferred"] and not warm["deferred"]
+    assert cold["finders_left"] is warm["finders_left"] is False
+    assert cold["config"] == warm["config"] == {}  # BaseModel's own config is back
+    assert cold["openapi"] == warm["openapi"]

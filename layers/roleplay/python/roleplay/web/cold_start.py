@@ -20,6 +20,9 @@ is a v1 model, and FastAPI answers "no" at once where `pydantic.v1` cannot be im
 (its own path for Pythons without it), so this module marks it absent (`sys.modules`'s
 None, the import system's own mark) unless something imported it already.
 
+FastAPI's OpenAPI models (`fastapi.openapi.models`, 70-120 ms) are built on first use, not
+while FastAPI is imported: `deferred_openapi_models`.
+
 Only the first import of this module pauses, and only its `handler_imported()` resumes:
 in the local runner or a test run, which import several handlers, the later ones find
 the collector running and leave it so. A handler whose import raises leaves it paused;
@@ -31,16 +34,20 @@ from __future__ import annotations
 import gc
 import sys
 
+from roleplay.web import deferred_openapi_models
+
 _paused: list[bool] = [gc.isenabled()]
 """[True] while this module holds the collector paused."""
 if _paused[0]:
     gc.disable()
 sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]
+deferred_openapi_models.install()
 
 
 def handler_imported() -> None:
     """Freezes what the handler's import built and resumes the collector, if this module
     paused it; nothing otherwise."""
+    deferred_openapi_models.uninstall()
     if _paused[0]:
         _paused[0] = False
         gc.freeze()
