@@ -34,6 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from roleplay.core.lua_script import LuaScript
+from roleplay.core.pipelined_reads import pipelined_reads
 from roleplay.core.redis_client import get_redis, read_strings
 from roleplay.core.redis_keys import redis_keys
 from roleplay.core.settings import get_settings
@@ -701,15 +702,12 @@ class SessionStore:
         room left in their list) cost none of their own (on a cluster, the shards holding
         them are asked side by side)."""
         names = redis_keys()
-        async with (await get_redis()).pipeline(transaction=False) as pipe:
-            for session_id in session_ids:
-                pipe.hgetall(names.session(session_id))
-                pipe.exists(names.session_cold(session_id))
-            for key in keys:  # each alone: on a cluster they may lie on other shards
-                pipe.get(key)
-            for key in sizes:
-                pipe.zcard(key)
-            answers = await pipe.execute()
+        commands: list[tuple[str, ...]] = []
+        for session_id in session_ids:
+            commands += [("HGETALL", names.session(session_id)), ("EXISTS", names.session_cold(session_id))]
+        commands += [("GET", key) for key in keys]  # each alone: on a cluster they may lie on other shards
+        commands += [("ZCARD", key) for key in sizes]
+        answers = await pipelined_reads(await get_redis(), commands)
         found = [(_meta(session_id, answers[2 * n]), bool(answers[2 * n + 1]))
                  for n, session_id in enumerate(session_ids)]
         values = answers[2 * len(session_ids):len(answers) - len(sizes)]
