@@ -5,9 +5,9 @@ On one Redis server they go on a connection of the client's pool directly: one p
 write, then each reply read and shaped by the client's own `parse_response` (its
 response callbacks: HGETALL's dict, EXISTS's int), inside the client's retry of a dropped
 connection. redis-py's `Pipeline` does the same under layers a read of a few keys does
-not need (a command stack, HIMPORT's fieldset bookkeeping, per-command options), a
-turn's session lookup (issue 30). A cluster's pipeline splits the commands by shard
-itself, so on a cluster they go through it.
+not need (a command stack, HIMPORT's fieldset bookkeeping, per-command options): a
+turn's four-command session lookup 582k -> 491k instructions (issue 30). A cluster's
+pipeline splits the commands by shard itself, so on a cluster they go through it.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ async def pipelined_reads(redis: Redis, commands: Sequence[Command]) -> list[Any
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         return await connection.retry.call_with_retry(  # type: ignore[no-any-return]
-            lambda: _exchange(redis, connection, commands), lambda _error: connection.disconnect())
+            lambda: _exchange(redis, connection, commands), lambda error: connection.disconnect(error=error))
     finally:
         await pool.release(connection)
 
