@@ -5,11 +5,11 @@ NOSCRIPT (a restart or a failover), instead of on every call as with EVAL: the p
 scripts are kilobytes, and EVAL also makes Redis hash the body each time.
 
 On one Redis server a script is sent on a connection of the client's pool directly
-(`_on_connection`): the connection's own send and read, and the client's retry of a
-dropped connection, as redis-py's `execute_command` does them, without the layers around
-them (its script object, argument checks, response callbacks (EVALSHA has none) and
-observability hooks): a call 351k -> 319k instructions (issue 30). A cluster's client
-routes each script to its shard itself.
+(`redis_connection.on_pooled_connection`: the connection's own send and read, and the
+client's retry of a dropped connection), without redis-py's layers around them (its
+script object, argument checks, response callbacks (EVALSHA has none) and observability
+hooks): a call 351k -> 319k instructions (issue 30). A cluster's client routes each
+script to its shard itself.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from redis.exceptions import NoScriptError
 
 from roleplay.core import metrics
 from roleplay.core.redis_client import get_redis
+from roleplay.core.redis_connection import on_pooled_connection
 
 if TYPE_CHECKING:
-    from redis.asyncio.connection import AbstractConnection
+    from redis.asyncio.connection import Connection
     from redis.commands.core import AsyncScript
 
 
@@ -42,7 +43,7 @@ class LuaScript:
         redis = await get_redis()
         started = time.perf_counter()
         if type(redis) is Redis:
-            answer = await self._on_connection(redis, keys, args)
+            answer = await on_pooled_connection(redis, lambda connection: self._run(connection, keys, args))
         else:
             answer = await self._through_client(redis, keys, args)
         metrics.observe("redis_seconds", time.perf_counter() - started)
@@ -54,17 +55,7 @@ class LuaScript:
             script = self._registered = redis.register_script(self.body)
         return await script(keys=list(keys), args=list(args))
 
-    async def _on_connection(self, redis: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        pool = redis.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            return await connection.retry.call_with_retry(
-                lambda: self._run(connection, keys, args), lambda error: connection.disconnect(error=error))
-        finally:
-            await pool.release(connection)
-
-    async def _run(self, connection: AbstractConnection, keys: Sequence[str],
-                   args: Sequence[Any]) -> Any:
+    async def _run(self, connection: Connection, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
             await connection.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
             return await connection.read_response()

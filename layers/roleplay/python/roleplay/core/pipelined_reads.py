@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from roleplay.core.redis_connection import on_pooled_connection
+
 if TYPE_CHECKING:
     from redis.asyncio.connection import Connection
 
@@ -34,13 +36,7 @@ async def pipelined_reads(redis: Redis, commands: Sequence[Command]) -> list[Any
             for command in commands:
                 pipe.execute_command(*command)
             return list(await pipe.execute())
-    pool = redis.connection_pool
-    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-    try:
-        return await connection.retry.call_with_retry(  # type: ignore[no-any-return]
-            lambda: _exchange(redis, connection, commands), lambda error: connection.disconnect(error=error))
-    finally:
-        await pool.release(connection)
+    return await on_pooled_connection(redis, lambda connection: _exchange(redis, connection, commands))
 
 
 async def _exchange(redis: Redis, connection: Connection,

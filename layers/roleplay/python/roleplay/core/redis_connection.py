@@ -7,12 +7,16 @@ never waits. These connections bound the same write by `asyncio.timeout`, in the
 task (what `wait_for` itself does from Python 3.12 on): the same timeout, the same errors
 (redis-py's `TimeoutError` when it passes, the connection dropped), and nothing else of
 redis-py's left out, since its own write runs inside.
+
+`on_pooled_connection` runs an exchange of the layer's own (a script, reads sent
+together) on one of a single server's pooled connections, as redis-py runs a command.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, TypeVar
 
 from redis.asyncio.connection import (
     AbstractConnection,
@@ -21,6 +25,11 @@ from redis.asyncio.connection import (
     UnixDomainSocketConnection,
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+T = TypeVar("T")
 
 
 class _TaskFreeWrites(AbstractConnection):
@@ -63,3 +72,16 @@ def task_free(connection_class: type[AbstractConnection]) -> type[AbstractConnec
     """The task-free class for the one a URL chose; any other (a subclass of the caller's
     own) as it is."""
     return _TASK_FREE.get(connection_class, connection_class)
+
+
+async def on_pooled_connection(redis: Redis, exchange: Callable[[Connection], Awaitable[T]]) -> T:
+    """`exchange` on a connection of one server's pool, inside the connection's retry of a
+    dropped connection (closed with its error, then sent again once), as redis-py's
+    `execute_command` runs a command, without its layers around it (issue 30)."""
+    pool = redis.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        return await connection.retry.call_with_retry(  # type: ignore[no-any-return]
+            lambda: exchange(connection), lambda error: connection.disconnect(error=error))
+    finally:
+        await pool.release(connection)

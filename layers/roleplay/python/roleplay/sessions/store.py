@@ -34,7 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from roleplay.core.lua_script import LuaScript
-from roleplay.core.pipelined_reads import pipelined_reads
+from roleplay.core.pipelined_reads import Command, pipelined_reads
 from roleplay.core.redis_client import get_redis, read_strings
 from roleplay.core.redis_keys import redis_keys
 from roleplay.core.settings import get_settings
@@ -702,7 +702,7 @@ class SessionStore:
         room left in their list) cost none of their own (on a cluster, the shards holding
         them are asked side by side)."""
         names = redis_keys()
-        commands: list[tuple[str, ...]] = []
+        commands: list[Command] = []
         for session_id in session_ids:
             commands += [("HGETALL", names.session(session_id)), ("EXISTS", names.session_cold(session_id))]
         commands += [("GET", key) for key in keys]  # each alone: on a cluster they may lie on other shards
