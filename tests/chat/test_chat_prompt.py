@@ -1,8 +1,11 @@
 """What is sent upstream is always valid for Gemma 3's chat template."""
 
+import orjson
+
 from roleplay.characters.model import Scenario
 from roleplay.characters.persona import RoleplaySetup, format_persona_for_roleplay
 from roleplay.chat.prompt import build_prompt, is_gemma_valid
+from roleplay.core.http_pool import json_body
 from roleplay.llm.client import ChatMessage as M
 
 
@@ -43,6 +46,14 @@ def test_no_persona_and_only_assistant_messages_is_still_valid() -> None:
 def test_conversation_ending_on_assistant_ends_on_user_for_generation() -> None:
     prompt = build_prompt("p", [M("user", "a"), M("assistant", "b")])
     assert is_gemma_valid(prompt) and prompt[-1].role == "user"
+
+
+def test_prompt_messages_are_chat_messages_as_the_request_encodes_them() -> None:
+    prompt = build_prompt("p", [M("user", " a "), M("user", "b"), M("assistant", "c"), M("user", "d")])
+    assert all(type(m) is M for m in prompt)
+    assert prompt == [{"role": "system", "content": "p"}, {"role": "user", "content": "a\n\nb"},
+                      {"role": "assistant", "content": "c"}, {"role": "user", "content": "d"}]
+    assert orjson.loads(json_body(prompt)) == prompt
 
 
 def test_persona_format_follows_the_design_document() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from roleplay.characters.persona import PersonaLanguage, opening_note
-from roleplay.llm.chat_message import ChatMessage
+from roleplay.llm.chat_message import ChatMessage, prompt_message
 
 
 class Said(Protocol):
@@ -44,19 +44,22 @@ def build_prompt(
     system_parts = [system] if system else []
     system_parts += [part for part in extra_system if part]
     turns: list[ChatMessage] = []
+    last_role: str | None = None  # turns[-1]'s role, kept apart: read on every message
     for message in history:
         content = message.content.strip()
         if not content:
             continue
-        if message.role == "system":
+        role = message.role
+        if role == "system":
             system_parts.append(content)
-        elif not turns and message.role == "assistant":
+        elif role == last_role:
+            turns[-1] = prompt_message(role, f"{turns[-1].content}\n\n{content}")
+        elif last_role is None and role == "assistant":
             system_parts.append(opening_note(character_name, content, language, continued=continued))
-        elif turns and turns[-1].role == message.role:
-            turns[-1] = ChatMessage(message.role, f"{turns[-1].content}\n\n{content}")
         else:
-            turns.append(ChatMessage(message.role, content))
-    if not turns or turns[-1].role != "user":
+            turns.append(prompt_message(role, content))
+            last_role = role
+    if last_role != "user":
         turns.append(ChatMessage("user", CONTINUE_PROMPT[language]))
     prompt = [ChatMessage("system", "\n\n".join(system_parts))] if system_parts else []
     return prompt + turns
