@@ -52,8 +52,10 @@ from roleplay.ops import quotas
 from roleplay.ops.failover import base_urls, stale_breakers
 from roleplay.sessions import conversation_index
 from roleplay.sessions.concurrent_user_limiter import ConcurrentUserLimiter, occupant_id
+from roleplay.sessions.known_lookups import known_lookups
 from roleplay.sessions.scope import ScopedSession, owned_session_and
 from roleplay.sessions.store import (
+    LookupGuard,
     Replay,
     SessionMeta,
     SessionStore,
@@ -65,7 +67,7 @@ from roleplay.sessions.store import (
     new_message_id,
     now,
 )
-from roleplay.sessions.turn import LeaseKeeper, begin_turn
+from roleplay.sessions.turn import LeaseKeeper, StaleLookup, begin_turn
 
 sessions = SessionStore()
 limiter = ConcurrentUserLimiter()
@@ -150,6 +152,8 @@ class TurnFacts:
     setup: TurnSetup
     setup_changed: bool
     incoming: list[StoredMessage]
+    guard: LookupGuard | None = None
+    """The turn began on a copy of its lookup (`known_lookups`), which its begin checks."""
 
 
 class TurnStart(Protocol):
@@ -188,7 +192,7 @@ class AppendTurn:
         begun = await begin_turn(
             sessions, facts.session_id, incoming, client_ids=[m.id for m in request.messages],
             setup=facts.setup, setup_changed=facts.setup_changed, idempotency_key=self.idempotency_key,
-            swipes=self.swipes if self.swipe is not None else "never")
+            swipes=self.swipes if self.swipe is not None else "never", guard=facts.guard)
         if isinstance(begun, Replay):
             return await self.swipe.begin(facts, request) if begun.swipe and self.swipe else begun
         return Started(lease=begun, window=begun.window)
@@ -230,11 +234,26 @@ async def prepare(request: ChatRequest, user: User, start: TurnStart, *,
                   extra_system: str | None = None) -> PreparedTurn | ChatReply:
     """Checks the turn, then begins it; a retry of a turn already answered gets its reply.
     `extra_system`: the caller's own instructions (the OpenAI API's system messages), told
-    after the persona and never stored in the transcript."""
-    settings = get_settings()
-    appends = start.appends
+    after the persona and never stored in the transcript.
+
+    A chat turn of a session whose last turn this process served begins on that turn's
+    lookup (`known_lookups`), which its begin script checks; when the check fails (nothing
+    written), the turn reads its lookup and is checked and begun again."""
     await quotas.check(user, "tts" if speaks(request) else "chat")
     model = await checked_model(request.model)
+    try:
+        return await _checked_and_begun(request, user, start, model, extra_system, reuse=True)
+    except StaleLookup:
+        known_lookups.forget(user.id, request.session_id)
+        return await _checked_and_begun(request, user, start, model, extra_system, reuse=False)
+
+
+async def _checked_and_begun(request: ChatRequest, user: User, start: TurnStart, model: str,
+                             extra_system: str | None, *, reuse: bool) -> PreparedTurn | ChatReply:
+    """`prepare` past the quota and the model. `reuse`: the copy of the session's lookup
+    may stand for it."""
+    settings = get_settings()
+    appends = start.appends
     new_session = request.session_id is None
     given = request.user_persona
     persona_reads = persona_keys(user) if given is None else ()
@@ -242,15 +261,24 @@ async def prepare(request: ChatRequest, user: User, start: TurnStart, *,
     # names, or the one this process last saw the session play.
     likely = request.character_id or session_characters.get((user.id, request.session_id))
     character_key = character_service.read_key(likely) if likely else None
-    lookup = owned_session_and(
-        user, request.session_id, sessions,
-        (*persona_reads, character_key) if character_key else persona_reads,
-        sizes_if_new=(conversation_index.listing_key(user.id),) if appends else ())
+    reads = (*persona_reads, character_key) if character_key else persona_reads
+    # only the begin script of a chat turn checks a copy (`AppendTurn`)
+    known = known_lookups.get(user.id, request.session_id, reads) if (
+        reuse and isinstance(start, AppendTurn)) else None
     breakers = stale_breakers(base_urls(settings.llm_base_url, settings.llm_base_urls))
-    if breakers is None:  # read within the last second: the common case under load
-        scoped, meta, values, sizes = await lookup
-    else:  # the upstream's breaker, read beside the session rather than after it
-        (scoped, meta, values, sizes), _ = await asyncio.gather(lookup, breakers)
+    if known is not None:
+        found = known.lookup
+        if breakers is not None:
+            await breakers
+    else:
+        lookup = owned_session_and(
+            user, request.session_id, sessions, reads,
+            sizes_if_new=(conversation_index.listing_key(user.id),) if appends else ())
+        if breakers is None:  # read within the last second: the common case under load
+            found = await lookup
+        else:  # the upstream's breaker, read beside the session rather than after it
+            found, _ = await asyncio.gather(lookup, breakers)
+    scoped, meta, values, sizes = found.scoped, found.meta, found.values, found.sizes
     stored_persona = values[:len(persona_reads)]
     if meta is None and not appends:
         raise NotFound("no such session", code="session_not_found")
@@ -297,7 +325,8 @@ async def prepare(request: ChatRequest, user: User, start: TurnStart, *,
     admission = await limiter.ensure_admitted(user)
     facts = TurnFacts(session_id=scoped.key, meta=meta, incoming=incoming, setup_changed=setup_changed,
                       setup=TurnSetup(owner=user.id, character_id=character_id, persona=persona,
-                                      scenario=scenario_fields))
+                                      scenario=scenario_fields),
+                      guard=known.guard if known is not None else None)
     try:
         started = await start.begin(facts, request)
     except BaseException:
@@ -305,6 +334,10 @@ async def prepare(request: ChatRequest, user: User, start: TurnStart, *,
             with anyio.CancelScope(shield=True):
                 await limiter.release(occupant)
         raise
+    if setup_changed:  # written by the begin: a copy would no longer hold
+        known_lookups.forget(user.id, scoped.session_id)
+    elif known is None and isinstance(start, AppendTurn):
+        known_lookups.remember(user.id, found, reads)
     if isinstance(started, Replay):
         return _replayed(started, scoped.session_id, model)
     claim = TurnClaim(lease=started.lease, new_session=new_session, occupant=occupant,

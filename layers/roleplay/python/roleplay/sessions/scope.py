@@ -86,6 +86,9 @@ class SessionLookup(NamedTuple):
     """The string values at the keys asked for."""
     sizes: list[int] | None
     """The sizes of the sorted sets asked for; None when they were not read."""
+    fields: dict[str, str] | None = None
+    """The session's hash as this lookup read it, when that is how it stands (not brought
+    back from the cold store, not bound to a cookie by this lookup): `known_lookups`."""
 
 
 async def owned_session_and(
@@ -113,17 +116,18 @@ async def owned_session_and(
     found, values, sizes = await store.find([candidate.key for candidate in candidates], keys,
                                             sizes_if_new)
     read_sizes = sizes if sizes_if_new else None
-    for candidate, (meta, cold) in zip(candidates, found, strict=True):
+    for candidate, (meta, cold, fields) in zip(candidates, found, strict=True):
         if meta is None and cold and await bring_back(candidate.key):
-            meta = await store.load_meta(candidate.key)
+            meta, fields = await store.load_meta(candidate.key), {}
         if meta is None:
             continue
         if candidate is own:
             _ensure_not_bound_away(user, meta)
-            return SessionLookup(own, meta, values, read_sizes)
+            return SessionLookup(own, meta, values, read_sizes, fields or None)
         assert user.fallback_owner is not None
-        if meta.owner == user.id or await _BIND_SCRIPT(
-                [redis_keys().session(candidate.key)], [user.fallback_owner, user.id]):
+        if meta.owner == user.id:  # bound to this cookie before
+            return SessionLookup(candidate, meta, values, read_sizes, fields or None)
+        if await _BIND_SCRIPT([redis_keys().session(candidate.key)], [user.fallback_owner, user.id]):
             return SessionLookup(candidate, meta.model_copy(update={"owner": user.id}), values,
                                  read_sizes)
     return SessionLookup(own, None, values, read_sizes)

@@ -22,14 +22,15 @@ A rewind below the watermark clears the summary; the next one is built from what
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -149,6 +150,36 @@ local function rewind(keep)
 end
 """
 
+GUARDED_FIELDS = ("owner", "character_id", "persona", "scenario", "summary", "pins",
+                  "summary_failed_at")
+"""The session's fields a turn's checks and prompt read from its lookup (`chat.preparation`):
+a turn that begins on a copy of them (`known_lookups`) begins only while they still hold."""
+
+# Lua, with KEYS[2] the meta hash and KEYS[8...] the string keys the lookup also read:
+# `lookup_guard` of them as they are now.
+_GUARD = """
+local function guard_digest()
+  local parts = redis.call('HMGET', KEYS[2], """ + ", ".join(f"'{name}'" for name in GUARDED_FIELDS) + """)
+  for i = 8, #KEYS do parts[#parts + 1] = redis.call('GET', KEYS[i]) end
+  for i, v in ipairs(parts) do parts[i] = v and (#v .. ':' .. v) or '-' end
+  return redis.sha1hex(table.concat(parts, '\\0'))
+end
+"""
+
+
+def lookup_guard(fields: Mapping[str, str], values: Sequence[str | None]) -> str:
+    """A digest of a session's `GUARDED_FIELDS` (its hash as read) and the string values a
+    lookup read beside it, as `_GUARD`'s `guard_digest` makes it in the begin script."""
+    def part(value: str | None) -> bytes:
+        if value is None:
+            return b"-"
+        raw = value.encode()
+        return b"%d:%s" % (len(raw), raw)
+
+    parts = [part(fields.get(name)) for name in GUARDED_FIELDS] + [part(value) for value in values]
+    return hashlib.sha1(b"\0".join(parts), usedforsecurity=False).hexdigest()
+
+
 # KEYS: messages list, meta hash, summary lock, turn lease, id hash, episodes, cold marker.
 # ARGV: 1 ttl s, 2 now s, 3 window cap, 4 lease token, 5 lease ms, 6 max turns (0: none),
 # 7 retry window s, 8 idempotency key ('' none), 9 incoming JSON [{r role, c normalized
@@ -156,16 +187,20 @@ end
 # if the session is new or was deleted meanwhile), 11 epoch for a new
 # session, 12 swipes ('0' never, '1' a re-sent history of two or more messages, '2' any
 # re-sent history), 13 the window already known ('' none), 14... each incoming message as
-# it would be stored.
-# Answers {'busy', lease ms left} | {'cold'} (the conversation is in the cold store: bring it
-# back, then begin) | {'turn_limit', user turns} | {'retry', user message, reply} |
+# it would be stored, then (optional) the lookup's guard: `lookup_guard` of what the turn
+# read without reading it again, whose keys (the persona's, the character's) follow the
+# seven above in KEYS. One Redis server only: on a cluster those keys lie on other shards.
+# Answers {'stale'} (the guard no longer holds; nothing written) | {'busy', lease ms left} |
+# {'cold'} (the conversation is in the cold store: bring it back, then begin) |
+# {'turn_limit', user turns} | {'retry', user message, reply} |
 # {'swipe', user message, reply} | {'begin', stored kept, appended, <window>}.
-_BEGIN_SCRIPT = LuaScript(_WINDOW + _DROP_EPISODES + _REWIND + """
+_BEGIN_SCRIPT = LuaScript(_WINDOW + _DROP_EPISODES + _REWIND + _GUARD + """
+local incoming = cjson.decode(ARGV[9])
+local n = #incoming
+if ARGV[14 + n] and guard_digest() ~= ARGV[14 + n] then return {'stale'} end
 local lease = redis.call('GET', KEYS[4])
 if lease and lease ~= ARGV[4] then return {'busy', redis.call('PTTL', KEYS[4])} end
 if redis.call('EXISTS', KEYS[7]) == 1 and redis.call('EXISTS', KEYS[2]) == 0 then return {'cold'} end
-local incoming = cjson.decode(ARGV[9])
-local n = #incoming
 local length = redis.call('LLEN', KEYS[1])
 local key = ARGV[8]
 
@@ -591,6 +626,28 @@ class TurnLimit:
 
 
 @dataclass(frozen=True)
+class Stale:
+    """The lookup a turn began on no longer holds (its guard): nothing was written."""
+
+
+@dataclass(frozen=True)
+class LookupGuard:
+    """What a turn that did not read its session's lookup again began on: the string keys
+    that lookup read beside the session, and `lookup_guard` of what it found."""
+
+    keys: tuple[str, ...]
+    digest: str
+
+
+class FoundSession(NamedTuple):
+    meta: SessionMeta | None
+    cold: bool
+    """Waits in the cold store (matters only when `meta` is None)."""
+    fields: dict[str, str]
+    """The session's hash as read (`lookup_guard`)."""
+
+
+@dataclass(frozen=True)
 class Cold:
     """The conversation was moved to the cold store (`conversation_archive`): it comes
     back before the turn begins."""
@@ -645,7 +702,10 @@ def _known_window(session_id: str, values: list[Any], known: KnownWindow | None)
 
 
 def _meta(session_id: str, found: dict[Any, Any]) -> SessionMeta | None:
-    raw = {str(k): str(v) for k, v in found.items()}
+    return _parsed_meta(session_id, {str(k): str(v) for k, v in found.items()})
+
+
+def _parsed_meta(session_id: str, raw: dict[str, str]) -> SessionMeta | None:
     if not raw:
         return None
     return SessionMeta(
@@ -694,7 +754,7 @@ class SessionStore:
         return values, counts
 
     async def find(self, session_ids: Sequence[str], keys: Sequence[str], sizes: Sequence[str] = (),
-                   ) -> tuple[list[tuple[SessionMeta | None, bool]], list[str | None], list[int]]:
+                   ) -> tuple[list[FoundSession], list[str | None], list[int]]:
         """Each session's metadata and whether it waits in the cold store (which matters
         only for one not in Redis), the string values at `keys` and the sizes of the
         sorted sets at `sizes`, in one round trip: every place a session may be (its
@@ -708,8 +768,10 @@ class SessionStore:
         commands += [("GET", key) for key in keys]  # each alone: on a cluster they may lie on other shards
         commands += [("ZCARD", key) for key in sizes]
         answers = await pipelined_reads(await get_redis(), commands)
-        found = [(_meta(session_id, answers[2 * n]), bool(answers[2 * n + 1]))
-                 for n, session_id in enumerate(session_ids)]
+        found = []
+        for n, session_id in enumerate(session_ids):
+            fields = {str(k): str(v) for k, v in answers[2 * n].items()}
+            found.append(FoundSession(_parsed_meta(session_id, fields), bool(answers[2 * n + 1]), fields))
         values = answers[2 * len(session_ids):len(answers) - len(sizes)]
         return (found, [None if v is None else str(v) for v in values],
                 [int(n) for n in answers[len(answers) - len(sizes):]])
@@ -717,13 +779,15 @@ class SessionStore:
     async def begin_turn(
         self, session_id: str, messages: list[StoredMessage], *, token: str,
         client_ids: list[str | None], setup: TurnSetup, setup_changed: bool,
-        idempotency_key: str | None, swipes: Swipes = "never",
-    ) -> Turn | Replay | Busy | TurnLimit | Cold:
+        idempotency_key: str | None, swipes: Swipes = "never", guard: LookupGuard | None = None,
+    ) -> Turn | Replay | Busy | TurnLimit | Cold | Stale:
         """One attempt to begin a turn (see the module's docstring); one round trip.
 
         `messages` are the request's messages as they would be stored (each with a new
         id), `client_ids` the ids the client gave them. `swipes`: whether a re-sent
-        history already answered (whole, not cut) is a swipe rather than a retry."""
+        history already answered (whole, not cut) is a swipe rather than a retry.
+        `guard`: the turn began on a lookup it did not read again (one Redis server only);
+        `Stale` when that no longer holds."""
         settings = get_settings()
         known = known_windows.get(session_id)
         incoming = []
@@ -733,14 +797,20 @@ class SessionStore:
             if client_id:
                 item["i"] = client_id
             incoming.append(item)
-        answer = await _BEGIN_SCRIPT(self.keys(session_id), [
+        keys, args = self.keys(session_id), [
             settings.conversation_ttl_s, now(), WINDOW_CAP, token, settings.turn_lease_s * 1000,
             settings.max_turns, settings.turn_retry_window_s, idempotency_key or "",
             json.dumps(incoming, ensure_ascii=False),
             ("" if setup_changed else "=") + setup.encoded(),
             secrets.randbelow(2**40) * 1000, _SWIPES[swipes], _hint(known),
-            *[m.model_dump_json(exclude_defaults=True) for m in messages]])
+            *[m.model_dump_json(exclude_defaults=True) for m in messages]]
+        if guard is not None:
+            keys += guard.keys
+            args.append(guard.digest)
+        answer = await _BEGIN_SCRIPT(keys, args)
         kind = answer[0]
+        if kind == "stale":
+            return Stale()
         if kind == "busy":
             return Busy(max(0, int(answer[1])))
         if kind == "cold":

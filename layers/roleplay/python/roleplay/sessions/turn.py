@@ -30,8 +30,10 @@ from roleplay.sessions.conversation_archive import bring_back
 from roleplay.sessions.store import (
     Busy,
     Cold,
+    LookupGuard,
     Replay,
     SessionStore,
+    Stale,
     StoredMessage,
     Swipes,
     Turn,
@@ -55,6 +57,10 @@ class TurnInProgress(Conflict):
             details={"retry_after_s": 1, "lease_expires_in_s": round(lease_left_s, 1)})
 
 
+class StaleLookup(Exception):
+    """The copy of its lookup a turn began on no longer holds: read it, and begin again."""
+
+
 def turn_limit_reached(max_turns: int) -> Conflict:
     return Conflict(f"this conversation reached its limit of {max_turns} turns; "
                     "start a new session", code="turn_limit_reached")
@@ -63,10 +69,12 @@ def turn_limit_reached(max_turns: int) -> Conflict:
 async def begin_turn(
     sessions: SessionStore, session_id: str, messages: list[StoredMessage], *,
     client_ids: list[str | None], setup: TurnSetup, setup_changed: bool,
-    idempotency_key: str | None, swipes: Swipes = "never",
+    idempotency_key: str | None, swipes: Swipes = "never", guard: LookupGuard | None = None,
 ) -> Turn | Replay:
     """`swipes` as the store takes it, until the turn first finds its session busy: a
-    re-send that arrived while the reply was being generated is that turn's retry."""
+    re-send that arrived while the reply was being generated is that turn's retry.
+    `guard`: the turn began on a copy of its lookup (`known_lookups`); `StaleLookup` when
+    that no longer holds, before anything is written."""
     settings = get_settings()
     token = uuid.uuid4().hex
     deadline = time.monotonic() + settings.turn_wait_s
@@ -74,7 +82,10 @@ async def begin_turn(
     while True:
         begun = await sessions.begin_turn(session_id, messages, token=token, client_ids=client_ids,
                                           setup=setup, setup_changed=setup_changed,
-                                          idempotency_key=idempotency_key, swipes=swipes)
+                                          idempotency_key=idempotency_key, swipes=swipes,
+                                          guard=guard)
+        if isinstance(begun, Stale):
+            raise StaleLookup
         if isinstance(begun, Busy):
             swipes = "never"
             left = deadline - time.monotonic()
