@@ -3,9 +3,18 @@ by count and by the stored text they hold, and answer only for the keys they rea
 
 from __future__ import annotations
 
+import pytest
+
+from roleplay.sessions import known_lookups
 from roleplay.sessions.known_lookups import KnownLookups
 from roleplay.sessions.scope import ScopedSession, SessionLookup
 from roleplay.sessions.store import SessionMeta, lookup_guard
+
+
+@pytest.fixture(autouse=True)
+def one_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on one Redis server, whatever store the run uses."""
+    monkeypatch.setattr(known_lookups, "is_cluster", lambda: False)
 
 
 def _lookup(session_id: str, persona: str = "밝은 바리스타", card: str | None = None) -> SessionLookup:
@@ -62,3 +71,14 @@ def test_a_copy_remembered_again_replaces_the_old_one() -> None:
     assert copy is not None and copy.lookup.fields == {"owner": "u1", "persona": "r" * 30}
     known.forget("u1", "a")
     assert known.get("u1", "a", []) is None
+
+
+def test_on_a_cluster_no_copy_is_kept_or_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard reads the persona's and the character's keys, which lie on other shards."""
+    known = KnownLookups()
+    known.remember("u1", _lookup("a"), [])
+    monkeypatch.setattr(known_lookups, "is_cluster", lambda: True)
+    assert known.get("u1", "a", []) is None
+    known.remember("u1", _lookup("b"), [])
+    monkeypatch.setattr(known_lookups, "is_cluster", lambda: False)
+    assert known.get("u1", "b", []) is None
