@@ -11,8 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio.connection import AbstractConnection
 
 from roleplay.core.redis_client import is_cluster
+from roleplay.ops import failover
 from tests.support.fake_llm import FakeLLM
 from tests.support.redis_writes import command_name, record_writes
 
@@ -53,6 +55,43 @@ def test_a_steady_turn_begins_without_reading_its_session_again(
     else:
         assert sent == ["EVALSHA", "EVALSHA"], "the begin and the reply's store, nothing else"
     assert "밝은 바리스타" in fake_upstream.chat_prompts[-1][0]["content"]
+
+
+def test_a_steady_turn_after_a_pause_reads_the_breaker_beside_its_begin(
+    settings_env: Callable[..., None], fake_upstream: FakeLLM, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The breaker's copy is a second old by a conversation's next turn: its read goes out
+    with the begin script, before either is answered, not a round trip after it."""
+    async def turns() -> tuple[list[str], bool]:
+        async with _client(settings_env) as http:
+            for text in ("안녕!", "오늘 날씨 어때?", "나는 라떼."):
+                await _say(http, "paced", text, persona="밝은 바리스타")
+            failover._cache.clear()  # as a second after the last call leaves it
+            events: list[str] = []
+            write, read = AbstractConnection.send_packed_command, AbstractConnection.read_response
+
+            async def writing(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+                sent = command if isinstance(command, bytes) else b"".join(
+                    p if isinstance(p, bytes) else bytes(p) for p in command)
+                events.append(command_name(sent))
+                await write(self, command, check_health)
+
+            async def reading(self: AbstractConnection, *args: Any, **kwargs: Any) -> Any:
+                answer = await read(self, *args, **kwargs)
+                events.append("answer")
+                return answer
+
+            monkeypatch.setattr(AbstractConnection, "send_packed_command", writing)
+            monkeypatch.setattr(AbstractConnection, "read_response", reading)
+            await _say(http, "paced", "비가 오네.", persona="밝은 바리스타")
+            monkeypatch.undo()
+        return events, is_cluster()
+
+    events, cluster = asyncio.run(turns())
+    if cluster:
+        pytest.skip("a cluster's turn reads its lookup, with the breaker beside it")
+    assert events[:4] == ["EVALSHA", "HMGET", "answer", "answer"], events
+    assert events[4:] == ["EVALSHA", "answer"], "then the reply's store alone"
 
 
 async def _pin(http: httpx.AsyncClient, session_id: str) -> None:

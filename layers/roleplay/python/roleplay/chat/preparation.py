@@ -265,12 +265,11 @@ async def _checked_and_begun(request: ChatRequest, user: User, start: TurnStart,
     # only the begin script of a chat turn checks a copy (`AppendTurn`)
     known = known_lookups.get(user.id, request.session_id, reads) if (
         reuse and isinstance(start, AppendTurn)) else None
-    breakers = stale_breakers(base_urls(settings.llm_base_url, settings.llm_base_urls))
-    if known is not None:
+    upstreams = base_urls(settings.llm_base_url, settings.llm_base_urls)
+    if known is not None:  # the upstream's breaker is read beside the begin script, below
         found = known.lookup
-        if breakers is not None:
-            await breakers
     else:
+        breakers = stale_breakers(upstreams)
         lookup = owned_session_and(
             user, request.session_id, sessions, reads,
             sizes_if_new=(conversation_index.listing_key(user.id),) if appends else ())
@@ -327,13 +326,19 @@ async def _checked_and_begun(request: ChatRequest, user: User, start: TurnStart,
                       setup=TurnSetup(owner=user.id, character_id=character_id, persona=persona,
                                       scenario=scenario_fields),
                       guard=known.guard if known is not None else None)
+    breakers = stale_breakers(upstreams) if known is not None else None
+    beside = asyncio.ensure_future(breakers) if breakers is not None else None
     try:
         started = await start.begin(facts, request)
     except BaseException:
+        if beside is not None:
+            _dropped(beside)
         if new_session and admission.new:
             with anyio.CancelScope(shield=True):
                 await limiter.release(occupant)
         raise
+    if beside is not None:
+        await _settled(beside)
     if setup_changed:  # written by the begin: a copy would no longer hold
         known_lookups.forget(user.id, scoped.session_id)
     elif known is None and isinstance(start, AppendTurn):
@@ -363,6 +368,20 @@ async def _checked_and_begun(request: ChatRequest, user: User, start: TurnStart,
     if started.reply_id:
         turn.reply_id = started.reply_id
     return turn
+
+
+async def _settled(beside: asyncio.Future[None]) -> None:
+    """Waits for the breakers' read made beside the begin script. Its error is not the
+    turn's: the upstream call reads a breaker again while its copy is stale."""
+    await asyncio.wait([beside])
+    if not beside.cancelled():
+        beside.exception()  # taken, so it is not logged as never retrieved
+
+
+def _dropped(beside: asyncio.Future[None]) -> None:
+    """The breakers' read of a turn that failed to begin: cancelled, or its error taken."""
+    if not beside.cancel() and not beside.cancelled():
+        beside.exception()
 
 
 async def _fitted(
