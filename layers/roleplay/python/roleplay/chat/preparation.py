@@ -262,9 +262,8 @@ async def _checked_and_begun(request: ChatRequest, user: User, start: TurnStart,
     likely = request.character_id or session_characters.get((user.id, request.session_id))
     character_key = character_service.read_key(likely) if likely else None
     reads = (*persona_reads, character_key) if character_key else persona_reads
-    # only the begin script of a chat turn checks a copy (`AppendTurn`)
-    known = known_lookups.get(user.id, request.session_id, reads) if (
-        reuse and isinstance(start, AppendTurn)) else None
+    copies = isinstance(start, AppendTurn)  # only a chat turn's begin script checks a copy
+    known = known_lookups.get(user.id, request.session_id, reads) if reuse and copies else None
     upstreams = base_urls(settings.llm_base_url, settings.llm_base_urls)
     if known is not None:  # the upstream's breaker is read beside the begin script, below
         found = known.lookup
@@ -341,7 +340,7 @@ async def _checked_and_begun(request: ChatRequest, user: User, start: TurnStart,
         await _settled(beside)
     if setup_changed:  # written by the begin: a copy would no longer hold
         known_lookups.forget(user.id, scoped.session_id)
-    elif known is None and isinstance(start, AppendTurn):
+    elif known is None and copies:
         known_lookups.remember(user.id, found, reads)
     if isinstance(started, Replay):
         return _replayed(started, scoped.session_id, model)

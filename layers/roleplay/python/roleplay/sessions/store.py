@@ -701,11 +701,12 @@ def _known_window(session_id: str, values: list[Any], known: KnownWindow | None)
     return window
 
 
-def _meta(session_id: str, found: dict[Any, Any]) -> SessionMeta | None:
-    return _parsed_meta(session_id, {str(k): str(v) for k, v in found.items()})
+def _fields(found: dict[Any, Any]) -> dict[str, str]:
+    """A session's hash as read, as text."""
+    return {str(k): str(v) for k, v in found.items()}
 
 
-def _parsed_meta(session_id: str, raw: dict[str, str]) -> SessionMeta | None:
+def _meta(session_id: str, raw: dict[str, str]) -> SessionMeta | None:
     if not raw:
         return None
     return SessionMeta(
@@ -742,7 +743,7 @@ class SessionStore:
                 keys.session_cold(session_id)]
 
     async def load_meta(self, session_id: str) -> SessionMeta | None:
-        return _meta(session_id, await (await get_redis()).hgetall(redis_keys().session(session_id)))
+        return _meta(session_id, _fields(await (await get_redis()).hgetall(redis_keys().session(session_id))))
 
     async def read_values(self, keys: Sequence[str], sizes: Sequence[str] = (),
                           ) -> tuple[list[str | None], list[int]]:
@@ -770,8 +771,8 @@ class SessionStore:
         answers = await pipelined_reads(await get_redis(), commands)
         found = []
         for n, session_id in enumerate(session_ids):
-            fields = {str(k): str(v) for k, v in answers[2 * n].items()}
-            found.append(FoundSession(_parsed_meta(session_id, fields), bool(answers[2 * n + 1]), fields))
+            fields = _fields(answers[2 * n])
+            found.append(FoundSession(_meta(session_id, fields), bool(answers[2 * n + 1]), fields))
         values = answers[2 * len(session_ids):len(answers) - len(sizes)]
         return (found, [None if v is None else str(v) for v in values],
                 [int(n) for n in answers[len(answers) - len(sizes):]])
