@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from roleplay.core.http11_transport import Http11Transport, _Answer
+from roleplay.core.http11_transport import Http11Transport, _Answer, _Body
 from tests.support.upstream_server import closed_port_url, serve, silent_socket
 
 
@@ -219,6 +219,61 @@ def test_an_answer_without_a_length_ends_when_the_upstream_closes() -> None:
 
     try:
         assert asyncio.run(call()) == {"answer": "whole"}
+    finally:
+        server.join(timeout=5)
+        listener.close()
+
+
+
+def test_a_stream_left_at_done_keeps_its_connection_when_its_iterator_closes_meanwhile() -> None:
+    """Left at `data: [DONE]`, the body's iterator is abandoned; the event loop closes it
+    in a task of its own whenever the collector finds it. Here that close lands between
+    the chunked terminator arriving and `aclose` parsing it, as it did once in CI (stop
+    42: an AttributeError out of a whole reply)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def answer_once() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            event = b"data: [DONE]\n\n"
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n"
+                               + b"%x\r\n%s\r\n" % (len(event), event))
+            connection.recv(1)  # the client has read the event
+            connection.sendall(b"0\r\n\r\n")
+            connection.recv(1)
+
+    server = threading.Thread(target=answer_once, daemon=True)
+    server.start()
+
+    async def call() -> int:
+        transport = Http11Transport(max_connections=1, keepalive=1)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/events"
+        response = await transport.handle_async_request(httpx.Request("POST", url, json={}))
+        body = response.stream
+        assert isinstance(body, _Body)
+        pieces = body.__aiter__()
+        assert await anext(pieces) == b"data: [DONE]\n\n"
+        connection = body.exchange.connection
+        read = connection.reader.read
+
+        async def read_then_close_the_abandoned_iterator(size: int) -> bytes:
+            data = await read(size)
+            await pieces.aclose()  # type: ignore[attr-defined]
+            return data
+
+        connection.reader.read = read_then_close_the_abandoned_iterator  # type: ignore[method-assign, assignment]
+        connection.writer.write(b"!")  # the server sends the terminator
+        await response.aclose()
+        kept = sum(len(idle) for idle in transport._idle.values())
+        await transport.aclose()
+        return kept
+
+    try:
+        assert asyncio.run(call()) == 1
     finally:
         server.join(timeout=5)
         listener.close()

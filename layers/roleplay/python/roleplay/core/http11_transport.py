@@ -98,6 +98,8 @@ class _Exchange:
         self.answer = answer
         self.read_s = read_s
         self.finished = False
+        self.closing = False
+        """`_Body.aclose` is reading the rest: it, not the abandoned iterator, finishes."""
 
     async def feed(self) -> None:
         """Reads and parses the next piece the upstream sends."""
@@ -138,6 +140,12 @@ class _Body(httpx.AsyncByteStream):
                 if answer.done:
                     break
                 await exchange.feed()
+        except GeneratorExit:
+            # Left early: the event loop closes this generator in a task of its own, which
+            # may run while `aclose` still reads the rest of the answer.
+            if not exchange.closing:
+                exchange.finish(reusable=False)
+            raise
         except BaseException:
             exchange.finish(reusable=False)
             raise
@@ -149,6 +157,7 @@ class _Body(httpx.AsyncByteStream):
         exchange, answer = self.exchange, self.exchange.answer
         if exchange.finished:
             return
+        exchange.closing = True
         left = FINISH_BYTES
         try:
             async with asyncio.timeout(FINISH_S):
