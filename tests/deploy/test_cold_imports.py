@@ -15,8 +15,10 @@ import pytest
 
 from infra.sam_build import ROOT
 
-NEVER = ("pydantic_settings",)
-"""No function imports these: the settings read the environment themselves."""
+NEVER = ("pydantic_settings", "click")
+"""No function imports these: the settings read the environment themselves; click is
+uvicorn's, which only the streaming chat's web adapter runs (httpx's command line would
+import it: `roleplay.web.cold_start`)."""
 NOT_AT_IMPORT: dict[str, tuple[str, ...]] = {
     # the turn (LLM dialect, prompt fitting, speech): only the routes that take one; the
     # LLM's client and httpx: the first request that asks the upstream (some 40 ms)

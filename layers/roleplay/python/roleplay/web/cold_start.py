@@ -20,6 +20,11 @@ is a v1 model, and FastAPI answers "no" at once where `pydantic.v1` cannot be im
 (its own path for Pythons without it), so this module marks it absent (`sys.modules`'s
 None, the import system's own mark) unless something imported it already.
 
+httpx imports its command line (`httpx._main`) to offer `httpx.main`, and with it click
+(7 ms), which the layer holds for uvicorn; the import then fails on rich, which it does
+not hold, and httpx falls back to a `main` that says to install `httpx[cli]`. This
+module marks `httpx._main` absent the same way, so httpx takes that fallback at once.
+
 FastAPI's OpenAPI models (`fastapi.openapi.models`, 70-120 ms) are built on first use, not
 while FastAPI is imported: `deferred_openapi_models`.
 
@@ -40,7 +45,8 @@ _paused: list[bool] = [gc.isenabled()]
 """[True] while this module holds the collector paused."""
 if _paused[0]:
     gc.disable()
-sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]
+for _unused in ("pydantic.v1", "httpx._main"):
+    sys.modules.setdefault(_unused, None)  # type: ignore[arg-type]
 deferred_openapi_models.install()
 
 
