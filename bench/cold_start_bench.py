@@ -6,6 +6,11 @@ first invocation. Twice per function: with the bytecode the build compiled, and 
 copy of the build without it (what `sam build` shipped before: every cold start compiles).
 Medians over `RUNS` fresh processes each; the interpreter's own start is listed apart, and
 the slowest imports of the handler (`-X importtime`) are named.
+
+Beside them, the floor: a handler of one route that imports only FastAPI, Mangum and
+redis-py, with this project's cold-start measures (`roleplay.web.cold_start`), on the
+health function's layers, probed the same way. What a function costs above it is its
+own routes, models and domain.
 """
 
 from __future__ import annotations
@@ -56,6 +61,36 @@ print(json.dumps({"import_ms": (imported - started) * 1000, "invoke_ms": (invoke
 """
 
 
+FLOOR_APP = """\
+from roleplay.web import cold_start
+
+# isort: split
+import redis.asyncio  # noqa: F401
+from fastapi import FastAPI
+from mangum import Mangum
+
+app = FastAPI()
+
+
+@app.get("/api/health")
+async def health() -> dict[str, bool]:
+    return {"ok": True}
+
+
+handler = Mangum(app, lifespan="off")
+cold_start.handler_imported()
+"""
+FLOOR_LAYERS_OF = "health"
+
+
+def _floor_function(folder: Path) -> Path:
+    """The floor's handler, compiled as the build compiles a function's."""
+    folder.mkdir()
+    (folder / "app.py").write_text(FLOOR_APP)
+    subprocess.run([python312(), "-m", "compileall", "-q", str(folder)], check=True)
+    return folder
+
+
 def _without_bytecode(build: Path, copy: Path) -> Path:
     """The build as `sam build` shipped it before issue 14: sources only."""
     shutil.copytree(build, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -63,17 +98,19 @@ def _without_bytecode(build: Path, copy: Path) -> Path:
 
 
 def _probe(build: Path, name: str, env: dict[str, str], events: Path,
-           flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+           flags: tuple[str, ...] = (), folder: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`folder`: the handler's folder, when it is not the function's own in `build`."""
     layers = json.dumps([str(path) for path in layer_paths(name, build)])
+    folder = folder or function_dir(name, build)
     return subprocess.run(
-        [python312(), "-I", "-S", "-B", *flags, "-c", _PROBE, str(function_dir(name, build)),
+        [python312(), "-I", "-S", "-B", *flags, "-c", _PROBE, str(folder),
          layers, json.dumps(FIRST_EVENTS[name]), str(events)],
-        cwd=function_dir(name, build), env=env, capture_output=True, text=True, check=True)
+        cwd=folder, env=env, capture_output=True, text=True, check=True)
 
 
 def _medians(build: Path, name: str, env: dict[str, str], events: Path,
-             runs: int) -> dict[str, float]:
-    samples = [json.loads(_probe(build, name, env, events).stdout.strip().splitlines()[-1])
+             runs: int, folder: Path | None = None) -> dict[str, float]:
+    samples = [json.loads(_probe(build, name, env, events, folder=folder).stdout.strip().splitlines()[-1])
                for _ in range(runs)]
     return {"import_ms": round(statistics.median(s["import_ms"] for s in samples), 1),
             "first_invoke_ms": round(statistics.median(s["invoke_ms"] for s in samples), 1),
@@ -126,9 +163,13 @@ def run(runs: int = RUNS) -> dict[str, Any]:
                 "import_without_bytecode_ms": without["import_ms"],
                 "slowest_imports_ms": _slowest_imports(build, name, env, scratch / "events"),
             }
+        floor = _medians(build, FLOOR_LAYERS_OF, env, scratch / "events", runs,
+                         folder=_floor_function(scratch / "floor"))
     result = {"setup": {"runs_per_function": runs, "python": "3.12 (the Lambda runtime's)",
                         "build": "sam build (infra/sam/Makefile)", "goal_ms": GOAL_MS},
-              "interpreter_start_ms": _interpreter_start_ms(runs), "functions": functions}
+              "interpreter_start_ms": _interpreter_start_ms(runs), "functions": functions,
+              "floor": {"what": "one route; FastAPI, Mangum and redis-py imported; "
+                                "roleplay.web.cold_start's measures", **floor}}
     save("cold_start", result)
     return result
 

@@ -117,6 +117,10 @@ def _cold_start_table(cold: dict[str, Any]) -> list[str]:
         without = f.get("cold_start_without_bytecode_ms", "-")
         lines.append(f"| {name} | {f['cold_start_ms']} ms | {without} ms | "
                      f"{f['import_ms']} / {f['first_invoke_ms']} ms | {slowest} |")
+    if "floor" in cold:
+        floor = cold["floor"]
+        lines.append(f"| *floor: {floor['what']}* | {floor['cold_start_ms']} ms | | "
+                     f"{floor['import_ms']} / {floor['first_invoke_ms']} ms | |")
     return lines
 
 
