@@ -9,7 +9,8 @@ import asyncio
 import gc
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -195,34 +196,41 @@ def test_only_plain_http_is_spoken() -> None:
         asyncio.run(call())
 
 
-def test_an_answer_without_a_length_ends_when_the_upstream_closes() -> None:
-    """HTTP/1.1 lets a server send a body with neither Content-Length nor chunks and end it
-    by closing the connection (RFC 9112, 6.3)."""
+@contextmanager
+def one_connection_server(answer: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A raw socket server for one connection, answered by `answer`; yields its URL."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
 
-    def answer_once() -> None:
+    def serve_once() -> None:
         connection, _ = listener.accept()
         with connection:
-            connection.recv(65536)
-            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")
-            connection.sendall(b'{"answer": "whole"}')
+            answer(connection)
 
-    server = threading.Thread(target=answer_once, daemon=True)
+    server = threading.Thread(target=serve_once, daemon=True)
     server.start()
-
-    async def call() -> object:
-        async with _client() as client:
-            return (await client.post(f"http://127.0.0.1:{listener.getsockname()[1]}/x",
-                                      json={})).json()
-
     try:
-        assert asyncio.run(call()) == {"answer": "whole"}
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
     finally:
         server.join(timeout=5)
         listener.close()
 
+
+def test_an_answer_without_a_length_ends_when_the_upstream_closes() -> None:
+    """HTTP/1.1 lets a server send a body with neither Content-Length nor chunks and end it
+    by closing the connection (RFC 9112, 6.3)."""
+    def answer(connection: socket.socket) -> None:
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")
+        connection.sendall(b'{"answer": "whole"}')
+
+    async def call(url: str) -> object:
+        async with _client() as client:
+            return (await client.post(f"{url}/x", json={})).json()
+
+    with one_connection_server(answer) as url:
+        assert asyncio.run(call(url)) == {"answer": "whole"}
 
 
 def test_a_stream_left_at_done_keeps_its_connection_when_its_iterator_closes_meanwhile() -> None:
@@ -230,29 +238,19 @@ def test_a_stream_left_at_done_keeps_its_connection_when_its_iterator_closes_mea
     in a task of its own whenever the collector finds it. Here that close lands between
     the chunked terminator arriving and `aclose` parsing it, as it did once in CI (stop
     42: an AttributeError out of a whole reply)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
+    def answer(connection: socket.socket) -> None:
+        connection.recv(65536)
+        event = b"data: [DONE]\n\n"
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n"
+                           + b"%x\r\n%s\r\n" % (len(event), event))
+        connection.recv(1)  # the client has read the event
+        connection.sendall(b"0\r\n\r\n")
+        connection.recv(1)
 
-    def answer_once() -> None:
-        connection, _ = listener.accept()
-        with connection:
-            connection.recv(65536)
-            event = b"data: [DONE]\n\n"
-            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                               b"Transfer-Encoding: chunked\r\n\r\n"
-                               + b"%x\r\n%s\r\n" % (len(event), event))
-            connection.recv(1)  # the client has read the event
-            connection.sendall(b"0\r\n\r\n")
-            connection.recv(1)
-
-    server = threading.Thread(target=answer_once, daemon=True)
-    server.start()
-
-    async def call() -> int:
+    async def call(url: str) -> int:
         transport = Http11Transport(max_connections=1, keepalive=1)
-        url = f"http://127.0.0.1:{listener.getsockname()[1]}/events"
-        response = await transport.handle_async_request(httpx.Request("POST", url, json={}))
+        response = await transport.handle_async_request(httpx.Request("POST", f"{url}/events", json={}))
         body = response.stream
         assert isinstance(body, _Body)
         pieces = body.__aiter__()
@@ -272,8 +270,5 @@ def test_a_stream_left_at_done_keeps_its_connection_when_its_iterator_closes_mea
         await transport.aclose()
         return kept
 
-    try:
-        assert asyncio.run(call()) == 1
-    finally:
-        server.join(timeout=5)
-        listener.close()
+    with one_connection_server(answer) as url:
+        assert asyncio.run(call(url)) == 1
